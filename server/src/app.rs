@@ -1,0 +1,442 @@
+//! Application state, the router and its middleware (auth, CORS, request
+//! counting), and the small endpoints: health, models, metrics, tokenize.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use owl_engine::service::ChatMessage;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::openai::{parse_body, parse_json, ChatParams};
+use crate::service::LlmService;
+use crate::{generate, metrics};
+
+/// Default request body limit.
+pub const DEFAULT_MAX_BODY: usize = 4 << 20;
+
+/// A models.lock entry, as `/v1/models` lists it and the `model` field may name it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KnownModel {
+    pub name: String,
+    /// File name in the model cache.
+    pub file: String,
+    /// Other names that refer to this model.
+    pub aliases: Vec<String>,
+}
+
+impl KnownModel {
+    fn names(&self) -> impl Iterator<Item = &str> {
+        [self.name.as_str(), self.file.as_str()]
+            .into_iter()
+            .chain(self.aliases.iter().map(String::as_str))
+    }
+}
+
+/// Settings of the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Required as `Authorization: Bearer <key>` on every endpoint but /health.
+    pub api_key: Option<String>,
+    /// An allowed origin, or "*"; None leaves CORS off.
+    pub cors: Option<String>,
+    /// models.lock entries, for `/v1/models` and model-name checks.
+    pub known_models: Vec<KnownModel>,
+    /// The `--model` argument as given: also a valid name for the loaded model.
+    pub model_arg: String,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            api_key: None,
+            cors: None,
+            known_models: Vec::new(),
+            model_arg: String::new(),
+            max_body_bytes: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+/// Shared state of all handlers. The engine is set once it has loaded; until
+/// then every endpoint that needs it answers 503.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    opts: ServerOptions,
+    engine: OnceLock<Arc<dyn LlmService>>,
+    /// Lower-cased names that refer to the loaded model.
+    loaded_names: OnceLock<Vec<String>>,
+    /// Requests answered, by (route, status).
+    http: Mutex<BTreeMap<(String, u16), u64>>,
+    created: u64,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl AppState {
+    pub fn new(opts: ServerOptions) -> AppState {
+        AppState(Arc::new(Inner {
+            opts,
+            engine: OnceLock::new(),
+            loaded_names: OnceLock::new(),
+            http: Mutex::new(BTreeMap::new()),
+            created: unix_now(),
+        }))
+    }
+
+    /// Makes the loaded engine available; /health turns 200. Only the first call counts.
+    pub fn set_engine(&self, engine: Arc<dyn LlmService>) {
+        let info = engine.info();
+        let file = info
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = info
+            .path
+            .file_stem()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut names = vec![
+            info.name.clone(),
+            file.clone(),
+            stem,
+            self.0.opts.model_arg.clone(),
+        ];
+        for k in &self.0.opts.known_models {
+            if k.name == info.name || (!file.is_empty() && k.file == file) {
+                names.extend(k.names().map(str::to_string));
+            }
+        }
+        let mut names: Vec<String> = names
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| n.to_lowercase())
+            .collect();
+        names.sort();
+        names.dedup();
+        let _ = self.0.loaded_names.set(names);
+        let _ = self.0.engine.set(engine);
+    }
+
+    pub fn engine(&self) -> Result<Arc<dyn LlmService>, ApiError> {
+        self.0.engine.get().cloned().ok_or_else(ApiError::loading)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.engine.get().is_some()
+    }
+
+    pub(crate) fn model_name(&self) -> String {
+        self.0
+            .engine
+            .get()
+            .map(|e| e.info().name.clone())
+            .unwrap_or_else(|| self.0.opts.model_arg.clone())
+    }
+
+    /// The `model` field may be omitted, empty, or name the loaded model (its
+    /// name, file name, or an alias); any other name is a 404.
+    pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
+        let Some(req) = requested.map(str::trim).filter(|r| !r.is_empty()) else {
+            return Ok(());
+        };
+        let lower = req.to_lowercase();
+        if self
+            .0
+            .loaded_names
+            .get()
+            .is_some_and(|names| names.contains(&lower))
+        {
+            return Ok(());
+        }
+        let loaded = self.model_name();
+        let known = self
+            .0
+            .opts
+            .known_models
+            .iter()
+            .find(|k| k.names().any(|n| n.to_lowercase() == lower));
+        Err(match known {
+            Some(k) => ApiError::model_not_found(format!(
+                "model {:?} is not loaded; this server serves {loaded:?} (start `owl serve --model {}` for it)",
+                req, k.name
+            )),
+            None => ApiError::model_not_found(format!("unknown model {req:?}; this server serves {loaded:?}")),
+        })
+    }
+
+    fn count(&self, route: String, status: u16) {
+        if let Ok(mut m) = self.0.http.lock() {
+            *m.entry((route, status)).or_insert(0) += 1;
+        }
+    }
+
+    pub(crate) fn http_counts(&self) -> Vec<((String, u16), u64)> {
+        self.0
+            .http
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A JSON object body. Oversized bodies are a 413 and malformed JSON a 400,
+/// both in OpenAI's error shape.
+pub struct JsonBody(pub Value);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(state.0.opts.max_body_bytes)
+            } else {
+                ApiError::bad_request(format!(
+                    "could not read the request body: {}",
+                    e.body_text()
+                ))
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/v1/chat/completions", post(generate::chat_completions))
+        .route("/v1/completions", post(generate::completions))
+        .route("/v1/models", get(models))
+        .route("/metrics", get(metrics_text))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
+        .route("/apply-template", post(apply_template))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(state.0.opts.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .with_state(state)
+}
+
+async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(key) = &st.0.opts.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Counts answered requests by route and status for /metrics.
+async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let resp = next.run(req).await;
+    st.count(route, resp.status().as_u16());
+    resp
+}
+
+/// CORS, only when `--cors ORIGIN` is given: answers preflights and adds the
+/// allow-origin header for that origin (or any, with "*").
+async fn cors(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(allowed) = st.0.opts.cors.clone() else {
+        return next.run(req).await;
+    };
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allow = match origin {
+        Some(o) if allowed == "*" => Some(HeaderValue::from_static("*")).filter(|_| !o.is_empty()),
+        Some(o) if o.as_bytes() == allowed.as_bytes() => Some(o),
+        _ => None,
+    };
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut resp = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        if allow.is_some() {
+            let h = r.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, OPTIONS"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("authorization, content-type"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+        }
+        r
+    } else {
+        next.run(req).await
+    };
+    if let Some(a) = allow {
+        resp.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, a);
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+    resp
+}
+
+async fn health(State(st): State<AppState>) -> Response {
+    if st.is_ready() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        ApiError::loading().into_response()
+    }
+}
+
+fn model_entry(id: &str, created: u64, extra: Value) -> Value {
+    let mut v = json!({"id": id, "object": "model", "created": created, "owned_by": "owl"});
+    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+        m.extend(e);
+    }
+    v
+}
+
+/// The loaded model first, then the other models.lock entries (not loaded).
+async fn models(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let engine = st.engine()?;
+    let info = engine.info();
+    let created = st.0.created;
+    let mut data = vec![model_entry(
+        &info.name,
+        created,
+        json!({
+            "loaded": true, "arch": info.arch, "quant": info.quant, "n_params": info.n_params,
+            "file_size": info.file_size, "n_ctx": info.n_ctx, "n_ctx_train": info.n_ctx_train,
+            "n_vocab": info.n_vocab, "n_parallel": info.n_parallel, "device": info.device,
+        }),
+    )];
+    for k in &st.0.opts.known_models {
+        if st.check_model(Some(&k.name)).is_err() {
+            data.push(model_entry(
+                &k.name,
+                created,
+                json!({"loaded": false, "file": k.file}),
+            ));
+        }
+    }
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let engine = st.engine()?;
+    let text = metrics::render(&engine.metrics(), &st.http_counts());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok((headers, text).into_response())
+}
+
+#[derive(Deserialize)]
+struct TokenizeBody {
+    content: String,
+    /// llama-server's defaults: no BOS, special tokens parsed.
+    #[serde(default)]
+    add_special: bool,
+    #[serde(default = "yes")]
+    parse_special: bool,
+    #[serde(default)]
+    with_pieces: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn tokenize(
+    State(st): State<AppState>,
+    JsonBody(v): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let b: TokenizeBody = parse_body(&v)?;
+    let engine = st.engine()?;
+    let ids = engine
+        .tokenize(&b.content, b.add_special, b.parse_special)
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    let tokens: Vec<Value> = if b.with_pieces {
+        ids.iter()
+            .map(|&id| json!({"id": id, "piece": engine.detokenize(&[id])}))
+            .collect()
+    } else {
+        ids.iter().map(|&id| json!(id)).collect()
+    };
+    Ok(Json(json!({"tokens": tokens})))
+}
+
+#[derive(Deserialize)]
+struct DetokenizeBody {
+    tokens: Vec<u32>,
+}
+
+async fn detokenize(
+    State(st): State<AppState>,
+    JsonBody(v): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let b: DetokenizeBody = parse_body(&v)?;
+    let engine = st.engine()?;
+    let n_vocab = engine.info().n_vocab;
+    if let Some(bad) = b.tokens.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(ApiError::invalid(
+            "tokens",
+            format!("token id {bad} is outside the vocabulary of {n_vocab}"),
+        ));
+    }
+    Ok(Json(json!({"content": engine.detokenize(&b.tokens)})))
+}
+
+/// llama-server's `/apply-template`: the chat prompt a conversation renders to.
+async fn apply_template(
+    State(st): State<AppState>,
+    JsonBody(v): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let (messages, _): (Vec<ChatMessage>, _) = parse_body::<ChatParams>(&v)?.validate()?;
+    let engine = st.engine()?;
+    let prompt = engine
+        .apply_chat_template(&messages, true)
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    Ok(Json(json!({"prompt": prompt})))
+}

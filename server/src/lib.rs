@@ -1,0 +1,126 @@
+//! owl-server: the OpenAI-compatible HTTP API over the owl Engine service.
+//!
+//! This crate holds the OpenAI types and handlers and nothing of the model:
+//! everything model-related goes through [`LlmService`], which the engine's
+//! `Engine` implements (tests use a fake).
+//!
+//! Endpoints: `POST /v1/chat/completions`, `POST /v1/completions`,
+//! `GET /v1/models`, `GET /health` (503 while loading), `GET /metrics`
+//! (Prometheus), and llama-server's `POST /tokenize`, `POST /detokenize`,
+//! `POST /apply-template`.
+
+mod app;
+mod error;
+mod generate;
+mod metrics;
+mod openai;
+mod service;
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+
+use owl_engine::service::{Engine, EngineConfig};
+
+pub use app::{router, AppState, KnownModel, ServerOptions, DEFAULT_MAX_BODY};
+pub use error::ApiError;
+pub use service::{LlmService, ServiceError};
+
+/// Everything `owl serve` needs.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub engine: EngineConfig,
+    pub host: String,
+    /// 0 picks a free port (printed in the listening line).
+    pub port: u16,
+    pub options: ServerOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot load model {model}: {message}")]
+    Load { model: String, message: String },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs [`serve`] on its own tokio runtime until Ctrl-C or SIGTERM.
+pub fn run_blocking(cfg: ServeConfig) -> Result<(), ServerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        // The engine owns the compute threads; HTTP needs only a couple.
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServerError::Runtime)?;
+    rt.block_on(serve(cfg))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Binds, prints `owl: listening on http://ADDR (model NAME)` on stderr, then
+/// loads the model in the background (/health answers 503 until it is ready)
+/// and serves until a shutdown signal. A model that fails to load ends the server.
+pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
+    let host = if cfg.host.contains(':') && !cfg.host.starts_with('[') {
+        format!("[{}]", cfg.host)
+    } else {
+        cfg.host.clone()
+    };
+    let addr = format!("{host}:{}", cfg.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr()?;
+    let model = cfg.engine.model.clone();
+    let state = AppState::new(ServerOptions {
+        model_arg: model.clone(),
+        ..cfg.options
+    });
+    eprintln!("owl: listening on http://{local} (model {model})");
+
+    let server = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .into_future();
+    tokio::pin!(server);
+    let engine_cfg = cfg.engine;
+    let load = tokio::task::spawn_blocking(move || Engine::start(engine_cfg));
+    tokio::select! {
+        r = &mut server => return Ok(r?),
+        loaded = load => match loaded {
+            Ok(Ok(engine)) => {
+                let info = engine.info();
+                eprintln!("owl: model {} ready ({}, {}, ctx {}, parallel {})", info.name, info.quant, info.device, info.n_ctx, info.n_parallel);
+                state.set_engine(Arc::new(engine));
+            }
+            Ok(Err(e)) => return Err(ServerError::Load { model, message: e.to_string() }),
+            Err(e) => return Err(ServerError::Load { model, message: format!("the loader failed: {e}") }),
+        },
+    }
+    Ok(server.await?)
+}

@@ -1,0 +1,801 @@
+//! The HTTP layer in process, over a fake engine: shapes, validation and error
+//! paths. The real binary with a real model is tested in tests/server_*.rs and
+//! tests/py/ at the repository root.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request as HttpRequest, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use owl_engine::service::{
+    CancelToken, ChatMessage, Event, FinishReason, MetricsSnapshot, ModelInfo, Prompt, Request,
+    RequestHandle, SubmitError, Timings, TokenLogprob, TopLogprob, Usage,
+};
+use owl_server::{router, AppState, KnownModel, LlmService, ServerOptions, ServiceError};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const REPLY: &str = "hello world, how are you";
+
+/// Tokens are bytes (id 1 is BOS); the reply is always [`REPLY`], cut at
+/// max_tokens or a stop string. With `slow`, tokens come every 5 ms from a task
+/// that runs until cancelled.
+struct Fake {
+    info: ModelInfo,
+    queue_full: AtomicBool,
+    slow: AtomicBool,
+    submitted: Mutex<Vec<(Request, CancelToken)>>,
+}
+
+fn fake() -> Arc<Fake> {
+    Arc::new(Fake {
+        info: ModelInfo {
+            name: "fake-model".into(),
+            path: PathBuf::from("/models/Fake-Model.Q4_0.gguf"),
+            arch: "llama".into(),
+            quant: "Q4_0".into(),
+            n_params: 1000,
+            file_size: 2000,
+            n_vocab: 256,
+            n_ctx_train: 2048,
+            n_ctx: 64,
+            n_parallel: 2,
+            device: "cpu".into(),
+            threads: 1,
+        },
+        queue_full: AtomicBool::new(false),
+        slow: AtomicBool::new(false),
+        submitted: Mutex::new(Vec::new()),
+    })
+}
+
+impl LlmService for Fake {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        _parse_special: bool,
+    ) -> Result<Vec<u32>, ServiceError> {
+        Ok(add_special
+            .then_some(1)
+            .into_iter()
+            .chain(text.bytes().map(u32::from))
+            .collect())
+    }
+    fn detokenize(&self, ids: &[u32]) -> String {
+        String::from_utf8_lossy(
+            &ids.iter()
+                .filter(|&&i| i > 1)
+                .map(|&i| i as u8)
+                .collect::<Vec<_>>(),
+        )
+        .into_owned()
+    }
+    fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        gen_prompt: bool,
+    ) -> Result<String, ServiceError> {
+        let mut s: String = messages
+            .iter()
+            .map(|m| format!("{}: {}\n", m.role, m.content))
+            .collect();
+        if gen_prompt {
+            s.push_str("assistant:");
+        }
+        Ok(s)
+    }
+    fn submit(&self, req: Request) -> Result<RequestHandle, SubmitError> {
+        if self.queue_full.load(Ordering::Relaxed) {
+            return Err(SubmitError::QueueFull { capacity: 4 });
+        }
+        let tokens = match &req.prompt {
+            Prompt::Text(t) => self.tokenize(t, true, true).unwrap(),
+            Prompt::Tokens(t) => t.clone(),
+            Prompt::Chat(m) => self
+                .tokenize(&self.apply_chat_template(m, true).unwrap(), true, true)
+                .unwrap(),
+        };
+        if tokens.len() >= self.info.n_ctx {
+            let n_ctx = self.info.n_ctx;
+            return Err(SubmitError::PromptTooLong {
+                n_prompt: tokens.len(),
+                n_ctx,
+                over: tokens.len() + 1 - n_ctx,
+            });
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let cancel = CancelToken::default();
+        self.submitted
+            .lock()
+            .unwrap()
+            .push((req.clone(), cancel.clone()));
+        let n_prompt = tokens.len();
+        let _ = tx.send(Event::Started {
+            prompt_tokens: n_prompt,
+            cached_tokens: 2,
+        });
+        if self.slow.load(Ordering::Relaxed) {
+            let c = cancel.clone();
+            tokio::spawn(async move {
+                while !c.is_cancelled() {
+                    let _ = tx.send(Event::Token {
+                        id: b'x' as u32,
+                        text: "x".into(),
+                        logprob: None,
+                    });
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        } else {
+            let mut text = REPLY.to_string();
+            let mut finish = FinishReason::Stop;
+            if let Some(m) = req.max_tokens.filter(|&m| m < text.len()) {
+                text.truncate(m);
+                finish = FinishReason::Length;
+            }
+            for s in &req.stop {
+                if let Some(i) = text.find(s.as_str()) {
+                    text.truncate(i);
+                    finish = FinishReason::Stop;
+                }
+            }
+            for b in text.bytes() {
+                let logprob = req.logprobs.map(|k| TokenLogprob {
+                    logprob: -0.5,
+                    top: (0..k)
+                        .map(|j| TopLogprob {
+                            id: 97 + j as u32,
+                            text: ((b'a' + j as u8) as char).to_string(),
+                            logprob: -1.0,
+                        })
+                        .collect(),
+                });
+                let _ = tx.send(Event::Token {
+                    id: b as u32,
+                    text: (b as char).to_string(),
+                    logprob,
+                });
+            }
+            let usage = Usage {
+                prompt_tokens: n_prompt,
+                completion_tokens: text.len(),
+                cached_tokens: 2,
+            };
+            let _ = tx.send(Event::Done {
+                finish_reason: finish,
+                usage,
+                timings: Timings::default(),
+            });
+        }
+        Ok(RequestHandle {
+            events: rx,
+            cancel,
+            prompt_tokens: n_prompt,
+        })
+    }
+    fn metrics(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            requests_total: self.submitted.lock().unwrap().len() as u64,
+            ..Default::default()
+        }
+    }
+}
+
+fn options() -> ServerOptions {
+    ServerOptions {
+        known_models: vec![
+            KnownModel {
+                name: "fake-model".into(),
+                file: "Fake-Model.Q4_0.gguf".into(),
+                aliases: vec!["fake".into()],
+            },
+            KnownModel {
+                name: "other-model".into(),
+                file: "other.gguf".into(),
+                aliases: vec![],
+            },
+        ],
+        model_arg: "fake-model".into(),
+        max_body_bytes: 64 * 1024,
+        ..Default::default()
+    }
+}
+
+fn app_with(opts: ServerOptions) -> (Router, Arc<Fake>, AppState) {
+    let f = fake();
+    let state = AppState::new(opts);
+    state.set_engine(f.clone());
+    (router(state.clone()), f, state)
+}
+
+fn app() -> (Router, Arc<Fake>) {
+    let (r, f, _) = app_with(options());
+    (r, f)
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: impl Into<Body>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut b = HttpRequest::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(b.body(body.into()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8(bytes.to_vec()).unwrap(),
+    )
+}
+
+async fn post(app: &Router, uri: &str, body: Value) -> (StatusCode, Value) {
+    let (s, _, text) = send(app, "POST", uri, body.to_string(), &[]).await;
+    (
+        s,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
+}
+
+/// Asserts OpenAI's error shape and returns the message.
+fn error_message(v: &Value) -> String {
+    let e = &v["error"];
+    assert!(
+        e["message"].is_string() && e["type"].is_string(),
+        "not an OpenAI error: {v}"
+    );
+    assert!(
+        e.get("param").is_some() && e.get("code").is_some(),
+        "not an OpenAI error: {v}"
+    );
+    e["message"].as_str().unwrap().to_string()
+}
+
+fn chat_body(extra: Value) -> Value {
+    let mut b = json!({"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "temperature": 0});
+    b.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    b
+}
+
+fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            e.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("{e:?}"))
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn chat_non_streaming_shape_and_usage() {
+    let (app, fake) = app();
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body(json!({"max_tokens": 5, "seed": 3, "top_k": 7})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(v["model"], "fake-model");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(v["choices"][0]["message"]["content"], "hello");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    let prompt_len = 1 + "user: hi\nassistant:".len();
+    assert_eq!(v["usage"]["prompt_tokens"], prompt_len);
+    assert_eq!(v["usage"]["completion_tokens"], 5);
+    assert_eq!(v["usage"]["total_tokens"], prompt_len + 5);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 2);
+    let (req, _) = fake.submitted.lock().unwrap()[0].clone();
+    assert_eq!(req.max_tokens, Some(5));
+    assert_eq!(req.sampling.temperature, 0.0);
+    assert_eq!(req.sampling.top_k, 7);
+    assert_eq!(req.sampling.seed, Some(3));
+    assert!(matches!(req.prompt, Prompt::Chat(ref m) if m[0].content == "hi"));
+}
+
+#[tokio::test]
+async fn chat_streaming_equals_non_streaming() {
+    let (app, _) = app();
+    let (_, v) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body(json!({"stop": [","]})),
+    )
+    .await;
+    let full = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(full, "hello world");
+    let (s, h, text) = send(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        chat_body(json!({"stop": ",", "stream": true, "stream_options": {"include_usage": true}}))
+            .to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(h[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let data = sse_data(&text);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let mut streamed = String::new();
+    for c in &chunks {
+        assert_eq!(c["object"], "chat.completion.chunk");
+        if let Some(t) = c["choices"][0]["delta"]["content"].as_str() {
+            streamed.push_str(t);
+        }
+    }
+    assert_eq!(streamed, full);
+    let n = chunks.len();
+    assert_eq!(chunks[n - 2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[n - 1]["choices"], json!([]));
+    assert_eq!(chunks[n - 1]["usage"]["completion_tokens"], full.len());
+    assert!(chunks[1]["usage"].is_null());
+}
+
+#[tokio::test]
+async fn completions_and_logprobs() {
+    let (app, fake) = app();
+    let (s, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": "abc", "max_tokens": 2, "logprobs": 2}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["text"], "he");
+    assert_eq!(v["usage"]["prompt_tokens"], 4);
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"], json!(["h", "e"]));
+    assert_eq!(lp["token_logprobs"], json!([-0.5, -0.5]));
+    assert_eq!(lp["text_offset"], json!([0, 1]));
+    assert_eq!(lp["top_logprobs"][0], json!({"a": -1.0, "b": -1.0}));
+    assert_eq!(fake.submitted.lock().unwrap()[0].0.logprobs, Some(2));
+
+    let (_, v) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body(json!({"max_tokens": 1, "logprobs": true, "top_logprobs": 1})),
+    )
+    .await;
+    let c = &v["choices"][0]["logprobs"]["content"][0];
+    assert_eq!(c["token"], "h");
+    assert_eq!(c["bytes"], json!([104]));
+    assert_eq!(c["top_logprobs"][0]["token"], "a");
+
+    let (_, _, text) = send(
+        &app,
+        "POST",
+        "/v1/completions",
+        json!({"prompt": [5, 6], "stream": true, "max_tokens": 3}).to_string(),
+        &[],
+    )
+    .await;
+    let data = sse_data(&text);
+    let joined: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(joined, "hel");
+    assert!(
+        matches!(fake.submitted.lock().unwrap()[2].0.prompt, Prompt::Tokens(ref t) if t == &[5, 6])
+    );
+}
+
+#[tokio::test]
+async fn model_names() {
+    let (app, _) = app();
+    for ok in [
+        json!(null),
+        json!(""),
+        json!("fake-model"),
+        json!("FAKE-MODEL"),
+        json!("Fake-Model.Q4_0.gguf"),
+        json!("Fake-Model.Q4_0"),
+        json!("fake"),
+    ] {
+        let (s, v) = post(
+            &app,
+            "/v1/chat/completions",
+            chat_body(json!({"model": ok})),
+        )
+        .await;
+        assert_eq!(s, 200, "{ok}: {v}");
+    }
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body(json!({"model": "other-model"})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert!(error_message(&v).contains("not loaded"));
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let (s, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"model": "gpt-4", "prompt": "x"}),
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert!(error_message(&v).contains("unknown model \"gpt-4\""));
+
+    let (s, _, text) = send(&app, "GET", "/v1/models", Body::empty(), &[]).await;
+    assert_eq!(s, 200);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["fake-model", "other-model"]);
+    assert_eq!(v["data"][0]["loaded"], true);
+    assert_eq!(v["data"][1]["loaded"], false);
+}
+
+#[tokio::test]
+async fn validation_errors_are_400_with_openai_shape() {
+    let (app, fake) = app();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "/v1/chat/completions",
+            "{\"messages\": [".into(),
+            "not valid JSON",
+        ),
+        ("/v1/chat/completions", "[]".into(), "JSON object"),
+        (
+            "/v1/chat/completions",
+            chat_body(json!({"max_tokens": "ten"})).to_string(),
+            "max_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(json!({"max_tokens": -5})).to_string(),
+            "at least 1",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(json!({"max_tokens": 1_000_000_000_000u64})).to_string(),
+            "over the context of 64",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(json!({"max_completion_tokens": 0})).to_string(),
+            "max_completion_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(json!({"temperature": "warm"})).to_string(),
+            "temperature",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(json!({"messages": []})).to_string(),
+            "at least one message",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(json!({"messages": "hi"})).to_string(),
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(json!({"messages": [{"role": "user", "content": 5}]})).to_string(),
+            "messages[0].content",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(json!({"n": 3})).to_string(),
+            "n",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(json!({"stream": "yes"})).to_string(),
+            "stream",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": 7}).to_string(),
+            "prompt",
+        ),
+        (
+            "/v1/completions",
+            json!({"max_tokens": 3}).to_string(),
+            "prompt",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x".repeat(100)}).to_string(),
+            "over the context of 64 by 38",
+        ),
+        ("/tokenize", json!({"content": 5}).to_string(), "content"),
+        (
+            "/detokenize",
+            json!({"tokens": [1, 999]}).to_string(),
+            "outside the vocabulary",
+        ),
+        ("/detokenize", json!({"tokens": [-1]}).to_string(), "tokens"),
+    ];
+    for (uri, body, needle) in cases {
+        let (s, _, text) = send(&app, "POST", uri, body.clone(), &[]).await;
+        assert_eq!(s, 400, "{uri} {body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let msg = error_message(&v);
+        assert!(
+            msg.contains(needle),
+            "{uri} {body}: {msg:?} lacks {needle:?}"
+        );
+    }
+    assert!(
+        fake.submitted.lock().unwrap().is_empty(),
+        "no invalid request reaches the engine"
+    );
+    let (s, _, _) = send(&app, "GET", "/health", Body::empty(), &[]).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn body_limit_queue_full_and_unknown_routes() {
+    let (app, fake) = app();
+    let big = json!({"prompt": "x".repeat(70 * 1024)}).to_string();
+    let (s, _, text) = send(&app, "POST", "/v1/completions", big, &[]).await;
+    assert_eq!(s, 413, "{text}");
+    assert!(error_message(&serde_json::from_str(&text).unwrap()).contains("65536 bytes"));
+
+    fake.queue_full.store(true, Ordering::Relaxed);
+    let (s, h, text) = send(
+        &app,
+        "POST",
+        "/v1/completions",
+        json!({"prompt": "x"}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 503, "{text}");
+    assert_eq!(h[header::RETRY_AFTER], "1");
+    assert!(error_message(&serde_json::from_str(&text).unwrap()).contains("queue is full"));
+    fake.queue_full.store(false, Ordering::Relaxed);
+
+    let (s, _, text) = send(&app, "GET", "/v2/nothing", Body::empty(), &[]).await;
+    assert_eq!(s, 404);
+    error_message(&serde_json::from_str(&text).unwrap());
+    let (s, _, text) = send(&app, "GET", "/v1/chat/completions", Body::empty(), &[]).await;
+    assert_eq!(s, 405);
+    error_message(&serde_json::from_str(&text).unwrap());
+}
+
+#[tokio::test]
+async fn api_key_and_cors() {
+    let (app, _, _) = app_with(ServerOptions {
+        api_key: Some("sekrit".into()),
+        cors: Some("http://ui.example".into()),
+        ..options()
+    });
+    let body = json!({"prompt": "x", "max_tokens": 1}).to_string();
+    let (s, _, text) = send(&app, "POST", "/v1/completions", body.clone(), &[]).await;
+    assert_eq!(s, 401);
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["error"]["type"],
+        "authentication_error"
+    );
+    let (s, _, _) = send(
+        &app,
+        "POST",
+        "/v1/completions",
+        body.clone(),
+        &[("authorization", "Bearer wrong")],
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, _, _) = send(
+        &app,
+        "GET",
+        "/v1/models",
+        Body::empty(),
+        &[("authorization", "Bearer sekri")],
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, h, _) = send(
+        &app,
+        "POST",
+        "/v1/completions",
+        body,
+        &[
+            ("authorization", "Bearer sekrit"),
+            ("origin", "http://ui.example"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://ui.example");
+    // /health needs no key.
+    let (s, _, _) = send(&app, "GET", "/health", Body::empty(), &[]).await;
+    assert_eq!(s, 200);
+    // Preflight needs no key; another origin gets no allow header.
+    let pre = [
+        ("origin", "http://ui.example"),
+        ("access-control-request-method", "POST"),
+    ];
+    let (s, h, _) = send(&app, "OPTIONS", "/v1/chat/completions", Body::empty(), &pre).await;
+    assert_eq!(s, 204);
+    assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://ui.example");
+    assert!(h[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        .to_str()
+        .unwrap()
+        .contains("authorization"));
+    let (_, h, _) = send(
+        &app,
+        "GET",
+        "/health",
+        Body::empty(),
+        &[("origin", "http://evil.example")],
+    )
+    .await;
+    assert!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+
+    // Without --cors nothing is added.
+    let (app, _) = self::app();
+    let (_, h, _) = send(
+        &app,
+        "GET",
+        "/health",
+        Body::empty(),
+        &[("origin", "http://ui.example")],
+    )
+    .await;
+    assert!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+}
+
+#[tokio::test]
+async fn loading_answers_503() {
+    let state = AppState::new(options());
+    let app = router(state.clone());
+    let (s, h, text) = send(&app, "GET", "/health", Body::empty(), &[]).await;
+    assert_eq!(s, 503);
+    assert!(h.contains_key(header::RETRY_AFTER));
+    assert!(error_message(&serde_json::from_str(&text).unwrap()).contains("loading"));
+    let (s, _) = post(&app, "/v1/chat/completions", chat_body(json!({}))).await;
+    assert_eq!(s, 503);
+    // Validation still answers while loading.
+    let (s, _) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body(json!({"messages": []})),
+    )
+    .await;
+    assert_eq!(s, 400);
+    state.set_engine(fake());
+    let (s, _, _) = send(&app, "GET", "/health", Body::empty(), &[]).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn tokenize_detokenize_apply_template_metrics() {
+    let (app, _) = app();
+    let (s, v) = post(&app, "/tokenize", json!({"content": "ab"})).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"tokens": [97, 98]})));
+    let (_, v) = post(
+        &app,
+        "/tokenize",
+        json!({"content": "ab", "add_special": true, "with_pieces": true}),
+    )
+    .await;
+    assert_eq!(
+        v,
+        json!({"tokens": [{"id": 1, "piece": ""}, {"id": 97, "piece": "a"}, {"id": 98, "piece": "b"}]})
+    );
+    let (_, v) = post(&app, "/detokenize", json!({"tokens": [104, 105]})).await;
+    assert_eq!(v, json!({"content": "hi"}));
+    let (_, v) = post(
+        &app,
+        "/apply-template",
+        json!({"messages": [{"role": "user", "content": "q"}]}),
+    )
+    .await;
+    assert_eq!(v, json!({"prompt": "user: q\nassistant:"}));
+
+    post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": "x", "max_tokens": 1}),
+    )
+    .await;
+    post(&app, "/v1/completions", json!({"prompt": 1})).await;
+    let (s, h, text) = send(&app, "GET", "/metrics", Body::empty(), &[]).await;
+    assert_eq!(s, 200);
+    assert!(h[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(
+        text.contains("owl_http_requests_total{route=\"/v1/completions\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("owl_http_requests_total{route=\"/v1/completions\",status=\"400\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("\nowl_requests_total 1\n"), "{text}");
+    for name in [
+        "owl_queue_depth",
+        "owl_active_sequences",
+        "owl_kv_pages_used",
+        "owl_time_to_first_token_seconds_bucket",
+        "owl_inter_token_latency_seconds_count",
+        "owl_prompt_tokens_total",
+        "owl_generated_tokens_total",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+}
+
+/// Dropping a streaming response (the client went away) cancels the request.
+#[tokio::test]
+async fn dropped_stream_cancels_the_request() {
+    let (app, fake) = app();
+    fake.slow.store(true, Ordering::Relaxed);
+    let req = HttpRequest::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .body(Body::from(chat_body(json!({"stream": true})).to_string()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+    while !seen.contains("\"x\"") {
+        let frame = body.frame().await.unwrap().unwrap();
+        seen.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+    }
+    let cancel = fake.submitted.lock().unwrap()[0].1.clone();
+    assert!(!cancel.is_cancelled());
+    drop(body);
+    assert!(
+        cancel.is_cancelled(),
+        "dropping the stream must cancel the engine request"
+    );
+}
