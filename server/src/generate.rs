@@ -178,7 +178,7 @@ async fn run(
         max_tokens: gen.max_tokens,
         stop: gen.stop.clone(),
         logprobs,
-        stop_at_eog: true,
+        stop_at_eog: !gen.ignore_eos,
     };
     let handle = engine.submit(req).map_err(|e| {
         let mut err = ApiError::from(e);

@@ -73,6 +73,8 @@ pub struct GenerationParams {
     pub n: Option<i64>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
+    /// Extension (llama-server): keep generating past end-of-generation tokens.
+    pub ignore_eos: Option<bool>,
 }
 
 /// `/v1/chat/completions`' own fields.
@@ -111,6 +113,7 @@ pub struct Generation {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    pub ignore_eos: bool,
 }
 
 fn check_range(param: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
@@ -201,6 +204,7 @@ impl GenerationParams {
             stop,
             stream,
             include_usage,
+            ignore_eos: self.ignore_eos.unwrap_or(false),
         })
     }
 }

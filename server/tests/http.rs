@@ -296,7 +296,7 @@ async fn chat_non_streaming_shape_and_usage() {
     let (s, v) = post(
         &app,
         "/v1/chat/completions",
-        chat_body(json!({"max_tokens": 5, "seed": 3, "top_k": 7})),
+        chat_body(json!({"max_tokens": 5, "seed": 3, "top_k": 7, "ignore_eos": true})),
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -316,6 +316,7 @@ async fn chat_non_streaming_shape_and_usage() {
     assert_eq!(req.sampling.temperature, 0.0);
     assert_eq!(req.sampling.top_k, 7);
     assert_eq!(req.sampling.seed, Some(3));
+    assert!(!req.stop_at_eog);
     assert!(matches!(req.prompt, Prompt::Chat(ref m) if m[0].content == "hi"));
 }
 
@@ -419,6 +420,10 @@ async fn completions_and_logprobs() {
         })
         .collect();
     assert_eq!(joined, "hel");
+    assert!(
+        fake.submitted.lock().unwrap()[2].0.stop_at_eog,
+        "end-of-generation stops by default"
+    );
     assert!(
         matches!(fake.submitted.lock().unwrap()[2].0.prompt, Prompt::Tokens(ref t) if t == &[5, 6])
     );

@@ -1,0 +1,102 @@
+"""Starts real `owl serve` processes (the built binary) on free loopback ports.
+
+The binary is target/release/owl (or $OWL_BIN); the model is the default one,
+smollm2-135m-instruct, which `scripts/test` pulls into the model cache.
+"""
+
+import http.client
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import rawhttp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OWL = os.environ.get("OWL_BIN", str(ROOT / "target" / "release" / "owl"))
+MODEL = "smollm2-135m-instruct"
+PARALLEL = 4
+CTX = 4096
+
+
+class Server:
+    """One `owl serve` process; `url` is its base URL, `log` its stderr so far."""
+
+    def __init__(self, *args, env=None):
+        if not Path(OWL).exists():
+            raise RuntimeError(f"{OWL} is missing: run `cargo build --release` first")
+        cmd = [OWL, "serve", "--model", MODEL, "--host", "127.0.0.1", "--port", "0", *args]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.log = []
+        self.url = None
+        listening = threading.Event()
+
+        def read():
+            for line in self.proc.stderr:
+                self.log.append(line)
+                m = re.search(r"listening on (http://\S+)", line)
+                if m and not self.url:
+                    self.url = m.group(1)
+                    listening.set()
+            listening.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not listening.wait(60) or not self.url:
+            self.stop()
+            raise RuntimeError(f"owl serve did not start: {''.join(self.log)}")
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"owl serve exited with {self.proc.returncode}: {''.join(self.log)}")
+            try:
+                if rawhttp.get(self.url + "/health", timeout=5).status_code == 200:
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"owl serve never became healthy: {''.join(self.log)}")
+
+    def metrics(self, headers=None):
+        """The Prometheus samples without labels, as a dict of floats."""
+        text = rawhttp.get(self.url + "/metrics", headers=headers, timeout=10).text
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#") and "{" not in line:
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = Server("--ctx", str(CTX), "--parallel", str(PARALLEL))
+    yield s
+    s.stop()
+    assert s.proc.returncode is not None
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)

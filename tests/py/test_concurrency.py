@@ -1,0 +1,91 @@
+"""Continuous batching seen from clients: concurrent temperature-0 streams give
+their solo outputs, --parallel caps active sequences, and a client that goes
+away mid-stream frees its sequence."""
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import rawhttp
+
+from conftest import MODEL, PARALLEL
+
+N_CLIENTS = 16
+TOPICS = ["owls", "rivers", "bread", "chess", "mountains", "the moon", "bicycles", "tea",
+          "volcanoes", "libraries", "bees", "winter", "trains", "music", "gardens", "clocks"]
+
+
+def stream_chat(url, topic, max_tokens=16):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": f"Write one sentence about {topic}."}],
+            "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    text = ""
+    with rawhttp.stream("POST", url + "/v1/chat/completions", json=body, timeout=300) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[len("data: "):]
+            if data == "[DONE]":
+                return text
+            chunk = json.loads(data)
+            assert "error" not in chunk, chunk
+            text += chunk["choices"][0]["delta"].get("content") or ""
+    raise AssertionError("stream ended without [DONE]")
+
+
+def test_concurrent_streams_equal_solo(server):
+    topics = TOPICS[:N_CLIENTS]
+    solo = [stream_chat(server.url, t) for t in topics]
+    assert all(solo), solo
+
+    peak = {"active": 0, "queued": 0}
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            m = server.metrics()
+            peak["active"] = max(peak["active"], m["owl_active_sequences"])
+            peak["queued"] = max(peak["queued"], m["owl_queue_depth"])
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(N_CLIENTS) as pool:
+            together = list(pool.map(lambda t: stream_chat(server.url, t), topics))
+    finally:
+        done.set()
+        watcher.join()
+    for t, a, b in zip(topics, solo, together):
+        assert a == b, f"{t}: solo {a!r} != concurrent {b!r}"
+    assert 1 <= peak["active"] <= PARALLEL, peak
+    assert peak["queued"] >= 1, peak
+
+
+def test_disconnect_frees_sequence(server):
+    before = server.metrics()
+    body = {"model": MODEL, "prompt": "1, 2, 3, 4, 5, 6, 7,", "max_tokens": 1000, "temperature": 0, "stream": True}
+    with rawhttp.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        got = 0
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                got += 1
+                if got == 3:
+                    break
+        assert server.metrics()["owl_active_sequences"] >= 1
+    # The connection is closed: the engine cancels the request within a step.
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        m = server.metrics()
+        if m["owl_active_sequences"] == 0 and m["owl_requests_cancelled_total"] > before["owl_requests_cancelled_total"]:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"sequence not freed: {m}")
+    assert m["owl_generated_tokens_total"] - before["owl_generated_tokens_total"] < 500
+    # The next request is served.
+    r = rawhttp.post(server.url + "/v1/completions",
+                   json={"model": MODEL, "prompt": "Hello", "max_tokens": 4, "temperature": 0}, timeout=60)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
