@@ -102,7 +102,8 @@ def test_stop_strings(client):
 
 
 def test_seed_determinism(client):
-    kw = dict(max_tokens=16, temperature=1.0, top_p=1.0, top_k=0, min_p=0.0)
+    # top_k and min_p are extensions: the SDK sends them through extra_body.
+    kw = dict(max_tokens=16, temperature=1.0, top_p=1.0, extra_body={"top_k": 0, "min_p": 0.0})
     messages = [{"role": "user", "content": "Tell me a short story."}]
     a = chat(client, messages=messages, seed=1234, **kw).choices[0].message.content
     b = chat(client, messages=messages, seed=1234, **kw).choices[0].message.content
