@@ -180,7 +180,12 @@ async fn run(
         logprobs,
         stop_at_eog: !gen.ignore_eos,
     };
-    let handle = engine.submit(req).map_err(|e| {
+    // Tokenizing and templating a long prompt is CPU work: keep it off the async workers.
+    let submitter = engine.clone();
+    let submitted = tokio::task::spawn_blocking(move || submitter.submit(req))
+        .await
+        .map_err(|e| ApiError::internal(format!("submit failed: {e}")))?;
+    let handle = submitted.map_err(|e| {
         let mut err = ApiError::from(e);
         if kind == Kind::Text && err.param.as_deref() == Some("messages") {
             err.param = Some("prompt".into());
