@@ -1,0 +1,189 @@
+//! Byte-level BPE (`tokenizer.ggml.model = "gpt2"`): the text is split by the
+//! pre-tokenizer regexes that `tokenizer.ggml.pre` names (llama.cpp's table in
+//! `llama-vocab.cpp`, applied one after the other, the text between matches kept as
+//! pieces too), each piece is mapped byte by byte to GPT-2's printable characters and
+//! merged by the `tokenizers` crate's BPE with the file's merge ranks.
+
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::utils::SysRegex;
+use tokenizers::Model;
+
+use super::TokenizerError;
+
+// The regexes, verbatim from llama.cpp (which took them from each model's
+// tokenizer.json, with case-insensitive groups spelled out).
+const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const BLOOM: &str = r" ?[^(\s|.,!?…。，、।۔،)]+";
+
+/// What a `tokenizer.ggml.pre` value means for a gpt2 vocabulary.
+pub(super) struct PreTokenizer {
+    pub regexes: &'static [&'static str],
+    pub ignore_merges: bool,
+    /// `Some` where llama.cpp changes the add-BOS default for this pre-tokenizer.
+    pub add_bos: Option<bool>,
+    pub clean_spaces: bool,
+}
+
+/// The pre-tokenizer for `tokenizer.ggml.pre` (absent means "default").
+pub(super) fn pre_tokenizer(pre: Option<&str>) -> Result<PreTokenizer, TokenizerError> {
+    let p = |regexes, clean_spaces| PreTokenizer {
+        regexes,
+        ignore_merges: false,
+        add_bos: None,
+        clean_spaces,
+    };
+    Ok(match pre.unwrap_or("default") {
+        "default" => p(
+            &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"],
+            true,
+        ),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => PreTokenizer {
+            regexes: &[LLAMA3],
+            ignore_merges: true,
+            add_bos: Some(true),
+            clean_spaces: true,
+        },
+        "dbrx" | "smaug-bpe" => p(&[LLAMA3], true),
+        "falcon" => p(&[r"[\p{P}\$\+<=>\^~\|`]+", GPT2, "[0-9][0-9][0-9]"], true),
+        "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" => {
+            p(&[r"\p{N}", GPT2], true)
+        }
+        "command-r" | "smollm" => p(&[r"\p{N}", GPT2], false),
+        "gpt-2" | "phi-2" | "mpt" | "olmo" | "jais" | "jina-es" | "jina-de" | "gigachat"
+        | "jina-v1-en" | "jina-v2-es" | "jina-v2-de" | "jina-v2-code" | "roberta-bpe" => {
+            p(&[GPT2], true)
+        }
+        "qwen2" => p(&[QWEN2], false),
+        "stablelm2" | "megrez" => p(&[QWEN2], true),
+        "chatglm-bpe" => p(&[LLAMA3], true),
+        "poro-chat" => p(&[BLOOM], false),
+        "viking" => p(&[BLOOM, r"\p{N}"], false),
+        "bloom" | "gpt3-finnish" => p(&[BLOOM], true),
+        other => return Err(TokenizerError::UnknownPre(other.to_string())),
+    })
+}
+
+/// GPT-2's byte -> printable character map (`bytes_to_unicode`).
+pub(super) fn byte_encoder() -> [char; 256] {
+    let mut map = ['\0'; 256];
+    let mut n = 0u32;
+    for b in 0..256u32 {
+        let printable =
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        map[b as usize] = if printable {
+            char::from_u32(b).unwrap_or('\0')
+        } else {
+            n += 1;
+            char::from_u32(255 + n).unwrap_or('\0')
+        };
+    }
+    map
+}
+
+pub(super) struct BpeModel {
+    model: BPE,
+    regexes: Vec<SysRegex>,
+    byte_enc: [char; 256],
+}
+
+impl BpeModel {
+    /// Builds the model from the vocabulary and the `"left right"` merge strings.
+    /// Merges naming a token the vocabulary lacks are dropped (llama.cpp would
+    /// form a symbol it then spells byte by byte); repeated merges keep the first
+    /// rank, as llama.cpp's rank map does.
+    pub(super) fn new(
+        texts: &[String],
+        merges: &[&str],
+        pre: &PreTokenizer,
+    ) -> Result<BpeModel, TokenizerError> {
+        let vocab: Vocab = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let mut seen = std::collections::HashSet::with_capacity(merges.len());
+        let mut pairs = Vec::with_capacity(merges.len());
+        let mut joined = String::new();
+        for m in merges {
+            // llama.cpp splits at the first space after the first byte.
+            let Some(pos) = m.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
+                continue;
+            };
+            let (a, b) = (&m[..pos], &m[pos + 1..]);
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            if !vocab.contains_key(a)
+                || !vocab.contains_key(b)
+                || !vocab.contains_key(joined.as_str())
+            {
+                continue;
+            }
+            if seen.insert((a, b)) {
+                pairs.push((a.to_string(), b.to_string()));
+            }
+        }
+        let model = BPE::builder()
+            .vocab_and_merges(vocab, pairs)
+            .ignore_merges(pre.ignore_merges)
+            .build()
+            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+        let regexes = pre
+            .regexes
+            .iter()
+            .map(|r| {
+                SysRegex::new(r).map_err(|e| TokenizerError::Regex {
+                    regex: r.to_string(),
+                    msg: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BpeModel {
+            model,
+            regexes,
+            byte_enc: byte_encoder(),
+        })
+    }
+
+    /// Tokenizes one fragment of raw text (special tokens already taken out).
+    pub(super) fn tokenize(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+        let mut pieces = vec![(0, text.len())];
+        for re in &self.regexes {
+            let mut next = Vec::with_capacity(pieces.len() * 2);
+            for &(s, e) in &pieces {
+                let mut last = 0;
+                for (ms, me) in re.find_iter(&text[s..e]) {
+                    if ms == me {
+                        continue;
+                    }
+                    if ms > last {
+                        next.push((s + last, s + ms));
+                    }
+                    next.push((s + ms, s + me));
+                    last = me;
+                }
+                if s + last < e {
+                    next.push((s + last, e));
+                }
+            }
+            pieces = next;
+        }
+        let mut word = String::new();
+        for (s, e) in pieces {
+            word.clear();
+            word.extend(
+                text.as_bytes()[s..e]
+                    .iter()
+                    .map(|&b| self.byte_enc[b as usize]),
+            );
+            let tokens = self
+                .model
+                .tokenize(&word)
+                .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+            out.extend(tokens.iter().map(|t| t.id));
+        }
+        Ok(())
+    }
+}
