@@ -1,0 +1,4 @@
+//! Engine.
+pub mod gguf;
+pub mod tokenizer;
+pub mod registry;

