@@ -3,6 +3,9 @@
 //! (including their 8-lane `aux32`/`sums` accumulation order, which decides the
 //! float rounding).
 
+// Index loops mirror GGML's C line by line, which is what makes them checkable.
+#![allow(clippy::needless_range_loop)]
+
 use crate::{
     nearest_int, unpack_scales_mins_k4, unpack_scales_q3k, BlockIQ4XS, BlockQ2K, BlockQ3K,
     BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, GgmlBlock, GgmlType, QuantError, KVALUES_IQ4NL, QK_K,

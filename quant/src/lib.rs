@@ -119,7 +119,7 @@ impl GgmlType {
     /// [`block_len`](Self::block_len) (or the size overflows).
     pub fn row_bytes(self, n: usize) -> Option<usize> {
         let bl = self.block_len();
-        if n % bl != 0 {
+        if !n.is_multiple_of(bl) {
             return None;
         }
         (n / bl).checked_mul(self.block_bytes())
