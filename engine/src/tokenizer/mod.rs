@@ -158,6 +158,23 @@ fn token_id_key(md: &Metadata, key: &str, n_vocab: usize) -> Result<Option<u32>,
         .map(|id| id as u32))
 }
 
+/// Whether the model's tokenizer prepends BOS with `add_special`:
+/// `tokenizer.ggml.add_bos_token`, else llama.cpp's default for the vocabulary type
+/// (SentencePiece yes, BPE only for the llama3-style pre-tokenizers). Cheap: reads
+/// no vocabulary; chat templates use it to avoid a doubled BOS.
+pub fn adds_bos(md: &Metadata) -> Result<bool, TokenizerError> {
+    if let Some(v) = md.get_opt::<bool>("tokenizer.ggml.add_bos_token")? {
+        return Ok(v);
+    }
+    Ok(match md.get::<&str>("tokenizer.ggml.model")? {
+        "llama" => true,
+        "gpt2" => bpe::pre_tokenizer(md.get_opt("tokenizer.ggml.pre")?)?
+            .add_bos
+            .unwrap_or(false),
+        other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
+    })
+}
+
 impl Tokenizer {
     /// Builds the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata.
     pub fn from_gguf(gguf: &Gguf) -> Result<Tokenizer, TokenizerError> {
@@ -193,36 +210,27 @@ impl Tokenizer {
 
         // Defaults per vocabulary type, as llama.cpp sets them before reading keys.
         let pre_name: Option<&str> = md.get_opt("tokenizer.ggml.pre")?;
-        let (
-            mut bos,
-            mut eos,
-            mut unk,
-            mut add_bos,
-            mut add_eos,
-            default_space_prefix,
-            clean_spaces,
-            pre,
-        ) = match kind {
-            VocabKind::Spm => (Some(1), Some(2), Some(0), true, false, true, false, None),
-            VocabKind::Bpe => {
-                let pre = bpe::pre_tokenizer(pre_name)?;
-                let add_bos = pre.add_bos.unwrap_or(false);
-                let mut bos = Some(11);
-                if pre_name == Some("chatglm-bpe") {
-                    bos = None;
+        let (mut bos, mut eos, mut unk, mut add_eos, default_space_prefix, clean_spaces, pre) =
+            match kind {
+                VocabKind::Spm => (Some(1), Some(2), Some(0), false, true, false, None),
+                VocabKind::Bpe => {
+                    let pre = bpe::pre_tokenizer(pre_name)?;
+                    let bos = if pre_name == Some("chatglm-bpe") {
+                        None
+                    } else {
+                        Some(11)
+                    };
+                    (
+                        bos,
+                        Some(11),
+                        None,
+                        false,
+                        false,
+                        pre.clean_spaces,
+                        Some(pre),
+                    )
                 }
-                (
-                    bos,
-                    Some(11),
-                    None,
-                    add_bos,
-                    false,
-                    false,
-                    pre.clean_spaces,
-                    Some(pre),
-                )
-            }
-        };
+            };
         let valid = |id: Option<u32>| id.filter(|&i| (i as usize) < n_vocab);
         bos = valid(bos);
         eos = valid(eos);
@@ -240,9 +248,7 @@ impl Tokenizer {
         let mut fim_pad = key("tokenizer.ggml.fim_pad_token_id")?;
         let mut fim_rep = key("tokenizer.ggml.fim_rep_token_id")?;
         let mut fim_sep = key("tokenizer.ggml.fim_sep_token_id")?;
-        if let Some(v) = md.get_opt::<bool>("tokenizer.ggml.add_bos_token")? {
-            add_bos = v;
-        }
+        let add_bos = adds_bos(md)?;
         if let Some(v) = md.get_opt::<bool>("tokenizer.ggml.add_eos_token")? {
             add_eos = v;
         }
@@ -507,5 +513,129 @@ impl Tokenizer {
             }
         }
         self.unk.ok_or(TokenizerError::NoByteToken(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SentencePiece vocabulary: "▁a" and "ab" merge paths, byte fallback.
+    fn spm_md() -> Metadata {
+        let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+        tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+        tokens.extend(["▁a", "a", "b", "ab", "▁ab", "<|im_end|>"].map(String::from));
+        let n = tokens.len();
+        let mut types = vec![2i32, 3, 3];
+        types.extend(std::iter::repeat_n(6, 256));
+        types.extend([1, 1, 1, 1, 1, 1]);
+        let scores: Vec<f32> = (0..n)
+            .map(|i| if i < 259 { 0.0 } else { -(i as f32) })
+            .collect();
+        let mut md = Metadata::new();
+        md.insert("tokenizer.ggml.model", "llama");
+        md.insert("tokenizer.ggml.tokens", tokens);
+        md.insert("tokenizer.ggml.token_type", types);
+        md.insert("tokenizer.ggml.scores", scores);
+        md
+    }
+
+    #[test]
+    fn spm_merges_by_score_and_falls_back_to_bytes() {
+        let tok = Tokenizer::from_metadata(&spm_md()).unwrap();
+        let id = |t: &str| tok.token_id(t).unwrap();
+        // Defaults without the keys: BOS 1 added, EOS 2, space prefix on.
+        assert_eq!((tok.bos(), tok.eos()), (Some(1), Some(2)));
+        assert!(tok.add_bos() && !tok.add_eos() && tok.add_space_prefix());
+        // "▁a" (score -259) merges before "ab" (-262), then "▁a"+"b" = "▁ab".
+        assert_eq!(tok.encode("ab", true, false).unwrap(), vec![1, id("▁ab")]);
+        // "▁" and "é" are no tokens: their UTF-8 bytes.
+        let bytes: Vec<u32> = "▁é".bytes().map(|b| id(&format!("<0x{b:02X}>"))).collect();
+        assert_eq!(tok.encode("é", false, false).unwrap(), bytes);
+        assert_eq!(tok.decode(&bytes), "▁é");
+        // <|im_end|> is recognised by its text: control, end of generation.
+        let im_end = id("<|im_end|>");
+        assert!(tok.is_control(im_end) && tok.is_eog(im_end) && tok.is_eog(2));
+        assert_eq!(
+            tok.encode("a<|im_end|>", false, true).unwrap(),
+            vec![id("▁a"), im_end]
+        );
+        assert_eq!(tok.decode(&[id("▁a"), im_end, 0, 1]), "a");
+        // Out-of-range ids decode to nothing rather than panicking.
+        assert_eq!(tok.token_to_piece(u32::MAX), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn metadata_keys_override_defaults() {
+        let mut md = spm_md();
+        md.insert("tokenizer.ggml.add_bos_token", false);
+        md.insert("tokenizer.ggml.add_eos_token", true);
+        md.insert("tokenizer.ggml.add_space_prefix", false);
+        md.insert("tokenizer.ggml.eos_token_id", 99_999u32); // out of range: default kept
+        let tok = Tokenizer::from_metadata(&md).unwrap();
+        assert_eq!(tok.eos(), Some(2));
+        let a = tok.token_id("a").unwrap();
+        assert_eq!(tok.encode("a", true, true).unwrap(), vec![a, 2]);
+    }
+
+    #[test]
+    fn bad_metadata_is_an_error() {
+        let mut md = spm_md();
+        md.insert("tokenizer.ggml.scores", vec![0.0f32; 3]);
+        assert!(matches!(
+            Tokenizer::from_metadata(&md),
+            Err(TokenizerError::LengthMismatch {
+                key: "tokenizer.ggml.scores",
+                got: 3,
+                ..
+            })
+        ));
+
+        let mut md = spm_md();
+        md.insert("tokenizer.ggml.model", "t5");
+        assert!(
+            matches!(Tokenizer::from_metadata(&md), Err(TokenizerError::UnsupportedModel(m)) if m == "t5")
+        );
+
+        let mut md = spm_md();
+        md.insert("tokenizer.ggml.model", "gpt2");
+        assert!(matches!(
+            Tokenizer::from_metadata(&md),
+            Err(TokenizerError::MissingMerges)
+        ));
+        md.insert("tokenizer.ggml.pre", "no-such-pre");
+        assert!(matches!(
+            Tokenizer::from_metadata(&md),
+            Err(TokenizerError::UnknownPre(_))
+        ));
+
+        let mut md = spm_md();
+        md.insert("tokenizer.ggml.tokens", Vec::<String>::new());
+        assert!(Tokenizer::from_metadata(&md).is_err());
+
+        let mut md = spm_md();
+        md.insert("tokenizer.ggml.tokens", 7u32);
+        let err = Tokenizer::from_metadata(&md).unwrap_err();
+        assert!(err.to_string().contains("tokenizer.ggml.tokens"), "{err}");
+
+        assert!(Tokenizer::from_metadata(&Metadata::new()).is_err());
+    }
+
+    #[test]
+    fn bpe_byte_level_with_ranked_merges() {
+        // Byte-level alphabet for a, b, space (Ġ), plus merges "a b" then "Ġ ab".
+        let mut md = Metadata::new();
+        md.insert("tokenizer.ggml.model", "gpt2");
+        md.insert("tokenizer.ggml.pre", "gpt-2");
+        md.insert(
+            "tokenizer.ggml.tokens",
+            vec!["a", "b", "Ġ", "ab", "Ġab", "<|endoftext|>"],
+        );
+        md.insert("tokenizer.ggml.merges", vec!["a b", "Ġ ab", "Ġ a"]);
+        let tok = Tokenizer::from_metadata(&md).unwrap();
+        assert!(!tok.add_bos());
+        assert_eq!(tok.encode("ab ab b", true, true).unwrap(), vec![3, 4, 2, 1]);
+        assert_eq!(tok.decode(&[3, 4, 2, 1, 5]), "ab ab b");
+        assert!(tok.is_eog(5) && tok.is_control(5));
     }
 }
