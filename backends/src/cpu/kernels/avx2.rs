@@ -1,0 +1,28 @@
+//! AVX2 kernels: `maddubs` (u8 x i8 -> i16 pairs) then `madd` to i32.
+
+use std::arch::x86_64::*;
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_u8i8(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+/// Products of bytes 0..16 times `lo`, 16..32 times `hi` (|scale| < 2^15; the
+/// i16 pair sums never saturate for the ranges the kernels use: |x| <= 127,
+/// |y| <= 127).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_u8i8_s(x: __m256i, y: __m256i, lo: i32, hi: i32) -> __m256i {
+    let s = _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16));
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), s)
+}
+
+x86_int8_kernels!("avx2,fma,f16c");
+
+pub(super) fn table() -> Option<Kernels> {
+    let ok = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c");
+    ok.then(|| build("avx2"))
+}

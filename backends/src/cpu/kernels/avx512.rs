@@ -1,0 +1,65 @@
+//! VNNI kernels: `vpdpbusd` (u8 x i8, four products summed into i32 lanes) on
+//! 256-bit vectors, in its AVX-VNNI (VEX) and AVX-512 VNNI (EVEX, with AVX512VL)
+//! encodings. One body per encoding, from the same `x86_int8_kernels!` source.
+
+/// AVX-512 VNNI (EVEX `vpdpbusd ymm`).
+mod evex {
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn mul_u8i8(x: __m256i, y: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn mul_u8i8_s(x: __m256i, y: __m256i, lo: i32, hi: i32) -> __m256i {
+        let s = _mm256_set_m128i(_mm_set1_epi32(hi), _mm_set1_epi32(lo));
+        _mm256_mullo_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y), s)
+    }
+
+    x86_int8_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+
+    pub(in crate::cpu::kernels) fn table() -> Option<Kernels> {
+        let ok = is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni");
+        ok.then(|| build("avx512vnni"))
+    }
+}
+
+/// AVX-VNNI (VEX `vpdpbusd ymm`), for CPUs with VNNI but without AVX-512.
+mod vex {
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    unsafe fn mul_u8i8(x: __m256i, y: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    unsafe fn mul_u8i8_s(x: __m256i, y: __m256i, lo: i32, hi: i32) -> __m256i {
+        let s = _mm256_set_m128i(_mm_set1_epi32(hi), _mm_set1_epi32(lo));
+        _mm256_mullo_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y), s)
+    }
+
+    x86_int8_kernels!("avx2,fma,f16c,avxvnni");
+
+    pub(in crate::cpu::kernels) fn table() -> Option<Kernels> {
+        let ok = is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+            && is_x86_feature_detected!("avxvnni");
+        ok.then(|| build("avxvnni"))
+    }
+}
+
+pub(super) use evex::table as table_avx512vnni;
+pub(super) use vex::table as table_avxvnni;

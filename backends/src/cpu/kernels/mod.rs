@@ -1,0 +1,208 @@
+//! Runtime-selected int8 dot kernels and activation quantizers.
+//!
+//! One function-pointer table per instruction set, filled once from feature
+//! detection (STYLE.md item 3): `scalar` (owl-quant's reference, everywhere),
+//! `avx2` (maddubs), `avxvnni` and `avx512vnni` (dpbusd on 256-bit vectors; the
+//! AVX-512 path uses the EVEX encoding of the same instruction). AMX is never
+//! used (these VMs advertise it and raise SIGILL).
+//!
+//! A type without a fast kernel in the chosen table falls back to
+//! `owl_quant::vec_dot_ref` / `owl_quant::quantize`, so every type works on
+//! every path. `OWL_KERNELS=scalar|avx2|avxvnni|avx512` forces a path (for
+//! benchmarks); an unknown or unsupported value selects the best available one.
+
+#[cfg(target_arch = "x86_64")]
+#[macro_use]
+mod x86;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(test)]
+mod tests;
+
+use std::sync::OnceLock;
+
+use owl_quant::GgmlType;
+
+/// Dot of a weight row with an activation row of `n` elements. Callers have
+/// checked both byte lengths against `n`.
+pub(crate) type DotFn = fn(w: &[u8], a: &[u8], n: usize) -> f32;
+/// Quantizes an f32 row into activation blocks; `out` has the exact length.
+pub(crate) type QuantFn = fn(x: &[f32], out: &mut [u8]);
+
+const N_IDS: usize = 31;
+
+/// A kernel table for one instruction set.
+pub struct Kernels {
+    /// "scalar", "avx2", "avxvnni" or "avx512vnni".
+    pub name: &'static str,
+    dots: [Option<DotFn>; N_IDS],
+    quants: [Option<QuantFn>; N_IDS],
+}
+
+impl Kernels {
+    fn empty(name: &'static str) -> Kernels {
+        Kernels {
+            name,
+            dots: [None; N_IDS],
+            quants: [None; N_IDS],
+        }
+    }
+
+    pub(crate) fn set_dot(&mut self, ty: GgmlType, f: DotFn) {
+        self.dots[ty.id() as usize] = Some(f);
+    }
+
+    pub(crate) fn set_quant(&mut self, ty: GgmlType, f: QuantFn) {
+        self.quants[ty.id() as usize] = Some(f);
+    }
+
+    /// owl-quant's scalar reference for everything.
+    pub fn scalar() -> Kernels {
+        Kernels::empty("scalar")
+    }
+
+    /// The AVX2 (+FMA, F16C) table, if this CPU has those.
+    pub fn avx2() -> Option<Kernels> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            avx2::table()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    }
+
+    /// The AVX-VNNI (VEX dpbusd) table, if this CPU has it.
+    pub fn avxvnni() -> Option<Kernels> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            avx512::table_avxvnni()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    }
+
+    /// The AVX-512 VNNI (EVEX dpbusd, AVX512VL) table, if this CPU has it.
+    pub fn avx512() -> Option<Kernels> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            avx512::table_avx512vnni()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    }
+
+    /// Every table this CPU can run, best last (tests run them all).
+    pub fn available() -> Vec<Kernels> {
+        let mut v = vec![Kernels::scalar()];
+        v.extend(Kernels::avx2());
+        v.extend(Kernels::avxvnni());
+        v.extend(Kernels::avx512());
+        v
+    }
+
+    /// The best table for this CPU, or the one `OWL_KERNELS` names.
+    pub fn detect() -> Kernels {
+        let forced = std::env::var("OWL_KERNELS").ok();
+        let pick = match forced.as_deref() {
+            Some("scalar") => Some(Kernels::scalar()),
+            Some("avx2") => Kernels::avx2(),
+            Some("avxvnni") => Kernels::avxvnni(),
+            Some("avx512") | Some("avx512vnni") => Kernels::avx512(),
+            _ => None,
+        };
+        pick.or_else(Kernels::avx512)
+            .or_else(Kernels::avxvnni)
+            .or_else(Kernels::avx2)
+            .unwrap_or_else(Kernels::scalar)
+    }
+
+    /// Whether `ty` has a SIMD dot in this table (otherwise the scalar reference runs).
+    pub fn has_fast_dot(&self, ty: GgmlType) -> bool {
+        self.dots[ty.id() as usize].is_some()
+    }
+
+    /// Dot of a weight row (`n` elements of `ty`) with an activation row quantized
+    /// as `ty.vec_dot_type()`. Wrong lengths give NaN (and a debug assertion).
+    #[inline]
+    pub fn vec_dot(&self, ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> f32 {
+        if let Some(f) = self.dots[ty.id() as usize] {
+            let ok =
+                ty.row_bytes(n) == Some(w.len()) && ty.vec_dot_type().row_bytes(n) == Some(a.len());
+            debug_assert!(
+                ok,
+                "vec_dot {}: {} / {} bytes for n = {n}",
+                ty.name(),
+                w.len(),
+                a.len()
+            );
+            if ok {
+                return f(w, a, n);
+            }
+            return f32::NAN;
+        }
+        owl_quant::vec_dot_ref(ty, w, a, n).unwrap_or(f32::NAN)
+    }
+
+    /// Dots one activation row with `rows` consecutive weight rows of `n`
+    /// elements each (`w` holds them back to back), writing `out[0..rows]`.
+    /// This is the matvec inner loop; the row length is checked once.
+    pub fn vec_dot_rows(&self, ty: GgmlType, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+        let (Some(wr), Some(ar)) = (ty.row_bytes(n), ty.vec_dot_type().row_bytes(n)) else {
+            out.fill(f32::NAN);
+            return;
+        };
+        if a.len() != ar || wr == 0 || w.len() != wr * out.len() {
+            debug_assert!(false, "vec_dot_rows {}: bad lengths", ty.name());
+            out.fill(f32::NAN);
+            return;
+        }
+        match self.dots[ty.id() as usize] {
+            Some(f) => {
+                for (o, row) in out.iter_mut().zip(w.chunks_exact(wr)) {
+                    *o = f(row, a, n);
+                }
+            }
+            None => {
+                for (o, row) in out.iter_mut().zip(w.chunks_exact(wr)) {
+                    *o = owl_quant::vec_dot_ref(ty, row, a, n).unwrap_or(f32::NAN);
+                }
+            }
+        }
+    }
+
+    /// Quantizes an f32 activation row into `ty` (Q8_0, Q8_1, Q8_K, F16, BF16 or
+    /// F32), bit-identical to `owl_quant::quantize`. `out` must be exactly
+    /// `ty.row_bytes(x.len())` bytes.
+    ///
+    /// # Panics
+    /// On a wrong `out` length or a type that cannot be quantized: both are
+    /// caller bugs (the matmul sizes `out` from the same type).
+    pub fn quantize_act(&self, ty: GgmlType, x: &[f32], out: &mut [u8]) {
+        if let Some(f) = self.quants[ty.id() as usize] {
+            assert_eq!(
+                ty.row_bytes(x.len()),
+                Some(out.len()),
+                "quantize_act {}: output length",
+                ty.name()
+            );
+            return f(x, out);
+        }
+        if let Err(e) = owl_quant::quantize(ty, x, out) {
+            panic!("activation quantization into {} failed: {e}", ty.name());
+        }
+    }
+}
+
+/// The kernels for this process: detected once (honouring `OWL_KERNELS`).
+pub fn kernels() -> &'static Kernels {
+    static K: OnceLock<Kernels> = OnceLock::new();
+    K.get_or_init(Kernels::detect)
+}

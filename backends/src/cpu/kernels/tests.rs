@@ -1,0 +1,276 @@
+//! Every kernel table this CPU supports against owl-quant's scalar reference:
+//! activation quantizers bit-exact, dots within GGML's ref-vs-fast budget.
+
+use owl_quant::*;
+
+use super::Kernels;
+
+/// test-quantize-fns.cpp MAX_QUANTIZATION_REFERENCE_ERROR (|fast - ref| / n).
+const MAX_REF_ERROR: f32 = 0.0001;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn f(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    fn signed(&mut self, lo: f32, hi: f32) -> f32 {
+        let v = self.f(lo, hi);
+        if self.next() & 1 == 0 {
+            v
+        } else {
+            -v
+        }
+    }
+}
+
+/// Random quant bits with well-scaled block scales (dequantized values O(1)).
+fn random_weights(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut q: Vec<u8> = (0..ty.row_bytes(n).unwrap())
+        .map(|_| rng.next() as u8)
+        .collect();
+    macro_rules! fix {
+        ($B:ty, |$b:ident| $body:expr) => {
+            for $b in as_blocks_mut::<$B>(&mut q).unwrap() {
+                $body;
+            }
+        };
+    }
+    match ty {
+        GgmlType::Q4_0 => fix!(BlockQ4_0, |b| b.d = f32_to_f16(rng.signed(0.1, 0.3))),
+        GgmlType::Q4_1 => fix!(BlockQ4_1, |b| {
+            b.d = f32_to_f16(rng.f(0.05, 0.2));
+            b.m = f32_to_f16(rng.signed(0.0, 1.5))
+        }),
+        GgmlType::Q5_0 => fix!(BlockQ5_0, |b| b.d = f32_to_f16(rng.signed(0.05, 0.12))),
+        GgmlType::Q5_1 => fix!(BlockQ5_1, |b| {
+            b.d = f32_to_f16(rng.f(0.03, 0.1));
+            b.m = f32_to_f16(rng.signed(0.0, 1.5))
+        }),
+        GgmlType::Q8_0 => fix!(BlockQ8_0, |b| b.d = f32_to_f16(rng.signed(0.005, 0.02))),
+        GgmlType::Q2_K => fix!(BlockQ2K, |b| {
+            b.d = f32_to_f16(rng.f(0.02, 0.06));
+            b.dmin = f32_to_f16(rng.f(0.02, 0.06))
+        }),
+        GgmlType::Q3_K => fix!(BlockQ3K, |b| b.d = f32_to_f16(rng.signed(0.01, 0.03))),
+        GgmlType::Q4_K => fix!(BlockQ4K, |b| {
+            b.d = f32_to_f16(rng.f(0.002, 0.005));
+            b.dmin = f32_to_f16(rng.f(0.002, 0.005))
+        }),
+        GgmlType::Q5_K => fix!(BlockQ5K, |b| {
+            b.d = f32_to_f16(rng.f(0.001, 0.003));
+            b.dmin = f32_to_f16(rng.f(0.002, 0.005))
+        }),
+        GgmlType::Q6_K => fix!(BlockQ6K, |b| b.d = f32_to_f16(rng.signed(0.0002, 0.0006))),
+        GgmlType::IQ4_NL => fix!(BlockIQ4NL, |b| b.d = f32_to_f16(rng.signed(0.005, 0.015))),
+        GgmlType::IQ4_XS => fix!(BlockIQ4XS, |b| b.d = f32_to_f16(rng.signed(0.0003, 0.0006))),
+        _ => {
+            let x: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 1.5)).collect();
+            quantize(ty, &x, &mut q).unwrap();
+        }
+    }
+    q
+}
+
+/// Activation rows: smooth, noisy, with ties at rounding points and zero blocks.
+fn activations(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
+    let mut rows = vec![
+        (0..n)
+            .map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos())
+            .collect::<Vec<_>>(),
+        (0..n).map(|_| rng.signed(0.0, 3.0)).collect(),
+        (0..n).map(|i| ((i % 64) as f32 - 31.5) * 0.5).collect(),
+        (0..n)
+            .map(|i| {
+                if i % 97 < 40 {
+                    0.0
+                } else {
+                    rng.signed(0.0, 1e-3)
+                }
+            })
+            .collect(),
+    ];
+    // An exact-tie row: values k + 0.5 scaled so that x * id lands on halves.
+    rows.push(
+        (0..n)
+            .map(|i| {
+                if i % 32 == 0 {
+                    127.0
+                } else {
+                    (i % 7) as f32 - 2.5
+                }
+            })
+            .collect(),
+    );
+    // A zero row and one with a +/- tie for the largest magnitude.
+    rows.push(vec![0.0; n]);
+    rows.push(
+        (0..n)
+            .map(|i| {
+                if i % 3 == 0 {
+                    -4.0
+                } else if i % 3 == 1 {
+                    4.0
+                } else {
+                    1.25
+                }
+            })
+            .collect(),
+    );
+    rows
+}
+
+const DOT_TYPES: [GgmlType; 12] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::IQ4_NL,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_XS,
+];
+
+#[test]
+fn this_cpu_gets_its_simd_paths() {
+    let names: Vec<&str> = Kernels::available().iter().map(|k| k.name).collect();
+    assert_eq!(names[0], "scalar");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") {
+            assert!(names.contains(&"avx2"), "{names:?}");
+        }
+        if is_x86_feature_detected!("avxvnni") {
+            assert!(names.contains(&"avxvnni"), "{names:?}");
+        }
+        if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+            assert!(names.contains(&"avx512vnni"), "{names:?}");
+        }
+        let best = Kernels::detect();
+        if std::env::var_os("OWL_KERNELS").is_none() {
+            assert_eq!(best.name, *names.last().unwrap());
+        }
+    }
+    eprintln!("kernel paths on this CPU: {names:?}");
+}
+
+#[test]
+fn activation_quantizers_are_bit_exact_on_every_path() {
+    let mut rng = Rng(7);
+    for k in Kernels::available() {
+        for ty in [
+            GgmlType::Q8_0,
+            GgmlType::Q8_1,
+            GgmlType::Q8_K,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::F32,
+        ] {
+            for n in [256, 512, 2048] {
+                for x in activations(n, &mut rng) {
+                    let mut want = vec![0u8; ty.row_bytes(n).unwrap()];
+                    quantize(ty, &x, &mut want).unwrap();
+                    let mut got = vec![0x55u8; want.len()];
+                    k.quantize_act(ty, &x, &mut got);
+                    if got != want {
+                        let bb = ty.block_bytes();
+                        let i = got.iter().zip(&want).position(|(a, b)| a != b).unwrap() / bb;
+                        panic!(
+                            "{} {ty} n={n}: block {i} differs:\n got {:?}\nwant {:?}",
+                            k.name,
+                            &got[i * bb..(i + 1) * bb],
+                            &want[i * bb..(i + 1) * bb]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dots_match_the_scalar_reference_on_every_path() {
+    let mut rng = Rng(0xfeed);
+    let mut worst = Vec::new();
+    for k in Kernels::available() {
+        for ty in DOT_TYPES {
+            if k.name != "scalar" {
+                assert!(k.has_fast_dot(ty), "{}: no fast {ty} dot", k.name);
+            }
+            let aty = ty.vec_dot_type();
+            let mut max_err = 0f32;
+            for n in [256, 768, 4096] {
+                let w = random_weights(ty, n, &mut rng);
+                for x in activations(n, &mut rng) {
+                    let mut a = vec![0u8; aty.row_bytes(n).unwrap()];
+                    quantize(aty, &x, &mut a).unwrap();
+                    let want = vec_dot_ref(ty, &w, &a, n).unwrap();
+                    let got = k.vec_dot(ty, &w, &a, n);
+                    let err = (got - want).abs() / n as f32;
+                    assert!(
+                        err < MAX_REF_ERROR && err <= 1e-5 * want.abs().max(1.0),
+                        "{} {ty} n={n}: fast {got} vs reference {want}",
+                        k.name
+                    );
+                    max_err = max_err.max(err);
+                }
+            }
+            worst.push(format!("{} {ty}: max |fast-ref|/n {max_err:.1e}", k.name));
+        }
+    }
+    eprintln!("{}", worst.join("\n"));
+}
+
+#[test]
+fn vec_dot_rows_equals_single_dots() {
+    let mut rng = Rng(99);
+    let k = Kernels::detect();
+    for ty in
+        DOT_TYPES
+            .into_iter()
+            .chain([GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_K])
+    {
+        let n = 512;
+        let rows = 5;
+        let w: Vec<u8> = (0..rows)
+            .flat_map(|_| random_weights(ty, n, &mut rng))
+            .collect();
+        let x: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 1.0)).collect();
+        let aty = ty.vec_dot_type();
+        let mut a = vec![0u8; aty.row_bytes(n).unwrap()];
+        k.quantize_act(aty, &x, &mut a);
+        let mut out = vec![0f32; rows];
+        k.vec_dot_rows(ty, &w, &a, n, &mut out);
+        let rb = ty.row_bytes(n).unwrap();
+        for r in 0..rows {
+            assert_eq!(
+                out[r],
+                k.vec_dot(ty, &w[r * rb..(r + 1) * rb], &a, n),
+                "{ty} row {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_lengths_give_nan_not_ub() {
+    // Release builds (the test profile) have no debug assertions: lengths must be checked.
+    if cfg!(debug_assertions) {
+        return;
+    }
+    for k in Kernels::available() {
+        let w = vec![0u8; 18 * 2];
+        let a = vec![0u8; 34];
+        assert!(k.vec_dot(GgmlType::Q4_0, &w, &a, 64).is_nan(), "{}", k.name);
+        assert!(k.vec_dot(GgmlType::Q4_0, &w, &a, 63).is_nan(), "{}", k.name);
+    }
+}

@@ -1,0 +1,568 @@
+//! The x86 int8 kernels, written once and instantiated per instruction set by
+//! `x86_int8_kernels!("features")`. The instantiating module defines the two
+//! primitives the bodies use (with the same target features):
+//!
+//! - `mul_u8i8(x, y) -> __m256i`: for unsigned bytes x and signed bytes y, eight
+//!   i32 lanes, lane i = sum of x*y over bytes 4i..4i+4 (maddubs+madd, or dpbusd).
+//! - `mul_u8i8_s(x, y, lo, hi)`: the same with lanes 0..4 (bytes 0..16) times
+//!   `lo` and lanes 4..8 (bytes 16..32) times `hi`.
+//!
+//! Bodies follow GGML's x86 kernels (ggml-cpu/arch/x86/quants.c): nibbles expanded
+//! to bytes, signed x signed via the `sign_epi8` trick (activations never hold
+//! -128: the quantizers clamp to ±127), per-block i32 sums converted to f32 and
+//! accumulated with FMA. Integer sums equal the reference exactly; only the float
+//! accumulation order differs.
+
+macro_rules! x86_int8_kernels {
+    ($feat:literal) => {
+        use crate::cpu::kernels::Kernels;
+        #[allow(unused_imports)]
+        use owl_quant::{
+            as_blocks, unpack_scales_mins_k4, unpack_scales_q3k, BlockIQ4NL, BlockIQ4XS, BlockQ2K,
+            BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+            BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, KVALUES_IQ4NL, QK_K,
+        };
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn f16(b: [u8; 2]) -> f32 {
+            _mm_cvtss_f32(_mm_cvtph_ps(
+                _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
+            ))
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn hsum_ps(v: __m256) -> f32 {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn load(p: *const u8) -> __m256i {
+            _mm256_loadu_si256(p as *const __m256i)
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn load_i8(p: *const i8) -> __m256i {
+            _mm256_loadu_si256(p as *const __m256i)
+        }
+
+        /// 16 bytes of nibbles -> 32 bytes: low nibbles (elements 0..16), then high.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn nibbles32(p: *const u8) -> __m256i {
+            let t = _mm_loadu_si128(p as *const __m128i);
+            let b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+            _mm256_and_si256(b, _mm256_set1_epi8(0x0F))
+        }
+
+        /// 32 bits -> 32 bytes, 0xFF where the bit is set (GGML's bytes_from_bits_32).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn bits32(qh: [u8; 4]) -> __m256i {
+            let x32 = u32::from_le_bytes(qh) as i32;
+            let shuf = _mm256_set_epi64x(
+                0x0303030303030303,
+                0x0202020202020202,
+                0x0101010101010101,
+                0x0000000000000000,
+            );
+            let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32), shuf);
+            let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+            _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+        }
+
+        /// Signed x signed bytes via |x| and sign(y, x).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn mul_i8i8(x: __m256i, y: __m256i) -> __m256i {
+            mul_u8i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn mul_i8i8_s(x: __m256i, y: __m256i, lo: i32, hi: i32) -> __m256i {
+            mul_u8i8_s(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x), lo, hi)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (a, b) in x.iter().zip(y) {
+                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                let p = mul_i8i8(load_i8(a.qs.as_ptr()), load_i8(b.qs.as_ptr()));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+            }
+            hsum_ps(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let off = _mm256_set1_epi8(8);
+            for (a, b) in x.iter().zip(y) {
+                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                let qx = _mm256_sub_epi8(nibbles32(a.qs.as_ptr()), off);
+                let p = mul_i8i8(qx, load_i8(b.qs.as_ptr()));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+            }
+            hsum_ps(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            for (a, b) in x.iter().zip(y) {
+                summs += f16(a.m) * f16(b.s);
+                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                let p = mul_u8i8(nibbles32(a.qs.as_ptr()), load_i8(b.qs.as_ptr()));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+            }
+            hsum_ps(acc) + summs
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let hi = _mm256_set1_epi8(0xF0u8 as i8);
+            for (a, b) in x.iter().zip(y) {
+                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                // q - 16 as a signed byte: nibble | 0xF0 where the fifth bit is clear.
+                let qx = _mm256_or_si256(
+                    nibbles32(a.qs.as_ptr()),
+                    _mm256_andnot_si256(bits32(a.qh), hi),
+                );
+                let p = mul_i8i8(qx, load_i8(b.qs.as_ptr()));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+            }
+            hsum_ps(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q5_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            let b4 = _mm256_set1_epi8(0x10);
+            for (a, b) in x.iter().zip(y) {
+                summs += f16(a.m) * f16(b.s);
+                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                let qx =
+                    _mm256_or_si256(nibbles32(a.qs.as_ptr()), _mm256_and_si256(bits32(a.qh), b4));
+                let p = mul_u8i8(qx, load_i8(b.qs.as_ptr()));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+            }
+            hsum_ps(acc) + summs
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_iq4_nl(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> f32 {
+            let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+            let table = _mm256_set_m128i(t, t);
+            let mut acc = _mm256_setzero_ps();
+            for (a, b) in x.iter().zip(y) {
+                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                let qx = _mm256_shuffle_epi8(table, nibbles32(a.qs.as_ptr()));
+                let p = mul_i8i8(qx, load_i8(b.qs.as_ptr()));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+            }
+            hsum_ps(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q2_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut sum_min = 0f32;
+            let m3 = _mm256_set1_epi8(3);
+            for (a, b) in x.iter().zip(y) {
+                let yd = b.d();
+                let mut summs = 0i32;
+                for j in 0..16 {
+                    summs += b.bsum(j) as i32 * (a.scales[j] >> 4) as i32;
+                }
+                sum_min += yd * f16(a.dmin) * summs as f32;
+                let mut sumi = _mm256_setzero_si256();
+                for k in 0..2 {
+                    let q2 = load(a.qs.as_ptr().add(32 * k));
+                    for s in 0..4 {
+                        let v = _mm256_and_si256(
+                            _mm256_srl_epi16(q2, _mm_cvtsi32_si128(2 * s as i32)),
+                            m3,
+                        );
+                        let yv = load_i8(b.qs.as_ptr().add(128 * k + 32 * s));
+                        let is = 8 * k + 2 * s;
+                        let (lo, hi) =
+                            ((a.scales[is] & 0xF) as i32, (a.scales[is + 1] & 0xF) as i32);
+                        sumi = _mm256_add_epi32(sumi, mul_u8i8_s(v, yv, lo, hi));
+                    }
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(yd * f16(a.d)), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_ps(acc) - sum_min
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q3_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let m3 = _mm256_set1_epi8(3);
+            let one = _mm256_set1_epi8(1);
+            let four = _mm256_set1_epi8(4);
+            for (a, b) in x.iter().zip(y) {
+                let sc = unpack_scales_q3k(&a.scales);
+                let hm = load(a.hmask.as_ptr());
+                let mut sumi = _mm256_setzero_si256();
+                for k in 0..2 {
+                    let q3 = load(a.qs.as_ptr().add(32 * k));
+                    for s in 0..4 {
+                        let v = _mm256_and_si256(
+                            _mm256_srl_epi16(q3, _mm_cvtsi32_si128(2 * s as i32)),
+                            m3,
+                        );
+                        let h = _mm256_and_si256(
+                            _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * k + s) as i32)),
+                            one,
+                        );
+                        // q - 4 * !hbit = (q | 4*hbit) - 4, in -4..4.
+                        let q = _mm256_sub_epi8(_mm256_or_si256(v, _mm256_slli_epi16(h, 2)), four);
+                        let yv = load_i8(b.qs.as_ptr().add(128 * k + 32 * s));
+                        let is = 8 * k + 2 * s;
+                        sumi = _mm256_add_epi32(
+                            sumi,
+                            mul_i8i8_s(q, yv, sc[is] as i32, sc[is + 1] as i32),
+                        );
+                    }
+                }
+                acc = _mm256_fmadd_ps(
+                    _mm256_set1_ps(f16(a.d) * b.d()),
+                    _mm256_cvtepi32_ps(sumi),
+                    acc,
+                );
+            }
+            hsum_ps(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut sum_min = 0f32;
+            let m4 = _mm256_set1_epi8(0x0F);
+            for (a, b) in x.iter().zip(y) {
+                let (sc, mn) = unpack_scales_mins_k4(&a.scales);
+                let mut summ = 0i32;
+                for j in 0..16 {
+                    summ += mn[j / 2] as i32 * b.bsum(j) as i32;
+                }
+                sum_min += f16(a.dmin) * b.d() * summ as f32;
+                let mut sumi = _mm256_setzero_si256();
+                for j in 0..4 {
+                    let q4 = load(a.qs.as_ptr().add(32 * j));
+                    let lo = _mm256_and_si256(q4, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                    let ylo = load_i8(b.qs.as_ptr().add(64 * j));
+                    let yhi = load_i8(b.qs.as_ptr().add(64 * j + 32));
+                    let (s0, s1) = (sc[2 * j] as i32, sc[2 * j + 1] as i32);
+                    sumi = _mm256_add_epi32(sumi, mul_u8i8_s(lo, ylo, s0, s0));
+                    sumi = _mm256_add_epi32(sumi, mul_u8i8_s(hi, yhi, s1, s1));
+                }
+                acc = _mm256_fmadd_ps(
+                    _mm256_set1_ps(f16(a.d) * b.d()),
+                    _mm256_cvtepi32_ps(sumi),
+                    acc,
+                );
+            }
+            hsum_ps(acc) - sum_min
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut sum_min = 0f32;
+            let m4 = _mm256_set1_epi8(0x0F);
+            let b4 = _mm256_set1_epi8(0x10);
+            for (a, b) in x.iter().zip(y) {
+                let (sc, mn) = unpack_scales_mins_k4(&a.scales);
+                let mut summ = 0i32;
+                for j in 0..16 {
+                    summ += mn[j / 2] as i32 * b.bsum(j) as i32;
+                }
+                sum_min += f16(a.dmin) * b.d() * summ as f32;
+                let mut hb = load(a.qh.as_ptr());
+                let mut sumi = _mm256_setzero_si256();
+                for j in 0..4 {
+                    let q4 = load(a.qs.as_ptr().add(32 * j));
+                    let lo = _mm256_or_si256(
+                        _mm256_and_si256(q4, m4),
+                        _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4),
+                    );
+                    hb = _mm256_srli_epi16(hb, 1);
+                    let hi = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4),
+                        _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4),
+                    );
+                    hb = _mm256_srli_epi16(hb, 1);
+                    let ylo = load_i8(b.qs.as_ptr().add(64 * j));
+                    let yhi = load_i8(b.qs.as_ptr().add(64 * j + 32));
+                    let (s0, s1) = (sc[2 * j] as i32, sc[2 * j + 1] as i32);
+                    sumi = _mm256_add_epi32(sumi, mul_u8i8_s(lo, ylo, s0, s0));
+                    sumi = _mm256_add_epi32(sumi, mul_u8i8_s(hi, yhi, s1, s1));
+                }
+                acc = _mm256_fmadd_ps(
+                    _mm256_set1_ps(f16(a.d) * b.d()),
+                    _mm256_cvtepi32_ps(sumi),
+                    acc,
+                );
+            }
+            hsum_ps(acc) - sum_min
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let m4 = _mm256_set1_epi8(0x0F);
+            for (a, b) in x.iter().zip(y) {
+                // Σ sc*(q-32)*y = Σ sc*q*y - 32 Σ sc*bsum, all in exact integers.
+                let mut off = 0i32;
+                for j in 0..16 {
+                    off += a.scales[j] as i32 * b.bsum(j) as i32;
+                }
+                let mut sumi = _mm256_setr_epi32(-32 * off, 0, 0, 0, 0, 0, 0, 0);
+                for n in 0..2 {
+                    let q4a = load(a.ql.as_ptr().add(64 * n));
+                    let q4b = load(a.ql.as_ptr().add(64 * n + 32));
+                    let qh = load(a.qh.as_ptr().add(32 * n));
+                    let v = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(q4a, m4),
+                            _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(q4b, m4),
+                            _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(q4a, 4), m4),
+                            _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(q4b, 4), m4),
+                            _mm256_srli_epi16(
+                                _mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8)),
+                                2,
+                            ),
+                        ),
+                    ];
+                    for (i, vi) in v.iter().enumerate() {
+                        let yv = load_i8(b.qs.as_ptr().add(128 * n + 32 * i));
+                        let is = 8 * n + 2 * i;
+                        let p = mul_u8i8_s(*vi, yv, a.scales[is] as i32, a.scales[is + 1] as i32);
+                        sumi = _mm256_add_epi32(sumi, p);
+                    }
+                }
+                acc = _mm256_fmadd_ps(
+                    _mm256_set1_ps(f16(a.d) * b.d()),
+                    _mm256_cvtepi32_ps(sumi),
+                    acc,
+                );
+            }
+            hsum_ps(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_iq4_xs(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> f32 {
+            let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+            let table = _mm256_set_m128i(t, t);
+            let mut acc = _mm256_setzero_ps();
+            for (a, b) in x.iter().zip(y) {
+                let mut sumi = _mm256_setzero_si256();
+                for ib in 0..8 {
+                    let qx = _mm256_shuffle_epi8(table, nibbles32(a.qs.as_ptr().add(16 * ib)));
+                    let yv = load_i8(b.qs.as_ptr().add(32 * ib));
+                    let ls = a.scale(ib);
+                    sumi = _mm256_add_epi32(sumi, mul_i8i8_s(qx, yv, ls, ls));
+                }
+                acc = _mm256_fmadd_ps(
+                    _mm256_set1_ps(f16(a.d) * b.d()),
+                    _mm256_cvtepi32_ps(sumi),
+                    acc,
+                );
+            }
+            hsum_ps(acc)
+        }
+
+        /// roundf (half away from zero) of each lane, exactly: trunc, then +-1
+        /// where the dropped fraction is at least one half.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn roundf_ps(v: __m256) -> __m256 {
+            let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+            let frac = _mm256_and_ps(_mm256_sub_ps(v, t), abs_mask);
+            let ge = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5), _CMP_GE_OQ);
+            let one = _mm256_or_ps(_mm256_andnot_ps(abs_mask, v), _mm256_set1_ps(1.0));
+            _mm256_add_ps(t, _mm256_and_ps(ge, one))
+        }
+
+        /// Four vectors of 8 i32 -> 32 i8 in element order.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn pack32(i0: __m256i, i1: __m256i, i2: __m256i, i3: __m256i) -> __m256i {
+            let p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+            _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn absmax32(x: *const f32) -> f32 {
+            let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+            let mut m = _mm256_setzero_ps();
+            for i in 0..4 {
+                m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x.add(8 * i)), abs_mask));
+            }
+            let s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_max_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
+
+        /// 32 floats times `id`, roundf, packed to bytes; also returns their sum.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn round_pack32(x: *const f32, id: f32, out: *mut i8) -> i32 {
+            let idv = _mm256_set1_ps(id);
+            let mut q = [_mm256_setzero_si256(); 4];
+            for (i, qi) in q.iter_mut().enumerate() {
+                let v = _mm256_mul_ps(_mm256_loadu_ps(x.add(8 * i)), idv);
+                *qi = _mm256_cvttps_epi32(roundf_ps(v));
+            }
+            let packed = pack32(q[0], q[1], q[2], q[3]);
+            _mm256_storeu_si256(out as *mut __m256i, packed);
+            let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+            _mm_cvtsi128_si32(s)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+            for (xb, b) in x.chunks_exact(32).zip(out.iter_mut()) {
+                let amax = absmax32(xb.as_ptr());
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                b.d = owl_quant::f32_to_f16(d);
+                round_pack32(xb.as_ptr(), id, b.qs.as_mut_ptr());
+            }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+            for (xb, b) in x.chunks_exact(32).zip(out.iter_mut()) {
+                let amax = absmax32(xb.as_ptr());
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                b.d = owl_quant::f32_to_f16(d);
+                let sum = round_pack32(xb.as_ptr(), id, b.qs.as_mut_ptr());
+                b.s = owl_quant::f32_to_f16(sum as f32 * d);
+            }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+            for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+                let mut amax = 0f32;
+                for i in 0..8 {
+                    amax = amax.max(absmax32(xb.as_ptr().add(32 * i)));
+                }
+                if amax == 0.0 {
+                    *b = bytemuck::Zeroable::zeroed();
+                    continue;
+                }
+                // The first element of largest magnitude carries the sign (GGML's loop).
+                let max = *xb.iter().find(|v| v.abs() == amax).unwrap_or(&amax);
+                let iscale = -127.0 / max;
+                let isv = _mm256_set1_ps(iscale);
+                let lim = _mm256_set1_epi32(127);
+                for g in 0..8 {
+                    let mut q = [_mm256_setzero_si256(); 4];
+                    for (i, qi) in q.iter_mut().enumerate() {
+                        let v =
+                            _mm256_mul_ps(_mm256_loadu_ps(xb.as_ptr().add(32 * g + 8 * i)), isv);
+                        // cvtps rounds half to even under the default MXCSR, as nearest_int.
+                        *qi = _mm256_min_epi32(_mm256_cvtps_epi32(v), lim);
+                    }
+                    let packed = pack32(q[0], q[1], q[2], q[3]);
+                    _mm256_storeu_si256(b.qs.as_mut_ptr().add(32 * g) as *mut __m256i, packed);
+                }
+                for j in 0..16 {
+                    let s: i32 = b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum();
+                    b.bsums[j] = (s as i16).to_le_bytes();
+                }
+                b.d = (1.0 / iscale).to_le_bytes();
+            }
+        }
+
+        /// Safe entry points for the table: only reachable through `table`, which
+        /// is built after the CPU was checked for `$feat`.
+        macro_rules! entry {
+            ($name:ident, $imp:ident, $W:ty, $A:ty) => {
+                fn $name(w: &[u8], a: &[u8], _n: usize) -> f32 {
+                    let w: &[$W] = bytemuck::cast_slice(w);
+                    let a: &[$A] = bytemuck::cast_slice(a);
+                    // SAFETY: the table holding this function exists only on CPUs with $feat.
+                    unsafe { $imp(w, a) }
+                }
+            };
+        }
+        entry!(e_q8_0, dot_q8_0, BlockQ8_0, BlockQ8_0);
+        entry!(e_q4_0, dot_q4_0, BlockQ4_0, BlockQ8_0);
+        entry!(e_q4_1, dot_q4_1, BlockQ4_1, BlockQ8_1);
+        entry!(e_q5_0, dot_q5_0, BlockQ5_0, BlockQ8_0);
+        entry!(e_q5_1, dot_q5_1, BlockQ5_1, BlockQ8_1);
+        entry!(e_iq4_nl, dot_iq4_nl, BlockIQ4NL, BlockQ8_0);
+        entry!(e_q2_k, dot_q2_k, BlockQ2K, BlockQ8K);
+        entry!(e_q3_k, dot_q3_k, BlockQ3K, BlockQ8K);
+        entry!(e_q4_k, dot_q4_k, BlockQ4K, BlockQ8K);
+        entry!(e_q5_k, dot_q5_k, BlockQ5K, BlockQ8K);
+        entry!(e_q6_k, dot_q6_k, BlockQ6K, BlockQ8K);
+        entry!(e_iq4_xs, dot_iq4_xs, BlockIQ4XS, BlockQ8K);
+
+        fn q_q8_0(x: &[f32], out: &mut [u8]) {
+            // SAFETY: as for `entry!`.
+            unsafe { quantize_q8_0(x, bytemuck::cast_slice_mut(out)) }
+        }
+        fn q_q8_1(x: &[f32], out: &mut [u8]) {
+            // SAFETY: as for `entry!`.
+            unsafe { quantize_q8_1(x, bytemuck::cast_slice_mut(out)) }
+        }
+        fn q_q8_k(x: &[f32], out: &mut [u8]) {
+            // SAFETY: as for `entry!`.
+            unsafe { quantize_q8_k(x, bytemuck::cast_slice_mut(out)) }
+        }
+
+        /// The table; the caller has checked the CPU features.
+        fn build(name: &'static str) -> Kernels {
+            let mut k = Kernels::empty(name);
+            k.set_dot(GgmlType::Q8_0, e_q8_0);
+            k.set_dot(GgmlType::Q4_0, e_q4_0);
+            k.set_dot(GgmlType::Q4_1, e_q4_1);
+            k.set_dot(GgmlType::Q5_0, e_q5_0);
+            k.set_dot(GgmlType::Q5_1, e_q5_1);
+            k.set_dot(GgmlType::IQ4_NL, e_iq4_nl);
+            k.set_dot(GgmlType::Q2_K, e_q2_k);
+            k.set_dot(GgmlType::Q3_K, e_q3_k);
+            k.set_dot(GgmlType::Q4_K, e_q4_k);
+            k.set_dot(GgmlType::Q5_K, e_q5_k);
+            k.set_dot(GgmlType::Q6_K, e_q6_k);
+            k.set_dot(GgmlType::IQ4_XS, e_iq4_xs);
+            k.set_quant(GgmlType::Q8_0, q_q8_0);
+            k.set_quant(GgmlType::Q8_1, q_q8_1);
+            k.set_quant(GgmlType::Q8_K, q_q8_k);
+            k
+        }
+    };
+}
