@@ -23,12 +23,26 @@ macro_rules! x86_int8_kernels {
             BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, KVALUES_IQ4NL, QK_K,
         };
 
+        /// f16(a) * f16(b). Both halves go through one vmovd + vcvtph2ps, which
+        /// also keeps LLVM from merging a lone f16 into a live register (vpinsrw),
+        /// a false dependency that serialised whole loops on their accumulators.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn f16(b: [u8; 2]) -> f32 {
-            _mm_cvtss_f32(_mm_cvtph_ps(
-                _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
-            ))
+        unsafe fn f16_mul(a: [u8; 2], b: [u8; 2]) -> f32 {
+            let bits = u16::from_le_bytes(a) as u32 | (u16::from_le_bytes(b) as u32) << 16;
+            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+            _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+        }
+
+        /// f16(a) * y with y an f32 (the K-quant super-block scales).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn f16_mul_f32(a: [u8; 2], y: f32) -> f32 {
+            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(
+                u16::from_le_bytes(a) as i32 | 0x3c00 << 16,
+            ));
+            // Lane 1 holds 1.0 so the whole register is live (no merge into a stale one).
+            _mm_cvtss_f32(_mm_mul_ss(v, _mm_set_ss(y))) * _mm_cvtss_f32(_mm_movehdup_ps(v))
         }
 
         #[inline]
@@ -94,7 +108,7 @@ macro_rules! x86_int8_kernels {
         unsafe fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (a, b) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                let d = _mm256_set1_ps(f16_mul(a.d, b.d));
                 let p = mul_i8i8(load_i8(a.qs.as_ptr()), load_i8(b.qs.as_ptr()));
                 acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
             }
@@ -106,7 +120,7 @@ macro_rules! x86_int8_kernels {
             let mut acc = _mm256_setzero_ps();
             let off = _mm256_set1_epi8(8);
             for (a, b) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                let d = _mm256_set1_ps(f16_mul(a.d, b.d));
                 let qx = _mm256_sub_epi8(nibbles32(a.qs.as_ptr()), off);
                 let p = mul_i8i8(qx, load_i8(b.qs.as_ptr()));
                 acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
@@ -119,8 +133,8 @@ macro_rules! x86_int8_kernels {
             let mut acc = _mm256_setzero_ps();
             let mut summs = 0f32;
             for (a, b) in x.iter().zip(y) {
-                summs += f16(a.m) * f16(b.s);
-                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                summs += f16_mul(a.m, b.s);
+                let d = _mm256_set1_ps(f16_mul(a.d, b.d));
                 let p = mul_u8i8(nibbles32(a.qs.as_ptr()), load_i8(b.qs.as_ptr()));
                 acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
             }
@@ -132,7 +146,7 @@ macro_rules! x86_int8_kernels {
             let mut acc = _mm256_setzero_ps();
             let hi = _mm256_set1_epi8(0xF0u8 as i8);
             for (a, b) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                let d = _mm256_set1_ps(f16_mul(a.d, b.d));
                 // q - 16 as a signed byte: nibble | 0xF0 where the fifth bit is clear.
                 let qx = _mm256_or_si256(
                     nibbles32(a.qs.as_ptr()),
@@ -150,8 +164,8 @@ macro_rules! x86_int8_kernels {
             let mut summs = 0f32;
             let b4 = _mm256_set1_epi8(0x10);
             for (a, b) in x.iter().zip(y) {
-                summs += f16(a.m) * f16(b.s);
-                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                summs += f16_mul(a.m, b.s);
+                let d = _mm256_set1_ps(f16_mul(a.d, b.d));
                 let qx =
                     _mm256_or_si256(nibbles32(a.qs.as_ptr()), _mm256_and_si256(bits32(a.qh), b4));
                 let p = mul_u8i8(qx, load_i8(b.qs.as_ptr()));
@@ -166,7 +180,7 @@ macro_rules! x86_int8_kernels {
             let table = _mm256_set_m128i(t, t);
             let mut acc = _mm256_setzero_ps();
             for (a, b) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(f16(a.d) * f16(b.d));
+                let d = _mm256_set1_ps(f16_mul(a.d, b.d));
                 let qx = _mm256_shuffle_epi8(table, nibbles32(a.qs.as_ptr()));
                 let p = mul_i8i8(qx, load_i8(b.qs.as_ptr()));
                 acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
@@ -185,7 +199,7 @@ macro_rules! x86_int8_kernels {
                 for j in 0..16 {
                     summs += b.bsum(j) as i32 * (a.scales[j] >> 4) as i32;
                 }
-                sum_min += yd * f16(a.dmin) * summs as f32;
+                sum_min += f16_mul_f32(a.dmin, yd) * summs as f32;
                 let mut sumi = _mm256_setzero_si256();
                 for k in 0..2 {
                     let q2 = load(a.qs.as_ptr().add(32 * k));
@@ -201,7 +215,11 @@ macro_rules! x86_int8_kernels {
                         sumi = _mm256_add_epi32(sumi, mul_u8i8_s(v, yv, lo, hi));
                     }
                 }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(yd * f16(a.d)), _mm256_cvtepi32_ps(sumi), acc);
+                acc = _mm256_fmadd_ps(
+                    _mm256_set1_ps(f16_mul_f32(a.d, yd)),
+                    _mm256_cvtepi32_ps(sumi),
+                    acc,
+                );
             }
             hsum_ps(acc) - sum_min
         }
@@ -238,7 +256,7 @@ macro_rules! x86_int8_kernels {
                     }
                 }
                 acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16(a.d) * b.d()),
+                    _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
                     _mm256_cvtepi32_ps(sumi),
                     acc,
                 );
@@ -257,7 +275,7 @@ macro_rules! x86_int8_kernels {
                 for j in 0..16 {
                     summ += mn[j / 2] as i32 * b.bsum(j) as i32;
                 }
-                sum_min += f16(a.dmin) * b.d() * summ as f32;
+                sum_min += f16_mul_f32(a.dmin, b.d()) * summ as f32;
                 let mut sumi = _mm256_setzero_si256();
                 for j in 0..4 {
                     let q4 = load(a.qs.as_ptr().add(32 * j));
@@ -270,7 +288,7 @@ macro_rules! x86_int8_kernels {
                     sumi = _mm256_add_epi32(sumi, mul_u8i8_s(hi, yhi, s1, s1));
                 }
                 acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16(a.d) * b.d()),
+                    _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
                     _mm256_cvtepi32_ps(sumi),
                     acc,
                 );
@@ -290,7 +308,7 @@ macro_rules! x86_int8_kernels {
                 for j in 0..16 {
                     summ += mn[j / 2] as i32 * b.bsum(j) as i32;
                 }
-                sum_min += f16(a.dmin) * b.d() * summ as f32;
+                sum_min += f16_mul_f32(a.dmin, b.d()) * summ as f32;
                 let mut hb = load(a.qh.as_ptr());
                 let mut sumi = _mm256_setzero_si256();
                 for j in 0..4 {
@@ -312,7 +330,7 @@ macro_rules! x86_int8_kernels {
                     sumi = _mm256_add_epi32(sumi, mul_u8i8_s(hi, yhi, s1, s1));
                 }
                 acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16(a.d) * b.d()),
+                    _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
                     _mm256_cvtepi32_ps(sumi),
                     acc,
                 );
@@ -364,7 +382,7 @@ macro_rules! x86_int8_kernels {
                     }
                 }
                 acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16(a.d) * b.d()),
+                    _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
                     _mm256_cvtepi32_ps(sumi),
                     acc,
                 );
@@ -386,7 +404,7 @@ macro_rules! x86_int8_kernels {
                     sumi = _mm256_add_epi32(sumi, mul_i8i8_s(qx, yv, ls, ls));
                 }
                 acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16(a.d) * b.d()),
+                    _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
                     _mm256_cvtepi32_ps(sumi),
                     acc,
                 );
