@@ -79,7 +79,9 @@ fn wrap_hard(s: &str, width: usize) -> Vec<String> {
             rows.push(String::new());
             w = 0;
         }
-        rows.last_mut().map(|r| r.push(c));
+        if let Some(r) = rows.last_mut() {
+            r.push(c);
+        }
         w += cw;
     }
     rows
