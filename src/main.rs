@@ -1,0 +1,380 @@
+//! `owl`: the command line. Each subcommand's handler is its own function.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use owl_engine::gguf::Gguf;
+use owl_engine::registry::{self, format_size, PullOptions, PullOutcome, Registry};
+
+#[derive(Parser)]
+#[command(
+    name = "owl",
+    version,
+    about = "owl — own weights locally: a local-first LLM runtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download a model from models.lock into the model cache (verified by size and sha256).
+    Pull {
+        /// Model name (default: the lock's default model).
+        name: Option<String>,
+    },
+    /// List the models in models.lock and whether they are pulled.
+    List,
+    /// Remove a pulled model from the cache.
+    Rm {
+        /// Model name.
+        name: String,
+    },
+    /// Print a GGUF file's metadata and tensor table.
+    Inspect {
+        /// Model name or path to a .gguf file.
+        model: String,
+        /// Show at most this many items of each array.
+        #[arg(long, default_value_t = 8)]
+        max_items: usize,
+        /// Skip the tensor table.
+        #[arg(long)]
+        no_tensors: bool,
+    },
+    /// Generate text from a prompt (not implemented yet).
+    Run(Placeholder),
+    /// Interactive terminal chat (not implemented yet).
+    Chat(Placeholder),
+    /// OpenAI-compatible HTTP server (not implemented yet).
+    Serve(Placeholder),
+    /// Benchmark prompt processing and generation (not implemented yet).
+    Bench(Placeholder),
+    /// Tokenize text with a model's tokenizer, exactly as llama.cpp does (BOS/EOS as
+    /// the model asks, special-token texts such as <|im_start|> parsed).
+    Tokenize {
+        /// Model name or path to a .gguf file (default: the lock's default model).
+        #[arg(long, short)]
+        model: Option<String>,
+        /// Print a JSON array of token ids.
+        #[arg(long)]
+        json: bool,
+        /// Show each token id with its piece of text.
+        #[arg(long)]
+        pieces: bool,
+        /// The text; `-` reads it from stdin, byte for byte.
+        #[arg(allow_hyphen_values = true)]
+        text: String,
+    },
+    /// List compute devices (not implemented yet).
+    Devices(Placeholder),
+}
+
+#[derive(clap::Args)]
+struct Placeholder {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pull { name } => cmd_pull(name.as_deref()),
+        Command::List => cmd_list(),
+        Command::Rm { name } => cmd_rm(&name),
+        Command::Inspect {
+            model,
+            max_items,
+            no_tensors,
+        } => cmd_inspect(&model, max_items, !no_tensors),
+        Command::Run(_) => cmd_run(),
+        Command::Chat(_) => cmd_chat(),
+        Command::Serve(_) => cmd_serve(),
+        Command::Bench(_) => cmd_bench(),
+        Command::Tokenize {
+            model,
+            json,
+            pieces,
+            text,
+        } => cmd_tokenize(model.as_deref(), json, pieces, &text),
+        Command::Devices(_) => cmd_devices(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed pipe (`owl inspect m | head`) is not an error.
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn not_implemented(what: &str) -> Result<ExitCode> {
+    eprintln!("owl {what}: not implemented yet");
+    Ok(ExitCode::from(2))
+}
+
+fn cmd_pull(name: Option<&str>) -> Result<ExitCode> {
+    let reg = Registry::load()?;
+    let name = name.unwrap_or(&reg.lock().default).to_string();
+    let size = reg.entry(&name)?.size;
+    match reg.pull(&name, &PullOptions::default())? {
+        PullOutcome::AlreadyPresent(p) => {
+            println!("{name} is up to date: {}", p.display());
+        }
+        PullOutcome::Downloaded(p) => {
+            println!("pulled {name} ({}): {}", format_size(size), p.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_list() -> Result<ExitCode> {
+    let reg = Registry::load()?;
+    let rows: Vec<[String; 6]> = reg
+        .list()
+        .into_iter()
+        .map(|s| {
+            let name = if s.is_default {
+                format!("{} (default)", s.entry.name)
+            } else {
+                s.entry.name.clone()
+            };
+            [
+                name,
+                s.entry.arch.clone(),
+                s.entry.quant.clone(),
+                format_size(s.entry.size),
+                if s.pulled { "yes" } else { "no" }.to_string(),
+                s.path.display().to_string(),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "ARCH", "QUANT", "SIZE", "PULLED", "PATH"].map(String::from);
+    let mut widths = [0usize; 6];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = io::stdout().lock();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_rm(name: &str) -> Result<ExitCode> {
+    let reg = Registry::load()?;
+    let path = reg.path(reg.entry(name)?);
+    if reg.rm(name)? {
+        println!("removed {name}: {}", path.display());
+    } else {
+        println!("{name} is not in the cache ({})", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_inspect(model: &str, max_items: usize, tensors: bool) -> Result<ExitCode> {
+    let path = registry::resolve_model(model, false)?;
+    let g = Gguf::open(&path).with_context(|| format!("cannot inspect {model}"))?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    print_inspect(&mut out, &path, &g, max_items, tensors)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_inspect(
+    out: &mut impl Write,
+    path: &Path,
+    g: &Gguf,
+    max_items: usize,
+    tensors: bool,
+) -> Result<()> {
+    let file_len: u64 = g
+        .paths()
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    writeln!(
+        out,
+        "file:      {} ({})",
+        path.display(),
+        format_size(file_len)
+    )?;
+    if g.paths().len() > 1 {
+        writeln!(out, "parts:     {}", g.paths().len())?;
+    }
+    writeln!(
+        out,
+        "gguf:      version {}, alignment {}",
+        g.version(),
+        g.alignment()
+    )?;
+    writeln!(out, "arch:      {}", g.arch().unwrap_or("(none)"))?;
+    writeln!(
+        out,
+        "tensors:   {} ({} of data)",
+        g.tensors().len(),
+        format_size(g.tensor_bytes())
+    )?;
+    let mut by_type: Vec<(&str, usize, u64)> = Vec::new();
+    for t in g.tensors() {
+        match by_type.iter_mut().find(|(n, _, _)| *n == t.ty.name()) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += t.size as u64;
+            }
+            None => by_type.push((t.ty.name(), 1, t.size as u64)),
+        }
+    }
+    let types: Vec<String> = by_type
+        .iter()
+        .map(|(n, c, b)| format!("{n} x{c} ({})", format_size(*b)))
+        .collect();
+    writeln!(out, "types:     {}", types.join(", "))?;
+
+    let md = g.metadata();
+    writeln!(out, "\nmetadata ({} keys):", md.len())?;
+    let key_w = md.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in md.iter() {
+        let shown = value.display_abbrev(max_items, 80);
+        let ty = match value.as_array() {
+            Some(_) => format!("  ({})", value.type_desc()),
+            None => String::new(),
+        };
+        writeln!(out, "  {key:<key_w$} = {shown}{ty}")?;
+    }
+
+    if tensors {
+        writeln!(out, "\ntensors ({}):", g.tensors().len())?;
+        let name_w = g.tensors().iter().map(|t| t.name.len()).max().unwrap_or(4);
+        writeln!(
+            out,
+            "  {:<name_w$}  {:<6}  {:<22}  {:>10}  {:>12}",
+            "NAME", "TYPE", "DIMS", "SIZE", "OFFSET"
+        )?;
+        for t in g.tensors() {
+            let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
+            let offset = if g.paths().len() > 1 {
+                format!("{}:{}", t.file + 1, t.offset)
+            } else {
+                t.offset.to_string()
+            };
+            writeln!(
+                out,
+                "  {:<name_w$}  {:<6}  {:<22}  {:>10}  {:>12}",
+                t.name,
+                t.ty.name(),
+                dims.join(" x "),
+                format_size(t.size as u64),
+                offset
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn cmd_run() -> Result<ExitCode> {
+    not_implemented("run")
+}
+
+fn cmd_chat() -> Result<ExitCode> {
+    not_implemented("chat")
+}
+
+fn cmd_serve() -> Result<ExitCode> {
+    not_implemented("serve")
+}
+
+fn cmd_bench() -> Result<ExitCode> {
+    not_implemented("bench")
+}
+
+fn cmd_tokenize(model: Option<&str>, json: bool, pieces: bool, text: &str) -> Result<ExitCode> {
+    use owl_engine::tokenizer::Tokenizer;
+    use std::io::Read;
+
+    let model = match model {
+        Some(m) => m.to_string(),
+        None => Registry::load()?.lock().default.clone(),
+    };
+    let stdin_text;
+    let text = if text == "-" {
+        let mut bytes = Vec::new();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut bytes)
+            .context("cannot read the text from stdin")?;
+        stdin_text = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!("the text on stdin is not UTF-8 (bad byte at offset {})", e.utf8_error().valid_up_to())
+        })?;
+        &stdin_text
+    } else {
+        text
+    };
+    let path = registry::resolve_model(&model, false)?;
+    let gguf = Gguf::open(&path).with_context(|| format!("cannot open {model}"))?;
+    let tok = Tokenizer::from_gguf(&gguf).with_context(|| format!("cannot build the tokenizer of {model}"))?;
+    let ids = tok.encode(text, true, true).context("cannot tokenize")?;
+
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    // A piece may be part of a UTF-8 character (byte fallback): shown as bytes then.
+    let show_piece = |id: u32| {
+        let piece = tok.token_to_piece(id);
+        match std::str::from_utf8(&piece) {
+            Ok(s) => format!("{s:?}"),
+            Err(_) => format!("b\"{}\"", piece.escape_ascii()),
+        }
+    };
+    match (json, pieces) {
+        (true, false) => serde_json::to_writer(&mut out, &ids)?,
+        (true, true) => {
+            let items: Vec<serde_json::Value> = ids
+                .iter()
+                .map(|&id| {
+                    serde_json::json!({
+                        "id": id,
+                        "piece": String::from_utf8_lossy(&tok.token_to_piece(id)),
+                        "text": tok.token_text(id),
+                    })
+                })
+                .collect();
+            serde_json::to_writer(&mut out, &items)?;
+        }
+        (false, true) => {
+            for &id in &ids {
+                writeln!(out, "{id:>7} -> {}", show_piece(id))?;
+            }
+        }
+        (false, false) => {
+            let line: Vec<String> = ids.iter().map(u32::to_string).collect();
+            write!(out, "{}", line.join(" "))?;
+        }
+    }
+    if !(pieces && !json) {
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_devices() -> Result<ExitCode> {
+    not_implemented("devices")
+}
