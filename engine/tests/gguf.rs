@@ -46,7 +46,7 @@ impl Raw {
         self.u32(ty).u64(offset)
     }
     fn pad_to(&mut self, align: usize) -> &mut Self {
-        while self.0.len() % align != 0 {
+        while !self.0.len().is_multiple_of(align) {
             self.0.push(0);
         }
         self
@@ -579,10 +579,10 @@ fn split_model_opens_as_one() {
     assert_eq!(g.tensors().len(), 3);
     assert_eq!(g.paths().len(), 3);
     assert_eq!(g.arch().unwrap(), "llama");
-    for i in 0..3 {
+    for (i, d) in data.iter().enumerate() {
         let t = g.tensor(&format!("t{i}")).unwrap();
         assert_eq!(t.file, i);
-        assert_eq!(g.tensor_data(t), &data[i][..]);
+        assert_eq!(g.tensor_data(t), &d[..]);
     }
     // Opening a later part points at the first.
     let e = Gguf::open(&dir.path().join("m-00002-of-00003.gguf"))

@@ -476,7 +476,7 @@ impl<'a> Reader<'a> {
                 let elem = self.value_type("array element type")?;
                 let n = self.u64("array length")?;
                 // Every element takes at least min_size bytes: bound n before allocating.
-                let need = n.checked_mul(elem.min_size()).unwrap_or(u64::MAX);
+                let need = n.saturating_mul(elem.min_size());
                 if need > self.remaining() as u64 {
                     return Err(self.truncated(&format!("array of {n} {}", elem.name()), need));
                 }
@@ -582,7 +582,7 @@ fn parse_file(buf: &[u8]) -> Result<ParsedFile> {
             offset: at as u64,
             msg,
         })?;
-        if rel % alignment as u64 != 0 {
+        if !rel.is_multiple_of(alignment as u64) {
             return Err(GgufError::Corrupt {
                 offset: at as u64,
                 msg: format!(
