@@ -8,3 +8,5 @@
 pub mod app;
 pub mod editor;
 pub mod view;
+pub mod fake;
+pub mod runtime;
