@@ -428,3 +428,28 @@ fn unknown_names_list_the_known_ones() {
     );
     assert!(reg.rm("nope").is_err());
 }
+
+#[test]
+fn a_concurrent_pull_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = lock_with(
+        "m",
+        "m.gguf",
+        10,
+        &"0".repeat(64),
+        &url_source("http://127.0.0.1:1/x"),
+    );
+    let reg = Registry::new(lock, dir.path().to_path_buf());
+    let held = std::fs::File::create(dir.path().join(".m.gguf.lock")).unwrap();
+    held.try_lock().unwrap();
+    let e = reg.pull("m", &quiet()).unwrap_err();
+    assert!(matches!(e, RegistryError::Busy { .. }), "{e}");
+    assert!(
+        e.to_string().contains("another `owl pull m` is running"),
+        "{e}"
+    );
+    drop(held);
+    // Once released, the pull runs (and fails on the unreachable URL).
+    let e = reg.pull("m", &quiet()).unwrap_err().to_string();
+    assert!(e.contains("127.0.0.1:1"), "{e}");
+}
