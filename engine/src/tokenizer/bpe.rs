@@ -149,6 +149,26 @@ impl BpeModel {
 
     /// Tokenizes one fragment of raw text (special tokens already taken out).
     pub(super) fn tokenize(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+        let mut word = String::new();
+        for (s, e) in self.split(text) {
+            word.clear();
+            word.extend(
+                text.as_bytes()[s..e]
+                    .iter()
+                    .map(|&b| self.byte_enc[b as usize]),
+            );
+            let tokens = self
+                .model
+                .tokenize(&word)
+                .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+            out.extend(tokens.iter().map(|t| t.id));
+        }
+        Ok(())
+    }
+
+    /// The pre-tokenizer's pieces of `text`, as byte ranges: each regex in turn
+    /// splits every piece into its matches and the text between them.
+    fn split(&self, text: &str) -> Vec<(usize, usize)> {
         let mut pieces = vec![(0, text.len())];
         for re in &self.regexes {
             let mut next = Vec::with_capacity(pieces.len() * 2);
@@ -170,20 +190,69 @@ impl BpeModel {
             }
             pieces = next;
         }
-        let mut word = String::new();
-        for (s, e) in pieces {
-            word.clear();
-            word.extend(
-                text.as_bytes()[s..e]
-                    .iter()
-                    .map(|&b| self.byte_enc[b as usize]),
-            );
-            let tokens = self
-                .model
-                .tokenize(&word)
-                .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
-            out.extend(tokens.iter().map(|t| t.id));
-        }
-        Ok(())
+        pieces
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(pre: &str, text: &str) -> Vec<String> {
+        let texts: Vec<String> = byte_encoder().iter().map(|c| c.to_string()).collect();
+        let model = BpeModel::new(&texts, &[], &pre_tokenizer(Some(pre)).unwrap()).unwrap();
+        model
+            .split(text)
+            .into_iter()
+            .map(|(s, e)| text[s..e].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn pre_tokenizers_split_like_their_regexes() {
+        let text = "Hello  world's 12345 IT'S\n\n  x";
+        assert_eq!(
+            pieces("gpt-2", text),
+            ["Hello", " ", " world", "'s", " 12345", " IT", "'", "S", "\n\n ", " x"]
+        );
+        assert_eq!(
+            pieces("smollm", text),
+            [
+                "Hello", " ", " world", "'s", " ", "1", "2", "3", "4", "5", " IT", "'", "S",
+                "\n\n ", " x"
+            ]
+        );
+        assert_eq!(
+            pieces("llama-bpe", text),
+            ["Hello", " ", " world", "'s", " ", "123", "45", " IT", "'S", "\n\n", " ", " x"]
+        );
+        assert_eq!(
+            pieces("qwen2", text),
+            [
+                "Hello", " ", " world", "'s", " ", "1", "2", "3", "4", "5", " IT", "'S", "\n\n",
+                " ", " x"
+            ]
+        );
+        assert_eq!(
+            pieces("default", "a+=b 1234"),
+            ["a", "+=", "b", " ", "123", "4"]
+        );
+        assert!(matches!(
+            pre_tokenizer(Some("nope")),
+            Err(TokenizerError::UnknownPre(_))
+        ));
+    }
+
+    #[test]
+    fn byte_encoder_is_gpt2s() {
+        let enc = byte_encoder();
+        assert_eq!(
+            (enc[b'!' as usize], enc[b' ' as usize], enc[b'\n' as usize]),
+            ('!', 'Ġ', 'Ċ')
+        );
+        let mut all: Vec<char> = enc.to_vec();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 256);
     }
 }
