@@ -323,7 +323,10 @@ fn cmd_tokenize(model: Option<&str>, json: bool, pieces: bool, text: &str) -> Re
             .read_to_end(&mut bytes)
             .context("cannot read the text from stdin")?;
         stdin_text = String::from_utf8(bytes).map_err(|e| {
-            anyhow::anyhow!("the text on stdin is not UTF-8 (bad byte at offset {})", e.utf8_error().valid_up_to())
+            anyhow::anyhow!(
+                "the text on stdin is not UTF-8 (bad byte at offset {})",
+                e.utf8_error().valid_up_to()
+            )
         })?;
         &stdin_text
     } else {
@@ -331,7 +334,8 @@ fn cmd_tokenize(model: Option<&str>, json: bool, pieces: bool, text: &str) -> Re
     };
     let path = registry::resolve_model(&model, false)?;
     let gguf = Gguf::open(&path).with_context(|| format!("cannot open {model}"))?;
-    let tok = Tokenizer::from_gguf(&gguf).with_context(|| format!("cannot build the tokenizer of {model}"))?;
+    let tok = Tokenizer::from_gguf(&gguf)
+        .with_context(|| format!("cannot build the tokenizer of {model}"))?;
     let ids = tok.encode(text, true, true).context("cannot tokenize")?;
 
     let mut out = io::BufWriter::new(io::stdout().lock());
@@ -368,7 +372,8 @@ fn cmd_tokenize(model: Option<&str>, json: bool, pieces: bool, text: &str) -> Re
             write!(out, "{}", line.join(" "))?;
         }
     }
-    if !(pieces && !json) {
+    // --pieces without --json ends each line itself.
+    if !pieces || json {
         writeln!(out)?;
     }
     out.flush()?;
