@@ -566,6 +566,14 @@ mod tests {
     }
 
     #[test]
+    fn shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Tokenizer>();
+        assert_send_sync::<IncrementalDecoder>();
+        assert_send_sync::<crate::chat::ChatTemplate>();
+    }
+
+    #[test]
     fn metadata_keys_override_defaults() {
         let mut md = spm_md();
         md.insert("tokenizer.ggml.add_bos_token", false);
