@@ -1,0 +1,223 @@
+//! The Backend trait: the short list of ops an LLM forward pass needs, over
+//! device-resident tensors behind handles. Implementations: `cpu` (always),
+//! `wgpu` and `cuda` (when compiled in; otherwise `open` answers "not available").
+//!
+//! Ops are enqueued without synchronising; only `read` waits for the device.
+//! Activations are f32 matrices `[rows, cols]` (row-major); weights keep their
+//! GGML block layout; the KV cache is f16.
+
+pub mod cpu;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use owl_quant::GgmlType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("device `{device}` is not available: {reason}")]
+    NotAvailable { device: String, reason: String },
+    #[error("{op}: shape mismatch: {detail}")]
+    Shape { op: &'static str, detail: String },
+    #[error("{op}: weight type {ty:?} is not supported on {device}")]
+    Unsupported { op: &'static str, ty: GgmlType, device: &'static str },
+    #[error("{op}: {detail}")]
+    Invalid { op: &'static str, detail: String },
+    #[error(transparent)]
+    Quant(#[from] owl_quant::QuantError),
+}
+
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// Bytes that outlive the backend's use of them (a memory map, or a Vec in tests).
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A weight as it lies in the model file: GGML blocks, `rows` rows of `cols` elements.
+#[derive(Clone)]
+pub struct WeightData {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    /// Who keeps the bytes alive (the CPU backend borrows them without copying).
+    pub owner: SharedBytes,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl WeightData {
+    /// Checks that `len` matches the type and shape and that the range lies in `owner`.
+    pub fn new(name: impl Into<String>, ty: GgmlType, rows: usize, cols: usize, owner: SharedBytes, offset: usize, len: usize) -> Result<Self> {
+        let name = name.into();
+        let row_bytes = ty.row_bytes(cols).ok_or_else(|| BackendError::Invalid {
+            op: "upload",
+            detail: format!("{name}: row of {cols} is not a multiple of {}'s block of {}", ty.name(), ty.block_len()),
+        })?;
+        let want = row_bytes.checked_mul(rows);
+        let avail = (*owner).as_ref().len();
+        if want != Some(len) || offset.checked_add(len).is_none_or(|end| end > avail) {
+            return Err(BackendError::Invalid {
+                op: "upload",
+                detail: format!("{name}: {rows}x{cols} {} needs {want:?} bytes, have {len} at {offset} of {avail}", ty.name()),
+            });
+        }
+        Ok(WeightData { name, ty, rows, cols, owner, offset, len })
+    }
+
+    /// A weight from f32 values (tests, small tensors).
+    pub fn from_f32(name: impl Into<String>, rows: usize, cols: usize, data: &[f32]) -> Result<Self> {
+        let bytes: Vec<u8> = bytemuck::cast_slice(data).to_vec();
+        let len = bytes.len();
+        Self::new(name, GgmlType::F32, rows, cols, Arc::new(bytes), 0, len)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &(*self.owner).as_ref()[self.offset..self.offset + self.len]
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.len / self.rows.max(1)
+    }
+}
+
+impl fmt::Debug for WeightData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WeightData({} {} [{} x {}])", self.name, self.ty.name(), self.rows, self.cols)
+    }
+}
+
+/// What a tensor holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorKind {
+    /// f32 activations.
+    F32,
+    /// f16 (the KV cache).
+    F16,
+    /// A weight in its GGML type.
+    Weight(GgmlType),
+}
+
+/// Handle to a device tensor: `[rows, cols]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tensor {
+    pub id: u32,
+    pub rows: usize,
+    pub cols: usize,
+    pub kind: TensorKind,
+}
+
+/// Which elements RoPE rotates together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeMode {
+    /// Adjacent pairs (2i, 2i+1): llama.
+    Normal,
+    /// Halves (i, i + n_rot/2): gemma, qwen (GPT-NeoX).
+    Neox,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    pub head_dim: usize,
+    /// Dimensions rotated from the start of each head (≤ head_dim).
+    pub n_rot: usize,
+    pub base: f32,
+    /// Linear position scaling (1.0: none).
+    pub freq_scale: f32,
+    pub mode: RopeMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnParams {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    /// Multiplies q·k (usually 1/sqrt(head_dim)).
+    pub scale: f32,
+    /// If set, scores become cap * tanh(score / cap) before softmax.
+    pub softcap: Option<f32>,
+    /// Sliding window: a query at position p sees keys at positions > p - window.
+    pub window: Option<usize>,
+}
+
+/// The KV cells of the sequences in a batch, and which sequence and position each row is.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnBatch<'a> {
+    /// For each sequence, the KV cell of position p at index p (pages flattened).
+    pub seq_cells: &'a [&'a [u32]],
+    /// For each query row: (index into seq_cells, position).
+    pub rows: &'a [(u32, u32)],
+}
+
+/// Device choice for `open`.
+pub fn open(device: &str, threads: Option<usize>) -> Result<Box<dyn Backend>> {
+    match device {
+        "cpu" => Ok(Box::new(cpu::CpuBackend::new(threads)?)),
+        "wgpu" | "cuda" | "metal" => Err(BackendError::NotAvailable {
+            device: device.to_string(),
+            reason: format!("this build of owl has no {device} backend yet; use --device cpu"),
+        }),
+        other => Err(BackendError::NotAvailable {
+            device: other.to_string(),
+            reason: "unknown device; choose one of: cpu".into(),
+        }),
+    }
+}
+
+/// A compute device. Small and object-safe; chosen at run time by `--device`.
+///
+/// Scratch tensors from `alloc` live until `reset_scratch`; weights and KV
+/// tensors live as long as the backend.
+pub trait Backend: Send {
+    /// e.g. "cpu (avx512-vnni, 2 threads)".
+    fn name(&self) -> String;
+    /// Worker threads (CPU) or 0.
+    fn threads(&self) -> usize {
+        0
+    }
+
+    /// Takes a weight: the CPU backend borrows the mapped bytes; GPU backends upload once.
+    fn upload_weight(&mut self, w: WeightData) -> Result<Tensor>;
+    /// A zeroed f16 tensor that lives as long as the backend (KV cache).
+    fn alloc_kv(&mut self, rows: usize, cols: usize) -> Result<Tensor>;
+    /// An f32 scratch tensor (contents unspecified) valid until `reset_scratch`.
+    fn alloc(&mut self, rows: usize, cols: usize) -> Result<Tensor>;
+    /// Frees every scratch tensor.
+    fn reset_scratch(&mut self);
+
+    /// Writes host f32 data into a scratch tensor.
+    fn write(&mut self, t: &Tensor, data: &[f32]) -> Result<()>;
+    /// Reads an f32 tensor back (waits for queued work). The only host round trip of a step.
+    fn read(&mut self, t: &Tensor, out: &mut [f32]) -> Result<()>;
+
+    /// out[r] = table[tokens[r]] (any weight type, dequantized), times `scale`.
+    fn embed(&mut self, table: &Tensor, tokens: &[u32], scale: f32, out: &Tensor) -> Result<()>;
+    /// out = x · wᵀ: x [n, k] f32, w [m, k] weight, out [n, m].
+    fn matmul(&mut self, x: &Tensor, w: &Tensor, out: &Tensor) -> Result<()>;
+    /// x[r] += b for every row (b is a [1, cols] weight).
+    fn add_bias(&mut self, x: &Tensor, b: &Tensor) -> Result<()>;
+    /// RMS norm over each group of `w.cols` consecutive elements of each row, times w.
+    /// A group of `cols` is the usual norm; `head_dim` gives per-head q/k norms.
+    fn rms_norm(&mut self, x: &Tensor, w: &Tensor, eps: f32, out: &Tensor) -> Result<()>;
+    /// Rotates each head of each row in place; row r is at position `pos[r]`.
+    fn rope(&mut self, x: &Tensor, pos: &[u32], p: &RopeParams) -> Result<()>;
+    /// Stores rows of k and v (f32, [n, n_head_kv*head_dim]) into the cache cells `cells[r]`.
+    fn kv_store(&mut self, k_cache: &Tensor, v_cache: &Tensor, k: &Tensor, v: &Tensor, cells: &[u32]) -> Result<()>;
+    /// Causal grouped-query attention of q [n, n_head*head_dim] over the cached keys and values.
+    fn attention(&mut self, q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &AttnBatch<'_>, p: &AttnParams, out: &Tensor) -> Result<()>;
+    /// out = silu(gate) * up.
+    fn swiglu(&mut self, gate: &Tensor, up: &Tensor, out: &Tensor) -> Result<()>;
+    /// out = gelu_tanh(gate) * up.
+    fn geglu(&mut self, gate: &Tensor, up: &Tensor, out: &Tensor) -> Result<()>;
+    /// a += b.
+    fn add(&mut self, a: &Tensor, b: &Tensor) -> Result<()>;
+    /// x *= s.
+    fn scale(&mut self, x: &Tensor, s: f32) -> Result<()>;
+    /// x = cap * tanh(x / cap).
+    fn softcap(&mut self, x: &Tensor, cap: f32) -> Result<()>;
+    /// out[i] = x[rows[i]].
+    fn get_rows(&mut self, x: &Tensor, rows: &[u32], out: &Tensor) -> Result<()>;
+}
+
+pub(crate) fn shape_err(op: &'static str, detail: String) -> BackendError {
+    BackendError::Shape { op, detail }
+}
