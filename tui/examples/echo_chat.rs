@@ -13,7 +13,11 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let n_ctx = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2048);
     let delay = Duration::from_millis(args.next().map(|a| a.parse()).transpose()?.unwrap_or(60));
-    let opts = ChatOptions { model: "echo".into(), system: None, settings: Settings::default() };
+    let opts = ChatOptions {
+        model: "echo".into(),
+        system: None,
+        settings: Settings::default(),
+    };
     run(opts, Arc::new(EchoLoader { n_ctx, delay }))?;
     Ok(())
 }

@@ -42,7 +42,10 @@ pub struct Turn {
 
 impl Turn {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Turn { role, content: content.into() }
+        Turn {
+            role,
+            content: content.into(),
+        }
     }
 }
 
@@ -62,7 +65,14 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, seed: None, max_tokens: None }
+        Settings {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            seed: None,
+            max_tokens: None,
+        }
     }
 }
 
@@ -92,7 +102,12 @@ pub enum Entry {
 
 impl Entry {
     fn message(role: Role, text: impl Into<String>) -> Self {
-        Entry::Message { role, text: text.into(), dropped: false, note: None }
+        Entry::Message {
+            role,
+            text: text.into(),
+            dropped: false,
+            note: None,
+        }
     }
 }
 
@@ -131,7 +146,11 @@ pub struct Generation {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The conversation plus room for the answer exceeds the context.
-    ContextFull { n_prompt: usize, room: usize, n_ctx: usize },
+    ContextFull {
+        n_prompt: usize,
+        room: usize,
+        n_ctx: usize,
+    },
     Other(String),
 }
 
@@ -143,15 +162,38 @@ pub enum Msg {
     Resize(u16, u16),
     /// A whole input line (the pipe REPL, or Enter in the TUI).
     Submit(String),
-    Started { id: u64, prompt_tokens: usize, cached_tokens: usize },
-    Token { id: u64, text: String },
-    Done { id: u64, finish: Finish, run: LastRun },
-    Failed { id: u64, error: String },
-    Refused { id: u64, reason: Refusal },
+    Started {
+        id: u64,
+        prompt_tokens: usize,
+        cached_tokens: usize,
+    },
+    Token {
+        id: u64,
+        text: String,
+    },
+    Done {
+        id: u64,
+        finish: Finish,
+        run: LastRun,
+    },
+    Failed {
+        id: u64,
+        error: String,
+    },
+    Refused {
+        id: u64,
+        reason: Refusal,
+    },
     ModelReady(ModelStatus),
-    ModelFailed { name: String, error: String },
+    ModelFailed {
+        name: String,
+        error: String,
+    },
     /// Contents of a `/load` file, or why it could not be read.
-    FileLoaded { path: PathBuf, contents: Result<String, String> },
+    FileLoaded {
+        path: PathBuf,
+        contents: Result<String, String>,
+    },
     Info(String),
     Error(String),
 }
@@ -160,10 +202,21 @@ pub enum Msg {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// Check the prompt against the context, then submit it.
-    Submit { id: u64, turns: Vec<Turn>, settings: Settings },
-    Cancel { id: u64 },
-    Save { path: PathBuf, json: String },
-    Load { path: PathBuf },
+    Submit {
+        id: u64,
+        turns: Vec<Turn>,
+        settings: Settings,
+    },
+    Cancel {
+        id: u64,
+    },
+    Save {
+        path: PathBuf,
+        json: String,
+    },
+    Load {
+        path: PathBuf,
+    },
     /// Start an engine for another model (answer with ModelReady or ModelFailed).
     SwitchModel(String),
     /// Answer with Info listing the models.
@@ -189,23 +242,42 @@ pub struct SessionFile {
 pub const COMMANDS: &[(&str, &str)] = &[
     ("/help", "show this help"),
     ("/clear", "start a new conversation"),
-    ("/system TEXT", "set the system prompt (no TEXT: show it; '-': remove it)"),
+    (
+        "/system TEXT",
+        "set the system prompt (no TEXT: show it; '-': remove it)",
+    ),
     ("/temp X", "sampling temperature (0 = greedy)"),
     ("/top-k N", "keep the N most likely tokens (0 = off)"),
     ("/top-p X", "nucleus sampling (1 = off)"),
-    ("/min-p X", "drop tokens below X x the top probability (0 = off)"),
-    ("/seed N", "fixed sampling seed ('random' for a new one each time)"),
-    ("/max-tokens N", "longest answer in tokens ('none' = no limit)"),
+    (
+        "/min-p X",
+        "drop tokens below X x the top probability (0 = off)",
+    ),
+    (
+        "/seed N",
+        "fixed sampling seed ('random' for a new one each time)",
+    ),
+    (
+        "/max-tokens N",
+        "longest answer in tokens ('none' = no limit)",
+    ),
     ("/regen", "answer the last message again"),
-    ("/drop [N]", "remove the N oldest exchanges from the context (default 1)"),
+    (
+        "/drop [N]",
+        "remove the N oldest exchanges from the context (default 1)",
+    ),
     ("/save FILE", "write the conversation as JSON"),
     ("/load FILE", "read a conversation saved with /save"),
-    ("/model [NAME]", "switch to another model (no NAME: list them)"),
+    (
+        "/model [NAME]",
+        "switch to another model (no NAME: list them)",
+    ),
     ("/stats", "speeds, token counts and engine counters"),
     ("/quit", "leave (also Ctrl-D, or Ctrl-C when idle)"),
 ];
 
-const KEYS_HELP: &str = "Keys: Enter send · Alt+Enter or Shift+Enter new line · Esc or Ctrl-C stop an answer · \
+const KEYS_HELP: &str =
+    "Keys: Enter send · Alt+Enter or Shift+Enter new line · Esc or Ctrl-C stop an answer · \
 Up/Down earlier inputs · PageUp/PageDown scroll · Ctrl-D quit";
 
 pub fn help_text() -> String {
@@ -287,7 +359,13 @@ impl App {
             turns.push(Turn::new(Role::System, s.clone()));
         }
         for (i, e) in self.transcript.iter().enumerate() {
-            if let Entry::Message { role, text, dropped: false, .. } = e {
+            if let Entry::Message {
+                role,
+                text,
+                dropped: false,
+                ..
+            } = e
+            {
                 if Some(i) != pending {
                     turns.push(Turn::new(*role, text.clone()));
                 }
@@ -327,7 +405,9 @@ impl App {
                 vec![]
             }
             Msg::Submit(text) => self.submit(&text).0,
-            Msg::Started { id, prompt_tokens, .. } => {
+            Msg::Started {
+                id, prompt_tokens, ..
+            } => {
                 if let Some(g) = self.generation.as_mut().filter(|g| g.id == id) {
                     g.prompt_tokens = prompt_tokens;
                     self.ctx_used = prompt_tokens;
@@ -346,7 +426,9 @@ impl App {
                 vec![]
             }
             Msg::Done { id, finish, run } => {
-                let Some(g) = self.generation.take_if(|g| g.id == id) else { return vec![] };
+                let Some(g) = self.generation.take_if(|g| g.id == id) else {
+                    return vec![];
+                };
                 self.last = Some(run);
                 self.ctx_used = run.prompt_tokens + run.completion_tokens;
                 let note = match finish {
@@ -367,9 +449,17 @@ impl App {
             Msg::Refused { id, reason } => {
                 if let Some(g) = self.generation.take_if(|g| g.id == id) {
                     match reason {
-                        Refusal::ContextFull { n_prompt, room, n_ctx } => {
+                        Refusal::ContextFull {
+                            n_prompt,
+                            room,
+                            n_ctx,
+                        } => {
                             let held = self.abandon(g);
-                            let what = if held.is_some() { " and send your message again" } else { "" };
+                            let what = if held.is_some() {
+                                " and send your message again"
+                            } else {
+                                ""
+                            };
                             self.held = held;
                             self.info(format!(
                                 "The conversation no longer fits the context: {n_prompt} tokens plus {room} for the \
@@ -407,7 +497,10 @@ impl App {
                 vec![]
             }
             Msg::FileLoaded { path, contents } => {
-                match contents.map_err(|e| e.to_string()).and_then(|c| parse_session(&c)) {
+                match contents
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| parse_session(&c))
+                {
                     Ok(s) => self.load_session(s, &path),
                     Err(e) => self.error(format!("cannot load {}: {e}", path.display())),
                 }
@@ -486,9 +579,19 @@ impl App {
         self.next_id += 1;
         let turns = self.conversation();
         self.transcript.push(Entry::message(Role::Assistant, ""));
-        self.generation = Some(Generation { id, entry: self.transcript.len() - 1, fresh_user, prompt_tokens: 0, tokens: 0 });
+        self.generation = Some(Generation {
+            id,
+            entry: self.transcript.len() - 1,
+            fresh_user,
+            prompt_tokens: 0,
+            tokens: 0,
+        });
         self.scroll = 0;
-        vec![Effect::Submit { id, turns, settings: self.settings.clone() }]
+        vec![Effect::Submit {
+            id,
+            turns,
+            settings: self.settings.clone(),
+        }]
     }
 
     /// Handles a line from the input: a slash command or a message.
@@ -592,7 +695,9 @@ impl App {
                             self.settings.seed = Some(n);
                             self.info(format!("seed = {n}"));
                         }
-                        Err(_) => self.error(format!("/seed needs a whole number or 'random', not '{a}'")),
+                        Err(_) => {
+                            self.error(format!("/seed needs a whole number or 'random', not '{a}'"))
+                        }
                     },
                 }
                 vec![]
@@ -608,14 +713,20 @@ impl App {
                             self.settings.max_tokens = Some(n);
                             self.info(format!("max-tokens = {n}"));
                         }
-                        Err(_) => self.error(format!("/max-tokens needs a whole number or 'none', not '{a}'")),
+                        Err(_) => self.error(format!(
+                            "/max-tokens needs a whole number or 'none', not '{a}'"
+                        )),
                     },
                 }
                 vec![]
             }
             "/regen" => self.regen(),
             "/drop" => {
-                let n = if arg.is_empty() { Ok(1) } else { arg.parse::<usize>() };
+                let n = if arg.is_empty() {
+                    Ok(1)
+                } else {
+                    arg.parse::<usize>()
+                };
                 match n {
                     Ok(n) if n > 0 => {
                         let mut fx = self.stop();
@@ -627,7 +738,9 @@ impl App {
                         fx
                     }
                     _ => {
-                        self.error(format!("/drop needs a positive number of exchanges, not '{arg}'"));
+                        self.error(format!(
+                            "/drop needs a positive number of exchanges, not '{arg}'"
+                        ));
                         vec![]
                     }
                 }
@@ -641,10 +754,17 @@ impl App {
                     model: self.model.as_ref().map(|m| m.name.clone()),
                     system: self.system.clone(),
                     settings: Some(self.settings.clone()),
-                    messages: self.conversation().into_iter().filter(|t| t.role != Role::System).collect(),
+                    messages: self
+                        .conversation()
+                        .into_iter()
+                        .filter(|t| t.role != Role::System)
+                        .collect(),
                 };
                 match serde_json::to_string_pretty(&file) {
-                    Ok(json) => vec![Effect::Save { path: PathBuf::from(arg), json }],
+                    Ok(json) => vec![Effect::Save {
+                        path: PathBuf::from(arg),
+                        json,
+                    }],
                     Err(e) => {
                         self.error(format!("cannot encode the conversation: {e}"));
                         vec![]
@@ -656,7 +776,9 @@ impl App {
                     self.error("/load needs a file name");
                     return vec![];
                 }
-                vec![Effect::Load { path: PathBuf::from(arg) }]
+                vec![Effect::Load {
+                    path: PathBuf::from(arg),
+                }]
             }
             "/model" => {
                 if arg.is_empty() {
@@ -674,9 +796,16 @@ impl App {
             }
             "/stats" => {
                 let mut s = String::new();
-                let turns = self.conversation().iter().filter(|t| t.role != Role::System).count();
+                let turns = self
+                    .conversation()
+                    .iter()
+                    .filter(|t| t.role != Role::System)
+                    .count();
                 let n_ctx = self.model.as_ref().map_or(0, |m| m.n_ctx);
-                s.push_str(&format!("Conversation: {turns} messages, {} of {n_ctx} context tokens\n", self.ctx_used));
+                s.push_str(&format!(
+                    "Conversation: {turns} messages, {} of {n_ctx} context tokens\n",
+                    self.ctx_used
+                ));
                 match &self.last {
                     Some(l) => s.push_str(&format!(
                         "Last answer: prompt {} tokens ({} cached) at {:.1} tok/s, {} tokens generated at {:.1} tok/s\n",
@@ -716,7 +845,11 @@ impl App {
                 set(&mut self.settings, v);
                 self.info(format!("{name} = {v}"));
             }
-            _ => self.error(format!("{name} must be a number from {} to {}, not '{arg}'", range.start(), range.end())),
+            _ => self.error(format!(
+                "{name} must be a number from {} to {}, not '{arg}'",
+                range.start(),
+                range.end()
+            )),
         }
         vec![]
     }
@@ -727,12 +860,26 @@ impl App {
             self.error("The model is still loading.");
             return fx;
         }
-        let last = self.transcript.iter().rposition(|e| matches!(e, Entry::Message { dropped: false, .. }));
+        let last = self
+            .transcript
+            .iter()
+            .rposition(|e| matches!(e, Entry::Message { dropped: false, .. }));
         match last.map(|i| (i, &self.transcript[i])) {
-            Some((i, Entry::Message { role: Role::Assistant, .. })) => {
+            Some((
+                i,
+                Entry::Message {
+                    role: Role::Assistant,
+                    ..
+                },
+            )) => {
                 self.transcript.remove(i);
             }
-            Some((_, Entry::Message { role: Role::User, .. })) => {}
+            Some((
+                _,
+                Entry::Message {
+                    role: Role::User, ..
+                },
+            )) => {}
             _ => {
                 self.error("Nothing to answer again.");
                 return fx;
@@ -748,7 +895,12 @@ impl App {
         let mut exchanges = 0;
         let mut seen_user = false;
         for e in self.transcript.iter_mut() {
-            if let Entry::Message { role, dropped: d @ false, .. } = e {
+            if let Entry::Message {
+                role,
+                dropped: d @ false,
+                ..
+            } = e
+            {
                 // An exchange is a user message and the answers up to the next one.
                 if *role == Role::User {
                     if seen_user {
@@ -767,8 +919,14 @@ impl App {
             self.info("Nothing to drop.");
             return false;
         }
-        let left = self.conversation().iter().filter(|t| t.role != Role::System).count();
-        self.info(format!("Dropped {dropped} messages from the context (still shown, dimmed); {left} remain."));
+        let left = self
+            .conversation()
+            .iter()
+            .filter(|t| t.role != Role::System)
+            .count();
+        self.info(format!(
+            "Dropped {dropped} messages from the context (still shown, dimmed); {left} remain."
+        ));
         true
     }
 
@@ -799,7 +957,11 @@ impl App {
             self.settings = st;
         }
         let n = s.messages.len();
-        self.transcript.extend(s.messages.into_iter().map(|t| Entry::message(t.role, t.content)));
+        self.transcript.extend(
+            s.messages
+                .into_iter()
+                .map(|t| Entry::message(t.role, t.content)),
+        );
         self.info(format!("Loaded {n} messages from {}.", path.display()));
     }
 
@@ -971,7 +1133,12 @@ pub fn parse_session(text: &str) -> Result<SessionFile, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let mut file: SessionFile = if v.is_array() {
         let messages: Vec<Turn> = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        SessionFile { model: None, system: None, settings: None, messages }
+        SessionFile {
+            model: None,
+            system: None,
+            settings: None,
+            messages,
+        }
     } else {
         serde_json::from_value(v).map_err(|e| e.to_string())?
     };

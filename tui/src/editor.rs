@@ -12,7 +12,11 @@ pub struct Editor {
 
 impl Default for Editor {
     fn default() -> Self {
-        Editor { lines: vec![String::new()], row: 0, col: 0 }
+        Editor {
+            lines: vec![String::new()],
+            row: 0,
+            col: 0,
+        }
     }
 }
 

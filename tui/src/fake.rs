@@ -36,7 +36,10 @@ impl Loader for EchoLoader {
     }
 
     fn models(&self, current: Option<&str>) -> Result<String, String> {
-        Ok(format!("Models: echo (current: {})", current.unwrap_or("none")))
+        Ok(format!(
+            "Models: echo (current: {})",
+            current.unwrap_or("none")
+        ))
     }
 }
 
@@ -49,23 +52,37 @@ pub struct EchoBackend {
 
 /// Tokens the fake counts for a conversation.
 pub fn fake_tokens(turns: &[Turn]) -> usize {
-    turns.iter().map(|t| 4 + t.content.split_whitespace().count()).sum()
+    turns
+        .iter()
+        .map(|t| 4 + t.content.split_whitespace().count())
+        .sum()
 }
 
 impl ChatBackend for EchoBackend {
     fn status(&self) -> ModelStatus {
-        ModelStatus { name: self.name.clone(), device: "cpu".into(), n_ctx: self.n_ctx }
+        ModelStatus {
+            name: self.name.clone(),
+            device: "cpu".into(),
+            n_ctx: self.n_ctx,
+        }
     }
 
     fn submit(&self, turns: &[Turn], settings: &Settings) -> Result<ReplyStream, Refusal> {
         let n_prompt = fake_tokens(turns);
         let room = answer_room(settings, self.n_ctx);
         if n_prompt + room > self.n_ctx {
-            return Err(Refusal::ContextFull { n_prompt, room, n_ctx: self.n_ctx });
+            return Err(Refusal::ContextFull {
+                n_prompt,
+                room,
+                n_ctx: self.n_ctx,
+            });
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let last = turns.last().map_or("", |t| t.content.as_str());
-        let mut words: Vec<String> = format!("You said: {last}").split(' ').map(|w| format!("{w} ")).collect();
+        let mut words: Vec<String> = format!("You said: {last}")
+            .split(' ')
+            .map(|w| format!("{w} "))
+            .collect();
         if let Some(max) = settings.max_tokens {
             words.truncate(max);
         }
@@ -81,7 +98,10 @@ impl ChatBackend for EchoBackend {
             }
             if step == 0 {
                 step = 1;
-                return Some(Reply::Started { prompt_tokens: n_prompt, cached_tokens: 0 });
+                return Some(Reply::Started {
+                    prompt_tokens: n_prompt,
+                    cached_tokens: 0,
+                });
             }
             let sent = step - 1;
             if sent < words.len() && !flag.load(Ordering::Relaxed) {
@@ -90,15 +110,30 @@ impl ChatBackend for EchoBackend {
                 return Some(Reply::Token(words[sent].clone()));
             }
             done = true;
-            let finish = if flag.load(Ordering::Relaxed) { Finish::Cancelled } else { Finish::Stop };
-            let run =
-                LastRun { prompt_tokens: n_prompt, cached_tokens: 0, completion_tokens: sent, prompt_tps: 500.0, gen_tps: 25.0 };
+            let finish = if flag.load(Ordering::Relaxed) {
+                Finish::Cancelled
+            } else {
+                Finish::Stop
+            };
+            let run = LastRun {
+                prompt_tokens: n_prompt,
+                cached_tokens: 0,
+                completion_tokens: sent,
+                prompt_tps: 500.0,
+                gen_tps: 25.0,
+            };
             Some(Reply::Done { finish, run })
         };
-        Ok(ReplyStream { next: Box::new(next), cancel: Arc::new(move || cancelled.store(true, Ordering::Relaxed)) })
+        Ok(ReplyStream {
+            next: Box::new(next),
+            cancel: Arc::new(move || cancelled.store(true, Ordering::Relaxed)),
+        })
     }
 
     fn stats(&self) -> String {
-        format!("Engine: echo · {} requests", self.requests.load(Ordering::Relaxed))
+        format!(
+            "Engine: echo · {} requests",
+            self.requests.load(Ordering::Relaxed)
+        )
     }
 }

@@ -7,6 +7,6 @@
 
 pub mod app;
 pub mod editor;
-pub mod view;
 pub mod fake;
 pub mod runtime;
+pub mod view;

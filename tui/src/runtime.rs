@@ -15,23 +15,39 @@ use crossterm::{execute, terminal};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
-use crate::app::{App, Effect, Entry, Finish, LastRun, ModelStatus, Msg, Refusal, Settings, Turn, DEFAULT_ANSWER_ROOM};
+use crate::app::{
+    App, Effect, Entry, Finish, LastRun, ModelStatus, Msg, Refusal, Settings, Turn,
+    DEFAULT_ANSWER_ROOM,
+};
 use crate::view;
 
 /// What comes back for one submitted conversation, in order: `Started`, any
 /// number of `Token`, then one `Done` or `Failed`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
-    Started { prompt_tokens: usize, cached_tokens: usize },
+    Started {
+        prompt_tokens: usize,
+        cached_tokens: usize,
+    },
     Token(String),
-    Done { finish: Finish, run: LastRun },
+    Done {
+        finish: Finish,
+        run: LastRun,
+    },
     Failed(String),
 }
 
 impl Reply {
     pub fn into_msg(self, id: u64) -> Msg {
         match self {
-            Reply::Started { prompt_tokens, cached_tokens } => Msg::Started { id, prompt_tokens, cached_tokens },
+            Reply::Started {
+                prompt_tokens,
+                cached_tokens,
+            } => Msg::Started {
+                id,
+                prompt_tokens,
+                cached_tokens,
+            },
             Reply::Token(text) => Msg::Token { id, text },
             Reply::Done { finish, run } => Msg::Done { id, finish, run },
             Reply::Failed(error) => Msg::Failed { id, error },
@@ -67,7 +83,11 @@ pub trait Loader: Send + Sync + 'static {
 
 /// Room kept for the answer when checking a prompt against the context.
 pub fn answer_room(settings: &Settings, n_ctx: usize) -> usize {
-    settings.max_tokens.unwrap_or(DEFAULT_ANSWER_ROOM).min(n_ctx / 4).max(1)
+    settings
+        .max_tokens
+        .unwrap_or(DEFAULT_ANSWER_ROOM)
+        .min(n_ctx / 4)
+        .max(1)
 }
 
 /// How `owl chat` starts.
@@ -94,7 +114,13 @@ pub fn run(opts: ChatOptions, loader: Arc<dyn Loader>) -> Result<(), ChatError> 
     if io::stdin().is_terminal() && io::stdout().is_terminal() {
         run_tui(opts, loader)
     } else {
-        run_repl(opts, loader.as_ref(), io::stdin().lock(), &mut io::stdout().lock(), &mut io::stderr())
+        run_repl(
+            opts,
+            loader.as_ref(),
+            io::stdin().lock(),
+            &mut io::stdout().lock(),
+            &mut io::stderr(),
+        )
     }
 }
 
@@ -122,7 +148,10 @@ fn file_effect(effect: &Effect, loader: &dyn Loader, current: Option<&str>) -> O
 /// What the event loop receives.
 enum Input {
     App(Msg),
-    Loaded { name: String, result: Result<Box<dyn ChatBackend>, String> },
+    Loaded {
+        name: String,
+        result: Result<Box<dyn ChatBackend>, String>,
+    },
 }
 
 /// Puts the terminal back: on drop (every return path) and from the panic hook.
@@ -135,7 +164,12 @@ fn restore_terminal(enhanced: bool) {
     if enhanced {
         let _ = execute!(out, event::PopKeyboardEnhancementFlags);
     }
-    let _ = execute!(out, event::DisableBracketedPaste, terminal::LeaveAlternateScreen, crossterm::cursor::Show);
+    let _ = execute!(
+        out,
+        event::DisableBracketedPaste,
+        terminal::LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
     let _ = terminal::disable_raw_mode();
 }
 
@@ -154,12 +188,21 @@ fn enter_terminal() -> io::Result<TerminalGuard> {
         restore_terminal(true);
         prev(info);
     }));
-    execute!(out, terminal::EnterAlternateScreen, event::EnableBracketedPaste)?;
+    execute!(
+        out,
+        terminal::EnterAlternateScreen,
+        event::EnableBracketedPaste
+    )?;
     // Shift+Enter is only told apart from Enter where the terminal speaks the
     // kitty keyboard protocol; Alt+Enter and Ctrl-J work everywhere.
     let enhanced = matches!(terminal::supports_keyboard_enhancement(), Ok(true))
-        && execute!(out, event::PushKeyboardEnhancementFlags(KeyboardEnhancementFlags::DISAMBIGUATE_ESCAPE_CODES))
-            .is_ok();
+        && execute!(
+            out,
+            event::PushKeyboardEnhancementFlags(
+                KeyboardEnhancementFlags::DISAMBIGUATE_ESCAPE_CODES
+            )
+        )
+        .is_ok();
     Ok(TerminalGuard { enhanced })
 }
 
@@ -168,7 +211,9 @@ fn spawn_loader(tx: &mpsc::Sender<Input>, loader: &Arc<dyn Loader>, name: String
     let loader = Arc::clone(loader);
     thread::spawn(move || {
         // No progress bars here: the screen belongs to the chat.
-        let result = loader.prepare(&name, false).and_then(|()| loader.load(&name));
+        let result = loader
+            .prepare(&name, false)
+            .and_then(|()| loader.load(&name));
         let _ = tx.send(Input::Loaded { name, result });
     });
 }
@@ -178,13 +223,17 @@ fn run_tui(opts: ChatOptions, loader: Arc<dyn Loader>) -> Result<(), ChatError> 
     // shows on the plain terminal; loading happens behind the chat.
     loader
         .prepare(&opts.model, io::stderr().is_terminal())
-        .map_err(|message| ChatError::Load { model: opts.model.clone(), message })?;
+        .map_err(|message| ChatError::Load {
+            model: opts.model.clone(),
+            message,
+        })?;
 
     let (tx, rx) = mpsc::channel::<Input>();
     spawn_loader(&tx, &loader, opts.model.clone());
 
     let guard = enter_terminal().map_err(ChatError::Terminal)?;
-    let mut term = Terminal::new(CrosstermBackend::new(io::stdout())).map_err(ChatError::Terminal)?;
+    let mut term =
+        Terminal::new(CrosstermBackend::new(io::stdout())).map_err(ChatError::Terminal)?;
 
     // Terminal events arrive on their own thread.
     let ttx = tx.clone();
@@ -223,7 +272,10 @@ fn run_tui(opts: ChatOptions, loader: Arc<dyn Loader>) -> Result<(), ChatError> 
                     backend = Some(b);
                     Msg::ModelReady(status)
                 }
-                Input::Loaded { name, result: Err(error) } => {
+                Input::Loaded {
+                    name,
+                    result: Err(error),
+                } => {
                     if backend.is_none() {
                         first_load_error = Some(error);
                         break 'outer;
@@ -242,8 +294,15 @@ fn run_tui(opts: ChatOptions, loader: Arc<dyn Loader>) -> Result<(), ChatError> 
                     Some(r)
                 } else {
                     match fx {
-                        Effect::Submit { id, turns, settings } => match &backend {
-                            None => Some(Msg::Refused { id, reason: Refusal::Other("no model is loaded".into()) }),
+                        Effect::Submit {
+                            id,
+                            turns,
+                            settings,
+                        } => match &backend {
+                            None => Some(Msg::Refused {
+                                id,
+                                reason: Refusal::Other("no model is loaded".into()),
+                            }),
                             Some(b) => match b.submit(&turns, &settings) {
                                 Ok(stream) => {
                                     running.insert(id, Arc::clone(&stream.cancel));
@@ -264,7 +323,10 @@ fn run_tui(opts: ChatOptions, loader: Arc<dyn Loader>) -> Result<(), ChatError> 
                             None
                         }
                         Effect::Stats => backend.as_ref().map(|b| Msg::Info(b.stats())),
-                        Effect::Quit | Effect::Save { .. } | Effect::Load { .. } | Effect::ListModels => None,
+                        Effect::Quit
+                        | Effect::Save { .. }
+                        | Effect::Load { .. }
+                        | Effect::ListModels => None,
                     }
                 };
                 if let Some(r) = reply {
@@ -283,7 +345,10 @@ fn run_tui(opts: ChatOptions, loader: Arc<dyn Loader>) -> Result<(), ChatError> 
     drop(term);
     drop(guard);
     match first_load_error {
-        Some(message) => Err(ChatError::Load { model: opts.model.clone(), message }),
+        Some(message) => Err(ChatError::Load {
+            model: opts.model.clone(),
+            message,
+        }),
         None => Ok(()),
     }
 }
@@ -328,8 +393,15 @@ pub fn run_repl(
     err: &mut impl Write,
 ) -> Result<(), ChatError> {
     let progress = io::stderr().is_terminal();
-    let load = |name: &str| loader.prepare(name, progress).and_then(|()| loader.load(name));
-    let mut backend = load(&opts.model).map_err(|message| ChatError::Load { model: opts.model.clone(), message })?;
+    let load = |name: &str| {
+        loader
+            .prepare(name, progress)
+            .and_then(|()| loader.load(name))
+    };
+    let mut backend = load(&opts.model).map_err(|message| ChatError::Load {
+        model: opts.model.clone(),
+        message,
+    })?;
     let mut app = App::new(opts.system.clone(), opts.settings.clone());
     app.update(Msg::ModelReady(backend.status()));
     app.take_notices();
@@ -342,7 +414,11 @@ pub fn run_repl(
             let fx = queue.remove(0);
             let current = app.model.as_ref().map(|m| m.name.clone());
             let reply = match fx {
-                Effect::Submit { id, turns, settings } => match backend.submit(&turns, &settings) {
+                Effect::Submit {
+                    id,
+                    turns,
+                    settings,
+                } => match backend.submit(&turns, &settings) {
                     Ok(mut stream) => {
                         let mut printed = false;
                         while let Some(r) = (stream.next)() {

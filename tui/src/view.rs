@@ -97,8 +97,15 @@ fn message_lines(text: &str, width: usize, base: Style, out: &mut Vec<Line<'stat
             if in_code {
                 out.push(Line::from(Span::styled(format!("{INDENT}╰─"), dim())));
             } else {
-                let label = if lang.trim().is_empty() { "code".to_string() } else { lang.trim().to_string() };
-                out.push(Line::from(Span::styled(format!("{INDENT}╭─ {label}"), dim())));
+                let label = if lang.trim().is_empty() {
+                    "code".to_string()
+                } else {
+                    lang.trim().to_string()
+                };
+                out.push(Line::from(Span::styled(
+                    format!("{INDENT}╭─ {label}"),
+                    dim(),
+                )));
             }
             in_code = !in_code;
             continue;
@@ -126,7 +133,10 @@ fn message_lines(text: &str, width: usize, base: Style, out: &mut Vec<Line<'stat
 pub fn transcript_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let mut out: Vec<Line<'static>> = Vec::new();
     if app.transcript.is_empty() {
-        let name = app.model.as_ref().map_or_else(|| "the model".to_string(), |m| m.name.clone());
+        let name = app
+            .model
+            .as_ref()
+            .map_or_else(|| "the model".to_string(), |m| m.name.clone());
         for row in wrap(
             &format!("owl chat with {name}. Type a message and press Enter; Alt+Enter adds a line; /help lists commands."),
             width,
@@ -142,7 +152,12 @@ pub fn transcript_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             out.push(Line::default());
         }
         match e {
-            Entry::Message { role, text, dropped, note } => {
+            Entry::Message {
+                role,
+                text,
+                dropped,
+                note,
+            } => {
                 let (name, style) = match role {
                     Role::User => ("you", user_style()),
                     Role::Assistant => (model_name, assistant_style()),
@@ -162,7 +177,8 @@ pub fn transcript_lines(app: &App, width: usize) -> Vec<Line<'static>> {
                 }
                 if writing {
                     if let Some(last) = out.last_mut() {
-                        last.spans.push(Span::styled("▍", Style::new().fg(Color::Magenta)));
+                        last.spans
+                            .push(Span::styled("▍", Style::new().fg(Color::Magenta)));
                     }
                 }
                 if let Some(n) = note {
@@ -175,14 +191,20 @@ pub fn transcript_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             Entry::Info(s) => {
                 for raw in s.split('\n') {
                     for row in wrap(raw, width.saturating_sub(2).max(1)) {
-                        out.push(Line::from(Span::styled(format!("· {row}"), Style::new().fg(Color::Cyan))));
+                        out.push(Line::from(Span::styled(
+                            format!("· {row}"),
+                            Style::new().fg(Color::Cyan),
+                        )));
                     }
                 }
             }
             Entry::Error(s) => {
                 for raw in s.split('\n') {
                     for row in wrap(raw, width.saturating_sub(2).max(1)) {
-                        out.push(Line::from(Span::styled(format!("! {row}"), Style::new().fg(Color::Red))));
+                        out.push(Line::from(Span::styled(
+                            format!("! {row}"),
+                            Style::new().fg(Color::Red),
+                        )));
                     }
                 }
             }
@@ -233,7 +255,11 @@ fn input_rows(app: &App, width: usize) -> (Vec<String>, (usize, usize)) {
 fn status_line(app: &App) -> Line<'static> {
     let width = app.size.0 as usize;
     let (name, device, ctx) = match &app.model {
-        Some(m) => (m.name.clone(), Some(m.device.clone()), Some(format!("ctx {}/{}", app.ctx_used, m.n_ctx))),
+        Some(m) => (
+            m.name.clone(),
+            Some(m.device.clone()),
+            Some(format!("ctx {}/{}", app.ctx_used, m.n_ctx)),
+        ),
         None => ("no model".to_string(), None, None),
     };
     let (pp, tg) = match &app.last {
@@ -243,30 +269,70 @@ fn status_line(app: &App) -> Line<'static> {
     let (right, right_short) = if let Some(m) = &app.loading {
         (format!("loading {m}… "), "loading… ".to_string())
     } else if let Some(g) = &app.generation {
-        (format!("answering · {} tok · Esc stops ", g.tokens), format!("{} tok · Esc ", g.tokens))
+        (
+            format!("answering · {} tok · Esc stops ", g.tokens),
+            format!("{} tok · Esc ", g.tokens),
+        )
     } else if app.scroll > 0 {
-        ("scrolled · PageDown returns ".to_string(), "scrolled ".to_string())
+        (
+            "scrolled · PageDown returns ".to_string(),
+            "scrolled ".to_string(),
+        )
     } else {
         ("/help ".to_string(), String::new())
     };
-    let join = |parts: &[Option<&str>]| format!(" {}", parts.iter().flatten().copied().collect::<Vec<_>>().join(" · "));
+    let join = |parts: &[Option<&str>]| {
+        format!(
+            " {}",
+            parts
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" · ")
+        )
+    };
     let long_speed = format!("pp {pp} tok/s · tg {tg} tok/s");
     let short_speed = format!("pp {pp} · tg {tg} tok/s");
     let tg_speed = format!("tg {tg} tok/s");
     let candidates = [
-        (join(&[Some(&name), device.as_deref(), ctx.as_deref(), Some(&long_speed)]), &right),
-        (join(&[Some(&name), ctx.as_deref(), Some(&long_speed)]), &right),
-        (join(&[Some(&name), ctx.as_deref(), Some(&short_speed)]), &right),
-        (join(&[Some(&name), ctx.as_deref(), Some(&short_speed)]), &right_short),
+        (
+            join(&[
+                Some(&name),
+                device.as_deref(),
+                ctx.as_deref(),
+                Some(&long_speed),
+            ]),
+            &right,
+        ),
+        (
+            join(&[Some(&name), ctx.as_deref(), Some(&long_speed)]),
+            &right,
+        ),
+        (
+            join(&[Some(&name), ctx.as_deref(), Some(&short_speed)]),
+            &right,
+        ),
+        (
+            join(&[Some(&name), ctx.as_deref(), Some(&short_speed)]),
+            &right_short,
+        ),
         (join(&[ctx.as_deref(), Some(&short_speed)]), &right_short),
         (join(&[ctx.as_deref(), Some(&tg_speed)]), &right_short),
         (join(&[Some(&tg_speed)]), &right_short),
     ];
     let fits = |(l, r): &(String, &String)| l.chars().count() + r.chars().count() < width;
-    let (left, right) = candidates.iter().find(|c| fits(c)).unwrap_or(&candidates[candidates.len() - 1]);
+    let (left, right) = candidates
+        .iter()
+        .find(|c| fits(c))
+        .unwrap_or(&candidates[candidates.len() - 1]);
     let used = left.chars().count() + right.chars().count();
     let pad = " ".repeat(width.saturating_sub(used).max(1));
-    Line::from(vec![Span::raw(left.clone()), Span::raw(pad), Span::raw((*right).clone())])
+    Line::from(vec![
+        Span::raw(left.clone()),
+        Span::raw(pad),
+        Span::raw((*right).clone()),
+    ])
 }
 
 /// Draws `app` into `buf` over `area`; returns where the terminal cursor goes.
@@ -278,8 +344,12 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) -> Option<Position> {
     let (rows, cursor) = input_rows(app, inner_w);
     let input_h = rows.len().clamp(1, MAX_INPUT_ROWS) as u16 + 2;
     let input_h = input_h.min(area.height.saturating_sub(2));
-    let [top, mid, bottom] =
-        Layout::vertical([Constraint::Min(1), Constraint::Length(input_h), Constraint::Length(1)]).areas(area);
+    let [top, mid, bottom] = Layout::vertical([
+        Constraint::Min(1),
+        Constraint::Length(input_h),
+        Constraint::Length(1),
+    ])
+    .areas(area);
 
     // Transcript: the last `top.height` rows, moved up by `scroll`.
     let lines = transcript_lines(app, top.width as usize);
@@ -291,7 +361,11 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) -> Option<Position> {
     Paragraph::new(lines[start..end].to_vec()).render(top, buf);
 
     // Input box.
-    let title = if app.generation.is_some() { " answering… Esc stops " } else { " message " };
+    let title = if app.generation.is_some() {
+        " answering… Esc stops "
+    } else {
+        " message "
+    };
     let block = Block::new()
         .borders(Borders::ALL)
         .border_type(BorderType::Rounded)
@@ -302,15 +376,25 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) -> Option<Position> {
     block.render(mid, buf);
     let visible = inner.height as usize;
     let first = (cursor.0 + 1).saturating_sub(visible);
-    let shown: Vec<Line> = rows.iter().skip(first).take(visible).map(|r| Line::raw(r.clone())).collect();
+    let shown: Vec<Line> = rows
+        .iter()
+        .skip(first)
+        .take(visible)
+        .map(|r| Line::raw(r.clone()))
+        .collect();
     Paragraph::new(shown).render(inner, buf);
 
     // Status line.
-    Paragraph::new(status_line(app)).style(Style::new().add_modifier(Modifier::REVERSED)).render(bottom, buf);
+    Paragraph::new(status_line(app))
+        .style(Style::new().add_modifier(Modifier::REVERSED))
+        .render(bottom, buf);
 
     let cy = cursor.0 - first;
     if cy < visible {
-        Some(Position::new(inner.x + cursor.1 as u16, inner.y + cy as u16))
+        Some(Position::new(
+            inner.x + cursor.1 as u16,
+            inner.y + cy as u16,
+        ))
     } else {
         None
     }
@@ -323,5 +407,7 @@ pub fn max_scroll(app: &App) -> usize {
     let (rows, _) = input_rows(app, inner_w);
     let input_h = rows.len().clamp(1, MAX_INPUT_ROWS) + 2;
     let h = (area.height as usize).saturating_sub(input_h + 1);
-    transcript_lines(app, area.width as usize).len().saturating_sub(h)
+    transcript_lines(app, area.width as usize)
+        .len()
+        .saturating_sub(h)
 }

@@ -9,7 +9,11 @@ use ratatui::style::Modifier;
 fn app(w: u16, h: u16) -> App {
     let mut app = App::new(None, Settings::default());
     app.update(Msg::Resize(w, h));
-    app.update(Msg::ModelReady(ModelStatus { name: "smol".into(), device: "cpu".into(), n_ctx: 512 }));
+    app.update(Msg::ModelReady(ModelStatus {
+        name: "smol".into(),
+        device: "cpu".into(),
+        n_ctx: 512,
+    }));
     app
 }
 
@@ -23,7 +27,13 @@ fn draw(app: &App) -> (Buffer, Option<Position>) {
 fn rows(buf: &Buffer) -> Vec<String> {
     let a = buf.area;
     (0..a.height)
-        .map(|y| (0..a.width).map(|x| buf[(x, y)].symbol()).collect::<String>().trim_end().to_string())
+        .map(|y| {
+            (0..a.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
         .collect()
 }
 
@@ -34,10 +44,27 @@ fn exchange(app: &mut App, question: &str, answer: &str) {
         Some(owl_tui::app::Effect::Submit { id, .. }) => *id,
         other => panic!("{other:?}"),
     };
-    app.update(Msg::Started { id, prompt_tokens: 30, cached_tokens: 0 });
-    app.update(Msg::Token { id, text: answer.into() });
-    let run = LastRun { prompt_tokens: 30, cached_tokens: 0, completion_tokens: 12, prompt_tps: 812.34, gen_tps: 95.67 };
-    app.update(Msg::Done { id, finish: Finish::Stop, run });
+    app.update(Msg::Started {
+        id,
+        prompt_tokens: 30,
+        cached_tokens: 0,
+    });
+    app.update(Msg::Token {
+        id,
+        text: answer.into(),
+    });
+    let run = LastRun {
+        prompt_tokens: 30,
+        cached_tokens: 0,
+        completion_tokens: 12,
+        prompt_tps: 812.34,
+        gen_tps: 95.67,
+    };
+    app.update(Msg::Done {
+        id,
+        finish: Finish::Stop,
+        run,
+    });
 }
 
 #[test]
@@ -80,16 +107,29 @@ fn transcript_shows_the_exchange_and_status_shows_speeds() {
     assert_eq!(r[11], " smol · ctx 42/512 · pp 812.3 · tg 95.7 tok/s");
     app.update(Msg::Resize(80, 12));
     let r = rows(&draw(&app).0);
-    assert_eq!(r[11], format!(" smol · cpu · ctx 42/512 · pp 812.3 tok/s · tg 95.7 tok/s{}/help", " ".repeat(17)));
+    assert_eq!(
+        r[11],
+        format!(
+            " smol · cpu · ctx 42/512 · pp 812.3 tok/s · tg 95.7 tok/s{}/help",
+            " ".repeat(17)
+        )
+    );
 }
 
 #[test]
 fn code_blocks_are_set_apart() {
     let mut app = app(40, 14);
-    exchange(&mut app, "code?", "Here:\n```rust\nfn main() {}\n```\nDone.");
+    exchange(
+        &mut app,
+        "code?",
+        "Here:\n```rust\nfn main() {}\n```\nDone.",
+    );
     let (buf, _) = draw(&app);
     let r = rows(&buf);
-    let at = r.iter().position(|l| l == "  ╭─ rust").expect("fence header");
+    let at = r
+        .iter()
+        .position(|l| l == "  ╭─ rust")
+        .expect("fence header");
     assert_eq!(r[at + 1], "  │ fn main() {}");
     assert_eq!(r[at + 2], "  ╰─");
     assert_eq!(r[at + 3], "  Done.");
@@ -104,13 +144,18 @@ fn code_blocks_are_set_apart() {
 fn streaming_answer_shows_a_cursor_and_the_stop_hint() {
     let mut app = app(50, 10);
     let fx = app.update(Msg::Submit("hi".into()));
-    let Some(owl_tui::app::Effect::Submit { id, .. }) = fx.first() else { panic!() };
+    let Some(owl_tui::app::Effect::Submit { id, .. }) = fx.first() else {
+        panic!()
+    };
     let (buf, _) = draw(&app);
     let r = rows(&buf);
     assert_eq!(r[4], "  …▍");
     assert!(r[6].contains("answering… Esc stops"), "{}", r[6]);
     assert!(r[9].ends_with("0 tok · Esc"), "{}", r[9]);
-    app.update(Msg::Token { id: *id, text: "Hello".into() });
+    app.update(Msg::Token {
+        id: *id,
+        text: "Hello".into(),
+    });
     let r = rows(&draw(&app).0);
     assert_eq!(r[4], "  Hello▍");
     assert!(r[9].ends_with("1 tok · Esc"), "{}", r[9]);
@@ -122,13 +167,26 @@ fn streaming_answer_shows_a_cursor_and_the_stop_hint() {
 #[test]
 fn resizing_reflows_the_transcript() {
     let mut app = app(40, 12);
-    exchange(&mut app, "q", "alpha beta gamma delta epsilon zeta eta theta");
+    exchange(
+        &mut app,
+        "q",
+        "alpha beta gamma delta epsilon zeta eta theta",
+    );
     let wide = rows(&draw(&app).0);
     assert_eq!(wide[4], "  alpha beta gamma delta epsilon zeta");
     assert_eq!(wide[5], "  eta theta");
     app.update(Msg::Resize(20, 12));
     let narrow = rows(&draw(&app).0);
-    assert_eq!(narrow[4..8], ["  alpha beta gamma", "  delta epsilon", "  zeta eta theta", ""].map(String::from));
+    assert_eq!(
+        narrow[4..8],
+        [
+            "  alpha beta gamma",
+            "  delta epsilon",
+            "  zeta eta theta",
+            ""
+        ]
+        .map(String::from)
+    );
 }
 
 #[test]
@@ -145,7 +203,10 @@ fn page_up_shows_earlier_lines() {
     let one_page = rows(&draw(&app).0);
     assert_ne!(one_page, bottom);
     assert!(one_page[9].contains("scrolled"), "{}", one_page[9]);
-    app.update(Msg::Key(KeyEvent::new(KeyCode::Home, KeyModifiers::CONTROL)));
+    app.update(Msg::Key(KeyEvent::new(
+        KeyCode::Home,
+        KeyModifiers::CONTROL,
+    )));
     let max = view::max_scroll(&app);
     app.clamp_scroll(max);
     let top = rows(&draw(&app).0);
@@ -170,5 +231,8 @@ fn wrap_breaks_at_spaces_and_splits_long_words() {
     assert_eq!(view::wrap("hello world foo", 11), ["hello", "world foo"]);
     assert_eq!(view::wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
     assert_eq!(view::wrap("", 4), [""]);
-    assert_eq!(view::wrap("日本語のテキスト", 6), ["日本語", "のテキ", "スト"]);
+    assert_eq!(
+        view::wrap("日本語のテキスト", 6),
+        ["日本語", "のテキ", "スト"]
+    );
 }
