@@ -419,8 +419,20 @@ impl App {
                     g.tokens += 1;
                     let idx = g.entry;
                     self.ctx_used = g.prompt_tokens + g.tokens;
+                    let width = self.size.0 as usize;
+                    let scrolled = self.scroll > 0;
                     if let Some(Entry::Message { text: t, .. }) = self.transcript.get_mut(idx) {
+                        let before = if scrolled {
+                            crate::view::message_rows(t, width)
+                        } else {
+                            0
+                        };
                         t.push_str(&text);
+                        // Scrolled up to read: keep the same lines in view while the answer grows.
+                        if scrolled {
+                            self.scroll +=
+                                crate::view::message_rows(t, width).saturating_sub(before);
+                        }
                     }
                 }
                 vec![]

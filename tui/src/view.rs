@@ -129,6 +129,13 @@ fn message_lines(text: &str, width: usize, base: Style, out: &mut Vec<Line<'stat
     }
 }
 
+/// Rows a message's text takes at `width` (as the transcript draws it).
+pub fn message_rows(text: &str, width: usize) -> usize {
+    let mut out = Vec::new();
+    message_lines(text, width, Style::new(), &mut out);
+    out.len()
+}
+
 /// The transcript as display rows for a given width.
 pub fn transcript_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let mut out: Vec<Line<'static>> = Vec::new();

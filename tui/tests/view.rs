@@ -236,3 +236,35 @@ fn wrap_breaks_at_spaces_and_splits_long_words() {
         ["日本語", "のテキ", "スト"]
     );
 }
+
+#[test]
+fn scrolled_up_view_stays_put_while_an_answer_streams() {
+    let mut app = app(30, 10);
+    for i in 0..4 {
+        exchange(&mut app, &format!("question {i}"), &format!("answer {i}"));
+    }
+    let fx = app.update(Msg::Submit("more".into()));
+    let Some(owl_tui::app::Effect::Submit { id, .. }) = fx.first() else {
+        panic!("{fx:?}")
+    };
+    app.update(Msg::Key(crossterm::event::KeyEvent::from(
+        crossterm::event::KeyCode::PageUp,
+    )));
+    let before = rows(&draw(&app).0);
+    for _ in 0..5 {
+        app.update(Msg::Token {
+            id: *id,
+            text: "word word word\n".into(),
+        });
+    }
+    let after = rows(&draw(&app).0);
+    assert_eq!(before[..6], after[..6], "the lines being read did not move");
+    // Back at the bottom the new text shows.
+    app.update(Msg::Key(crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::End,
+        crossterm::event::KeyModifiers::CONTROL,
+    )));
+    assert!(rows(&draw(&app).0)[..6]
+        .iter()
+        .any(|l| l.contains("word word word")));
+}
