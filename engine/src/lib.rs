@@ -1,5 +1,14 @@
-//! Engine.
-pub mod gguf;
-pub mod tokenizer;
-pub mod registry;
+//! owl-engine: GGUF, tokenizer, chat templates, model architectures, KV cache,
+//! sampler, scheduler and the Engine service that front ends talk to.
 pub mod chat;
+mod error;
+pub mod gguf;
+pub mod kv;
+pub mod models;
+pub mod registry;
+pub mod sampler;
+pub mod service;
+pub mod tokenizer;
+
+pub use error::EngineError;
+pub use service::*;

@@ -1,0 +1,206 @@
+//! KV cells handed out in pages as sequences grow, from one budget shared by
+//! all sequences (never a fixed split per slot), with a prefix cache: the
+//! pages of finished sequences stay readable until the space is needed, and a
+//! new prompt that starts with the same tokens reuses their whole pages.
+
+pub const PAGE: usize = 16;
+
+#[derive(Debug)]
+struct Cached {
+    tokens: Vec<u32>,
+    pages: Vec<u32>,
+    last_used: u64,
+}
+
+#[derive(Debug)]
+pub struct KvPages {
+    refs: Vec<u32>,
+    free: Vec<u32>,
+    cached: Vec<Cached>,
+    clock: u64,
+}
+
+/// The pages of one live sequence.
+#[derive(Debug, Default, Clone)]
+pub struct SeqKv {
+    pub pages: Vec<u32>,
+}
+
+impl SeqKv {
+    pub fn cell(&self, pos: usize) -> u32 {
+        self.pages[pos / PAGE] * PAGE as u32 + (pos % PAGE) as u32
+    }
+
+    /// Cells of positions 0..len.
+    pub fn cells(&self, len: usize) -> Vec<u32> {
+        (0..len).map(|p| self.cell(p)).collect()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.pages.len() * PAGE
+    }
+}
+
+impl KvPages {
+    pub fn new(n_cells: usize) -> KvPages {
+        let n = n_cells / PAGE;
+        KvPages { refs: vec![0; n], free: (0..n as u32).rev().collect(), cached: Vec::new(), clock: 0 }
+    }
+
+    pub fn n_pages(&self) -> usize {
+        self.refs.len()
+    }
+
+    /// Pages held by live sequences or the prefix cache.
+    pub fn used(&self) -> usize {
+        self.refs.len() - self.free.len()
+    }
+
+    /// Pages that could be had now (free, or held only by the prefix cache).
+    pub fn available(&self) -> usize {
+        let cache_only = self.cached.iter().flat_map(|c| &c.pages).filter(|&&p| self.refs[p as usize] == 1).count();
+        self.free.len() + cache_only
+    }
+
+    fn release(&mut self, p: u32) {
+        let r = &mut self.refs[p as usize];
+        *r -= 1;
+        if *r == 0 {
+            self.free.push(p);
+        }
+    }
+
+    fn take_page(&mut self) -> Option<u32> {
+        while self.free.is_empty() {
+            // Evict the least recently used cached prefix.
+            let i = self.cached.iter().enumerate().min_by_key(|(_, c)| c.last_used).map(|(i, _)| i)?;
+            let c = self.cached.swap_remove(i);
+            for p in c.pages {
+                self.release(p);
+            }
+        }
+        let p = self.free.pop()?;
+        self.refs[p as usize] = 1;
+        Some(p)
+    }
+
+    /// Grows `seq` to hold `len` positions. False (nothing taken) if the budget is spent.
+    pub fn reserve(&mut self, seq: &mut SeqKv, len: usize) -> bool {
+        let need = len.div_ceil(PAGE).saturating_sub(seq.pages.len());
+        if need > self.available() {
+            return false;
+        }
+        for _ in 0..need {
+            match self.take_page() {
+                Some(p) => seq.pages.push(p),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Starts a sequence for `prompt`, reusing the longest cached run of whole
+    /// pages that the prompt starts with (always leaving at least one prompt
+    /// token to evaluate). Returns the sequence and how many tokens it reuses.
+    pub fn start(&mut self, prompt: &[u32]) -> (SeqKv, usize) {
+        self.clock += 1;
+        let mut best: Option<(usize, usize)> = None;
+        for (i, c) in self.cached.iter().enumerate() {
+            let common = c.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+            let usable = (common.min(prompt.len().saturating_sub(1)) / PAGE) * PAGE;
+            if usable > 0 && best.is_none_or(|(_, b)| usable > b) {
+                best = Some((i, usable));
+            }
+        }
+        let mut seq = SeqKv::default();
+        let Some((i, n)) = best else { return (seq, 0) };
+        let clock = self.clock;
+        let c = &mut self.cached[i];
+        c.last_used = clock;
+        seq.pages = c.pages[..n / PAGE].to_vec();
+        for &p in &seq.pages {
+            self.refs[p as usize] += 1;
+        }
+        (seq, n)
+    }
+
+    /// Ends a sequence whose first `valid` positions hold the KV of `tokens`:
+    /// its whole pages go to the prefix cache, the rest are freed.
+    pub fn finish(&mut self, seq: SeqKv, tokens: &[u32], valid: usize) {
+        self.clock += 1;
+        let keep = (valid.min(tokens.len()) / PAGE).min(seq.pages.len());
+        let (kept, rest) = seq.pages.split_at(keep);
+        for &p in rest {
+            self.release(p);
+        }
+        if keep == 0 {
+            return;
+        }
+        let tokens = tokens[..keep * PAGE].to_vec();
+        // A cached entry that this one extends (or equals) is redundant.
+        let mut i = 0;
+        while i < self.cached.len() {
+            let c = &self.cached[i];
+            if c.tokens.len() <= tokens.len() && tokens.starts_with(&c.tokens) {
+                let c = self.cached.swap_remove(i);
+                for p in c.pages {
+                    self.release(p);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        self.cached.push(Cached { tokens, pages: kept.to_vec(), last_used: self.clock });
+    }
+
+    /// Frees a sequence without caching anything (cancelled or failed).
+    pub fn drop_seq(&mut self, seq: SeqKv) {
+        for p in seq.pages {
+            self.release(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_shared_from_one_budget_and_freed() {
+        let mut kv = KvPages::new(4 * PAGE);
+        let (mut a, _) = kv.start(&[1, 2, 3]);
+        assert!(kv.reserve(&mut a, 3 * PAGE));
+        let (mut b, _) = kv.start(&[9]);
+        assert!(kv.reserve(&mut b, PAGE));
+        assert!(!kv.reserve(&mut b, 2 * PAGE), "budget is spent");
+        assert_eq!(kv.used(), 4);
+        kv.drop_seq(a);
+        assert_eq!(kv.used(), 1);
+        assert!(kv.reserve(&mut b, 4 * PAGE));
+    }
+
+    #[test]
+    fn prefix_cache_reuses_whole_pages_and_is_evicted_when_needed() {
+        let mut kv = KvPages::new(4 * PAGE);
+        let prompt: Vec<u32> = (0..40).collect();
+        let (mut a, reused) = kv.start(&prompt);
+        assert_eq!(reused, 0);
+        assert!(kv.reserve(&mut a, 40));
+        let pages = a.pages.clone();
+        kv.finish(a, &prompt, 40);
+        assert_eq!(kv.used(), 2, "two whole pages cached, the partial one freed");
+        let mut p2 = prompt[..35].to_vec();
+        p2.push(99);
+        let (b, reused) = kv.start(&p2);
+        assert_eq!(reused, 32);
+        assert_eq!(b.pages, pages[..2]);
+        // A prompt equal to the cached tokens keeps one token to evaluate.
+        let (c, reused) = kv.start(&prompt[..32]);
+        assert_eq!(reused, 16);
+        kv.drop_seq(c);
+        kv.drop_seq(b);
+        // The cache gives its pages up when a sequence needs them.
+        let (mut d, _) = kv.start(&[7]);
+        assert!(kv.reserve(&mut d, 4 * PAGE));
+    }
+}

@@ -1,0 +1,47 @@
+//! Model architectures. Each architecture is a small `Arch` description
+//! (`llama.rs`, `gemma3.rs`, `qwen2.rs`, `qwen3.rs`) of how its decoder block
+//! differs; `transformer.rs` runs the forward pass they share, step by step.
+
+pub mod gemma3;
+pub mod llama;
+pub mod qwen2;
+pub mod qwen3;
+pub mod transformer;
+
+pub use transformer::{Batch, BatchRow, Model};
+
+use owl_backends::RopeMode;
+
+/// What sets one decoder-only architecture apart from the others.
+#[derive(Clone, Copy, Debug)]
+pub struct Arch {
+    pub name: &'static str,
+    pub rope_mode: RopeMode,
+    /// Multiply the token embedding by sqrt(n_embd) (Gemma).
+    pub embd_scale_sqrt: bool,
+    /// Norms after attention and FFN as well as before (Gemma 3).
+    pub post_norms: bool,
+    /// Per-head RMS norms of q and k (Gemma 3, Qwen 3).
+    pub qk_norm: bool,
+    /// Biases on q, k, v (Qwen 2).
+    pub qkv_bias: bool,
+    /// GeGLU (Gemma) instead of SwiGLU.
+    pub gelu: bool,
+    /// Sliding-window layers alternate with global ones (Gemma 3).
+    pub swa: bool,
+    /// Default 1 of every `swa_pattern` layers is global.
+    pub swa_pattern: usize,
+}
+
+/// The architecture for a GGUF `general.architecture`.
+pub fn arch(name: &str) -> Option<Arch> {
+    match name {
+        "llama" | "mistral" => Some(llama::ARCH),
+        "gemma3" => Some(gemma3::ARCH),
+        "qwen2" => Some(qwen2::ARCH),
+        "qwen3" => Some(qwen3::ARCH),
+        _ => None,
+    }
+}
+
+pub const SUPPORTED: &str = "llama, mistral, gemma3, qwen2, qwen3";

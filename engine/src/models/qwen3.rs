@@ -1,0 +1,15 @@
+//! Qwen 3: llama blocks with per-head RMS norms of q and k, NeoX RoPE.
+use super::Arch;
+use owl_backends::RopeMode;
+
+pub const ARCH: Arch = Arch {
+    name: "qwen3",
+    rope_mode: RopeMode::Neox,
+    embd_scale_sqrt: false,
+    post_norms: false,
+    qk_norm: true,
+    qkv_bias: false,
+    gelu: false,
+    swa: false,
+    swa_pattern: 0,
+};

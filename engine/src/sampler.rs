@@ -1,0 +1,171 @@
+//! Token sampling: penalties, top-k, top-p, min-p, temperature, seeded draw
+//! (llama.cpp's default chain order). Temperature 0 is greedy.
+
+use crate::service::SamplingParams;
+
+/// splitmix64: small, seedable, deterministic per request.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+pub struct Sampler {
+    p: SamplingParams,
+    rng: Rng,
+}
+
+/// Index of the largest logit (lowest index on ties).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// log softmax of one logit, and the `n` most likely (id, logprob).
+pub fn logprobs(logits: &[f32], chosen: u32, n: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln() as f32;
+    let mut top: Vec<(u32, f32)> = Vec::new();
+    if n > 0 {
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        let k = n.min(idx.len());
+        idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        idx.truncate(k);
+        idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        top = idx.into_iter().map(|i| (i, logits[i as usize] - lse)).collect();
+    }
+    (logits[chosen as usize] - lse, top)
+}
+
+impl Sampler {
+    pub fn new(p: SamplingParams) -> Sampler {
+        let seed = p.seed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            t ^ (std::process::id() as u64) << 32
+        });
+        Sampler { p, rng: Rng::new(seed) }
+    }
+
+    /// Picks the next token. `history` is the sequence so far (prompt and output).
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let p = &self.p;
+        // 1. Penalties over the last `penalty_last_n` tokens.
+        if p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            let window = &history[history.len().saturating_sub(p.penalty_last_n)..];
+            let mut counts: std::collections::HashMap<u32, u32> = Default::default();
+            for &t in window {
+                *counts.entry(t).or_default() += 1;
+            }
+            for (&t, &c) in &counts {
+                let Some(l) = logits.get_mut(t as usize) else { continue };
+                if *l > 0.0 {
+                    *l /= p.repeat_penalty;
+                } else {
+                    *l *= p.repeat_penalty;
+                }
+                *l -= c as f32 * p.frequency_penalty + p.presence_penalty;
+            }
+        }
+        if p.temperature <= 0.0 {
+            return argmax(logits);
+        }
+        // 2. Candidates, best first, cut by top-k.
+        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+        let k = if p.top_k == 0 { cand.len() } else { p.top_k.min(cand.len()) };
+        if k < cand.len() {
+            cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+            cand.truncate(k);
+        }
+        cand.sort_by(|a, b| b.1.total_cmp(&a.1));
+        // 3. top-p and min-p on the untempered distribution.
+        let probs = softmax(&cand, 1.0);
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            let mut keep = cand.len();
+            for (i, &pr) in probs.iter().enumerate() {
+                acc += pr;
+                if acc >= p.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            cand.truncate(keep.max(1));
+        }
+        if p.min_p > 0.0 {
+            let floor = probs[0] * p.min_p;
+            let keep = probs.iter().take(cand.len()).take_while(|&&pr| pr >= floor).count();
+            cand.truncate(keep.max(1));
+        }
+        // 4. Temperature, then draw.
+        let probs = softmax(&cand, p.temperature);
+        let r = self.rng.next_f32();
+        let mut acc = 0.0;
+        for (&(id, _), &pr) in cand.iter().zip(&probs) {
+            acc += pr;
+            if r < acc {
+                return id;
+            }
+        }
+        cand.last().map(|c| c.0).unwrap_or(0)
+    }
+}
+
+fn softmax(cand: &[(u32, f32)], temp: f32) -> Vec<f32> {
+    let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+    let mut v: Vec<f32> = cand.iter().map(|c| ((c.1 - max) / temp).exp()).collect();
+    let s: f32 = v.iter().sum();
+    v.iter_mut().for_each(|x| *x /= s);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_is_argmax_and_seeds_repeat() {
+        let logits = vec![0.1, 2.0, 1.9, -1.0];
+        let mut s = Sampler::new(SamplingParams::greedy());
+        assert_eq!(s.sample(&mut logits.clone(), &[]), 1);
+        let p = SamplingParams { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed: Some(7), ..Default::default() };
+        let draw = |p: &SamplingParams| {
+            let mut s = Sampler::new(p.clone());
+            (0..32).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(&p), draw(&p));
+        let d = draw(&p);
+        assert!(d.iter().any(|&t| t != d[0]), "temperature 1.5 should vary: {d:?}");
+    }
+
+    #[test]
+    fn top_k_one_and_penalties() {
+        let logits = vec![0.1, 2.0, 1.9, -1.0];
+        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 1, seed: Some(1), ..Default::default() });
+        for _ in 0..10 {
+            assert_eq!(s.sample(&mut logits.clone(), &[]), 1);
+        }
+        let mut s = Sampler::new(SamplingParams { temperature: 0.0, presence_penalty: 1.0, ..Default::default() });
+        assert_eq!(s.sample(&mut logits.clone(), &[1]), 2);
+        let (lp, top) = logprobs(&logits, 1, 2);
+        assert!(lp < 0.0 && top[0].0 == 1 && top[1].0 == 2);
+    }
+}

@@ -1,0 +1,481 @@
+//! The engine thread: continuous batching over all active sequences. Each
+//! step carries prompt chunks and single decode tokens together; new requests
+//! join between steps; cancelled ones free their pages within a step.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::*;
+use crate::gguf::Gguf;
+use crate::kv::{KvPages, SeqKv, PAGE};
+use crate::models::{Batch, BatchRow, Model};
+use crate::sampler::{self, Sampler};
+use crate::tokenizer::IncrementalDecoder;
+
+/// Prompt tokens evaluated per step across all sequences (bounds step latency).
+const STEP_TOKENS: usize = 512;
+
+pub(super) enum Command {
+    Generate(Box<Job>),
+    Shutdown,
+}
+
+pub(super) struct Job {
+    req: Request,
+    tokens: Vec<u32>,
+    tx: UnboundedSender<Event>,
+    cancel: CancelToken,
+    submitted: Instant,
+}
+
+impl Job {
+    pub(super) fn new(req: Request, tokens: Vec<u32>, tx: UnboundedSender<Event>, cancel: CancelToken) -> Job {
+        Job { req, tokens, tx, cancel, submitted: Instant::now() }
+    }
+}
+
+const TTFT_BOUNDS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const ITL_BOUNDS: [f64; 10] = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+
+#[derive(Default)]
+struct Hist {
+    counts: Vec<u64>,
+    sum: f64,
+    n: u64,
+}
+
+impl Hist {
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; bounds.len()];
+        }
+        for (c, &b) in self.counts.iter_mut().zip(bounds) {
+            if v <= b {
+                *c += 1;
+            }
+        }
+        self.sum += v;
+        self.n += 1;
+    }
+    fn buckets(&self, bounds: &[f64]) -> Vec<(f64, u64)> {
+        bounds.iter().enumerate().map(|(i, &b)| (b, self.counts.get(i).copied().unwrap_or(0))).collect()
+    }
+}
+
+/// Counters shared between the engine thread and `Engine`.
+pub(super) struct Shared {
+    pub queued: AtomicUsize,
+    pub max_seq_len: usize,
+    active: AtomicUsize,
+    requests: AtomicU64,
+    cancelled: AtomicU64,
+    prompt_tokens: AtomicU64,
+    gen_tokens: AtomicU64,
+    pages_used: AtomicUsize,
+    pages_total: usize,
+    hist: Mutex<(Hist, Hist)>,
+}
+
+impl Shared {
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let h = self.hist.lock().unwrap_or_else(|e| e.into_inner());
+        MetricsSnapshot {
+            requests_total: self.requests.load(Ordering::Relaxed),
+            requests_cancelled: self.cancelled.load(Ordering::Relaxed),
+            prompt_tokens_total: self.prompt_tokens.load(Ordering::Relaxed),
+            generated_tokens_total: self.gen_tokens.load(Ordering::Relaxed),
+            queue_depth: self.queued.load(Ordering::Relaxed),
+            active_sequences: self.active.load(Ordering::Relaxed),
+            kv_pages_used: self.pages_used.load(Ordering::Relaxed),
+            kv_pages_total: self.pages_total,
+            kv_page_size: PAGE,
+            ttft_buckets: h.0.buckets(&TTFT_BOUNDS),
+            ttft_sum: h.0.sum,
+            ttft_count: h.0.n,
+            itl_buckets: h.1.buckets(&ITL_BOUNDS),
+            itl_sum: h.1.sum,
+            itl_count: h.1.n,
+        }
+    }
+}
+
+/// A sequence being generated.
+struct Seq {
+    job: Job,
+    kv: SeqKv,
+    /// Prompt then generated tokens.
+    tokens: Vec<u32>,
+    n_prompt: usize,
+    /// Positions whose KV is in the cache.
+    n_past: usize,
+    cached: usize,
+    sampler: Sampler,
+    decoder: IncrementalDecoder,
+    /// Text decoded but held back (it may start a stop string).
+    pending: String,
+    generated: usize,
+    stopped_by_string: bool,
+    t_first: Option<Instant>,
+    t_prompt_start: Instant,
+    t_last: Option<Instant>,
+}
+
+pub(super) fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
+    if cfg.n_parallel == 0 {
+        return Err(EngineError::Config("--parallel must be at least 1".into()));
+    }
+    let path = crate::registry::resolve_model(&cfg.model, cfg.pull_if_missing)?;
+    let gguf = Gguf::open(&path)?;
+    let tokenizer = Arc::new(crate::tokenizer::Tokenizer::from_gguf(&gguf)?);
+    let template = Arc::new(crate::chat::ChatTemplate::from_gguf(&gguf, cfg.chat_template.clone())?);
+    let n_ctx = cfg.n_ctx.max(PAGE).div_ceil(PAGE) * PAGE;
+    let backend = owl_backends::open(&cfg.device, cfg.threads)?;
+    let model = Model::load(&gguf, backend, n_ctx)?;
+    if tokenizer.vocab_size() > model.cfg.n_vocab {
+        return Err(EngineError::BadModel(format!("{} tokens but the embedding has {} rows", tokenizer.vocab_size(), model.cfg.n_vocab)));
+    }
+    let is_lock_name = !std::path::Path::new(&cfg.model).is_file();
+    let name = if is_lock_name { cfg.model.clone() } else { path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default() };
+    let mut by_type: std::collections::HashMap<&str, u64> = Default::default();
+    for t in gguf.tensors() {
+        if t.dims.len() >= 2 {
+            *by_type.entry(t.ty.name()).or_default() += t.size as u64;
+        }
+    }
+    let quant = by_type.into_iter().max_by_key(|&(_, b)| b).map(|(n, _)| n.to_string()).unwrap_or_default();
+    let info = ModelInfo {
+        name,
+        path: path.clone(),
+        arch: model.cfg.arch.name.to_string(),
+        quant,
+        n_params: gguf.tensors().iter().map(|t| t.n_elements()).sum(),
+        file_size: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+        n_vocab: model.cfg.n_vocab,
+        n_ctx_train: model.cfg.n_ctx_train,
+        n_ctx,
+        n_parallel: cfg.n_parallel,
+        device: model.backend_name(),
+        threads: model.threads(),
+    };
+    let kv = KvPages::new(n_ctx);
+    let shared = Arc::new(Shared {
+        queued: AtomicUsize::new(0),
+        max_seq_len: n_ctx,
+        active: AtomicUsize::new(0),
+        requests: AtomicU64::new(0),
+        cancelled: AtomicU64::new(0),
+        prompt_tokens: AtomicU64::new(0),
+        gen_tokens: AtomicU64::new(0),
+        pages_used: AtomicUsize::new(0),
+        pages_total: kv.n_pages(),
+        hist: Mutex::new((Hist::default(), Hist::default())),
+    });
+    let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity.max(1));
+    let mut w = Worker {
+        model,
+        kv,
+        tok: tokenizer.clone(),
+        shared: shared.clone(),
+        rx,
+        waiting: VecDeque::new(),
+        active: Vec::new(),
+        n_parallel: cfg.n_parallel,
+    };
+    let thread = std::thread::Builder::new()
+        .name("owl-engine".into())
+        .spawn(move || w.run())
+        .map_err(|e| EngineError::Internal(format!("cannot start the engine thread: {e}")))?;
+    Ok(Engine { tx, info, tokenizer, template, shared, queue_capacity: cfg.queue_capacity.max(1), thread: Some(thread) })
+}
+
+struct Worker {
+    model: Model,
+    kv: KvPages,
+    tok: Arc<crate::tokenizer::Tokenizer>,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Command>,
+    waiting: VecDeque<Job>,
+    active: Vec<Seq>,
+    n_parallel: usize,
+}
+
+fn is_gone(job: &Job) -> bool {
+    job.cancel.is_cancelled() || job.tx.is_closed()
+}
+
+impl Worker {
+    fn run(&mut self) {
+        loop {
+            // 1. Take new requests: block only when idle.
+            if self.active.is_empty() && self.waiting.is_empty() {
+                match self.rx.recv() {
+                    Ok(Command::Generate(j)) => self.enqueue(*j),
+                    Ok(Command::Shutdown) | Err(_) => return,
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Command::Generate(j)) => self.enqueue(*j),
+                    Ok(Command::Shutdown) => return,
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        if self.active.is_empty() && self.waiting.is_empty() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            // 2. Drop cancelled requests, admit waiting ones.
+            self.reap_cancelled();
+            self.admit();
+            if self.active.is_empty() {
+                continue;
+            }
+            // 3. One forward step over every active sequence.
+            if let Err(e) = self.step() {
+                for s in self.active.drain(..) {
+                    let _ = s.job.tx.send(Event::Error(e.to_string()));
+                    self.kv.drop_seq(s.kv);
+                }
+            }
+            self.publish();
+        }
+    }
+
+    fn enqueue(&mut self, j: Job) {
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        self.waiting.push_back(j);
+    }
+
+    fn publish(&self) {
+        self.shared.active.store(self.active.len(), Ordering::Relaxed);
+        self.shared.pages_used.store(self.kv.used(), Ordering::Relaxed);
+        self.shared.queued.store(self.waiting.len(), Ordering::Relaxed);
+    }
+
+    fn reap_cancelled(&mut self) {
+        let before = self.waiting.len();
+        self.waiting.retain(|j| !is_gone(j));
+        let mut n = before - self.waiting.len();
+        let mut i = 0;
+        while i < self.active.len() {
+            if is_gone(&self.active[i].job) {
+                let s = self.active.swap_remove(i);
+                let usage = Usage { prompt_tokens: s.n_prompt, completion_tokens: s.generated, cached_tokens: s.cached };
+                let _ = s.job.tx.send(Event::Done { finish_reason: FinishReason::Cancelled, usage, timings: Timings::default() });
+                self.kv.drop_seq(s.kv);
+                n += 1;
+            } else {
+                i += 1;
+            }
+        }
+        self.shared.cancelled.fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0 {
+            self.publish();
+        }
+    }
+
+    fn admit(&mut self) {
+        while self.active.len() < self.n_parallel {
+            let Some(job) = self.waiting.pop_front() else { break };
+            let (kv, cached) = self.kv.start(&job.tokens);
+            let n_prompt = job.tokens.len();
+            // The prompt's pages must be had now; else wait for running sequences to finish.
+            let mut kv = kv;
+            if !self.kv.reserve(&mut kv, n_prompt) {
+                self.kv.drop_seq(kv);
+                if self.active.is_empty() {
+                    let _ = job.tx.send(Event::Error(format!(
+                        "the prompt of {n_prompt} tokens does not fit the free KV cache ({} cells); raise --ctx",
+                        self.kv.n_pages() * PAGE
+                    )));
+                    continue;
+                }
+                self.waiting.push_front(job);
+                break;
+            }
+            let _ = job.tx.send(Event::Started { prompt_tokens: n_prompt, cached_tokens: cached });
+            self.shared.prompt_tokens.fetch_add(n_prompt as u64, Ordering::Relaxed);
+            let sampler = Sampler::new(job.req.sampling.clone());
+            self.active.push(Seq {
+                tokens: job.tokens.clone(),
+                job,
+                kv,
+                n_prompt,
+                n_past: cached,
+                cached,
+                sampler,
+                decoder: IncrementalDecoder::new(),
+                pending: String::new(),
+                generated: 0,
+                stopped_by_string: false,
+                t_first: None,
+                t_prompt_start: Instant::now(),
+                t_last: None,
+            });
+        }
+        self.publish();
+    }
+
+    fn step(&mut self) -> Result<(), EngineError> {
+        // Every decoding sequence gets one row; prompts share the rest of the step's budget in order.
+        let mut batch = Batch::default();
+        let mut budget = STEP_TOKENS;
+        let mut out_of_room = Vec::new();
+        for (si, s) in self.active.iter_mut().enumerate() {
+            let remaining = s.tokens.len() - s.n_past;
+            let take = if s.n_past < s.n_prompt { remaining.min(budget.max(1)) } else { remaining };
+            if take == 0 {
+                continue;
+            }
+            budget = budget.saturating_sub(take);
+            let end = s.n_past + take;
+            if !self.kv.reserve(&mut s.kv, end) {
+                out_of_room.push(si);
+                continue;
+            }
+            let seq = batch.seq_cells.len() as u32;
+            batch.seq_cells.push(s.kv.cells(end));
+            for pos in s.n_past..end {
+                batch.rows.push(BatchRow { token: s.tokens[pos], seq, pos: pos as u32, logits: pos + 1 == end && end >= s.n_prompt });
+            }
+        }
+        let logits = if batch.rows.is_empty() { Vec::new() } else { self.model.forward(&batch)? };
+        // Advance, sample and stream.
+        let n_vocab = self.model.cfg.n_vocab;
+        let mut li = 0;
+        let mut seq_idx = 0;
+        let mut finished: Vec<(usize, FinishReason)> = Vec::new();
+        for (si, s) in self.active.iter_mut().enumerate() {
+            if out_of_room.contains(&si) {
+                finished.push((si, FinishReason::Length));
+                continue;
+            }
+            let remaining = s.tokens.len() - s.n_past;
+            if remaining == 0 {
+                continue;
+            }
+            let rows_of = batch.rows.iter().filter(|r| r.seq == seq_idx).count();
+            seq_idx += 1;
+            s.n_past += rows_of;
+            if s.n_past < s.tokens.len() {
+                continue; // prompt not done yet
+            }
+            let l = &mut logits[li * n_vocab..(li + 1) * n_vocab].to_vec();
+            li += 1;
+            let id = s.sampler.sample(l, &s.tokens);
+            let now = Instant::now();
+            {
+                let mut h = self.shared.hist.lock().unwrap_or_else(|e| e.into_inner());
+                match s.t_last {
+                    None => h.0.observe(&TTFT_BOUNDS, (now - s.job.submitted).as_secs_f64()),
+                    Some(t) => h.1.observe(&ITL_BOUNDS, (now - t).as_secs_f64()),
+                }
+            }
+            if s.t_first.is_none() {
+                s.t_first = Some(now);
+            }
+            s.t_last = Some(now);
+            if s.job.req.stop_at_eog && self.tok.is_eog(id) {
+                finished.push((si, FinishReason::Stop));
+                continue;
+            }
+            s.tokens.push(id);
+            s.generated += 1;
+            self.shared.gen_tokens.fetch_add(1, Ordering::Relaxed);
+            let logprob = s.job.req.logprobs.map(|n| {
+                let raw = &logits[(li - 1) * n_vocab..li * n_vocab];
+                let (lp, top) = sampler::logprobs(raw, id, n);
+                TokenLogprob {
+                    logprob: lp,
+                    top: top.into_iter().map(|(t, p)| TopLogprob { id: t, text: self.tok.decode(&[t]), logprob: p }).collect(),
+                }
+            });
+            s.pending.push_str(&s.decoder.push(&self.tok, id));
+            let (emit, stopped) = split_stop(&mut s.pending, &s.job.req.stop);
+            let _ = s.job.tx.send(Event::Token { id, text: emit, logprob });
+            if stopped {
+                s.stopped_by_string = true;
+                finished.push((si, FinishReason::Stop));
+            } else if s.job.req.max_tokens.is_some_and(|m| s.generated >= m) || s.tokens.len() >= self.model.n_cells {
+                finished.push((si, FinishReason::Length));
+            }
+        }
+        finished.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (si, reason) in finished {
+            let mut s = self.active.swap_remove(si);
+            // Whatever was held back (an incomplete character, a possible stop string) is text after all,
+            // unless a stop string ended the sequence.
+            if !s.stopped_by_string {
+                let tail = s.decoder.flush();
+                s.pending.push_str(&tail);
+                if !s.pending.is_empty() {
+                    let _ = s.job.tx.send(Event::Token { id: TEXT_ONLY, text: std::mem::take(&mut s.pending), logprob: None });
+                }
+            }
+            let t_end = Instant::now();
+            let first = s.t_first.unwrap_or(t_end);
+            let prompt_ms = (first - s.t_prompt_start).as_secs_f64() * 1e3;
+            let gen_ms = (t_end - first).as_secs_f64() * 1e3;
+            let timings = Timings {
+                ttft_ms: (first - s.job.submitted).as_secs_f64() * 1e3,
+                prompt_ms,
+                gen_ms,
+                prompt_tps: if prompt_ms > 0.0 { (s.n_prompt - s.cached) as f64 / (prompt_ms / 1e3) } else { 0.0 },
+                gen_tps: if gen_ms > 0.0 && s.generated > 1 { (s.generated - 1) as f64 / (gen_ms / 1e3) } else { 0.0 },
+            };
+            let usage = Usage { prompt_tokens: s.n_prompt, completion_tokens: s.generated, cached_tokens: s.cached };
+            let _ = s.job.tx.send(Event::Done { finish_reason: reason, usage, timings });
+            let valid = s.n_past;
+            self.kv.finish(s.kv, &s.tokens, valid);
+        }
+        Ok(())
+    }
+}
+
+/// Splits off the text that is safe to emit. Returns (text, stopped): when a
+/// stop string appears, the text before it is emitted and the rest dropped;
+/// otherwise a tail that could begin a stop string stays in `pending`.
+fn split_stop(pending: &mut String, stops: &[String]) -> (String, bool) {
+    let stops: Vec<&str> = stops.iter().map(|s| s.as_str()).filter(|s| !s.is_empty()).collect();
+    if let Some(at) = stops.iter().filter_map(|s| pending.find(s)).min() {
+        let out = pending[..at].to_string();
+        pending.clear();
+        return (out, true);
+    }
+    let mut hold = 0;
+    for s in &stops {
+        for k in (1..s.len().min(pending.len() + 1)).rev() {
+            if pending.is_char_boundary(pending.len() - k) && s.is_char_boundary(k) && pending.ends_with(&s[..k]) {
+                hold = hold.max(k);
+                break;
+            }
+        }
+    }
+    let cut = pending.len() - hold;
+    let out = pending[..cut].to_string();
+    pending.drain(..cut);
+    (out, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_stop;
+
+    #[test]
+    fn stop_strings_hold_back_and_cut() {
+        let stops = vec!["\n\nUser:".to_string()];
+        let mut p = "Hello\n\nUs".to_string();
+        assert_eq!(split_stop(&mut p, &stops), ("Hello".to_string(), false));
+        assert_eq!(p, "\n\nUs");
+        p.push_str("er: hi");
+        assert_eq!(split_stop(&mut p, &stops), (String::new(), true));
+        let mut p = "\n\nfine".to_string();
+        assert_eq!(split_stop(&mut p, &stops), ("\n\nfine".to_string(), false));
+    }
+}
