@@ -49,8 +49,8 @@ enum Command {
     Run(Placeholder),
     /// Interactive terminal chat (not implemented yet).
     Chat(Placeholder),
-    /// OpenAI-compatible HTTP server (not implemented yet).
-    Serve(Placeholder),
+    /// OpenAI-compatible HTTP server (loopback only unless --host says otherwise).
+    Serve(ServeArgs),
     /// Benchmark prompt processing and generation (not implemented yet).
     Bench(Placeholder),
     /// Tokenize text with a model's tokenizer, exactly as llama.cpp does (BOS/EOS as
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         } => cmd_inspect(&model, max_items, !no_tensors),
         Command::Run(_) => cmd_run(),
         Command::Chat(_) => cmd_chat(),
-        Command::Serve(_) => cmd_serve(),
+        Command::Serve(args) => cmd_serve(args),
         Command::Bench(_) => cmd_bench(),
         Command::Tokenize {
             model,
@@ -299,8 +299,77 @@ fn cmd_chat() -> Result<ExitCode> {
     not_implemented("chat")
 }
 
-fn cmd_serve() -> Result<ExitCode> {
-    not_implemented("serve")
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A models.lock name or a path to a .gguf file (default: the lock's default model).
+    #[arg(long)]
+    model: Option<String>,
+    /// Address to listen on; 0.0.0.0 exposes the server to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port, printed when listening).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health [default: $OWL_API_KEY].
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Most sequences decoded at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Total KV budget in tokens, shared by all sequences.
+    #[arg(long, default_value_t = 4096)]
+    ctx: usize,
+    /// Allow browser requests from this origin ("*" for any); CORS is off by default.
+    #[arg(long)]
+    cors: Option<String>,
+    /// CPU worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Compute device.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// A Jinja chat template file that overrides the model's.
+    #[arg(long)]
+    chat_template: Option<std::path::PathBuf>,
+    /// Requests that may wait for a free sequence before new ones get 503.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+}
+
+fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
+    anyhow::ensure!(args.parallel >= 1, "--parallel must be at least 1");
+    anyhow::ensure!(args.ctx >= 16, "--ctx must be at least 16 tokens");
+    let api_key = args.api_key.or_else(|| std::env::var("OWL_API_KEY").ok()).filter(|k| !k.is_empty());
+    let chat_template = match &args.chat_template {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("cannot read chat template {}", p.display()))?),
+        None => None,
+    };
+    // models.lock entries for /v1/models and model-name checks; a broken lock only loses the list.
+    let known_models = registry::ModelsLock::load()
+        .map(|lock| {
+            lock.models
+                .iter()
+                .map(|m| owl_server::KnownModel { name: m.name.clone(), file: m.file.clone(), aliases: Vec::new() })
+                .collect()
+        })
+        .unwrap_or_default();
+    let cfg = owl_server::ServeConfig {
+        engine: owl_engine::service::EngineConfig {
+            model: args.model.unwrap_or_else(|| registry::default_model().to_string()),
+            device: args.device,
+            n_ctx: args.ctx,
+            n_parallel: args.parallel,
+            threads: args.threads,
+            chat_template,
+            queue_capacity: args.queue,
+            pull_if_missing: true,
+        },
+        host: args.host,
+        port: args.port,
+        options: owl_server::ServerOptions { api_key, cors: args.cors, known_models, ..Default::default() },
+    };
+    owl_server::run_blocking(cfg)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_bench() -> Result<ExitCode> {
