@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+
+mod run;
 use clap::{Parser, Subcommand};
 use owl_engine::gguf::Gguf;
 use owl_engine::registry::{self, format_size, PullOptions, PullOutcome, Registry};
@@ -45,8 +47,8 @@ enum Command {
         #[arg(long)]
         no_tensors: bool,
     },
-    /// Generate text from a prompt (not implemented yet).
-    Run(Placeholder),
+    /// Generate text from a prompt (chat template applied unless --raw), streamed to stdout.
+    Run(run::RunArgs),
     /// Interactive terminal chat (not implemented yet).
     Chat(Placeholder),
     /// OpenAI-compatible HTTP server (loopback only unless --host says otherwise).
@@ -90,7 +92,7 @@ fn main() -> ExitCode {
             max_items,
             no_tensors,
         } => cmd_inspect(&model, max_items, !no_tensors),
-        Command::Run(_) => cmd_run(),
+        Command::Run(a) => run::cmd_run(a),
         Command::Chat(_) => cmd_chat(),
         Command::Serve(args) => cmd_serve(args),
         Command::Bench(_) => cmd_bench(),
@@ -289,10 +291,6 @@ fn print_inspect(
         }
     }
     Ok(())
-}
-
-fn cmd_run() -> Result<ExitCode> {
-    not_implemented("run")
 }
 
 fn cmd_chat() -> Result<ExitCode> {
