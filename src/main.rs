@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
+mod bench;
 mod run;
 use clap::{Parser, Subcommand};
 use owl_engine::gguf::Gguf;
@@ -53,8 +54,8 @@ enum Command {
     Chat(Placeholder),
     /// OpenAI-compatible HTTP server (loopback only unless --host says otherwise).
     Serve(ServeArgs),
-    /// Benchmark prompt processing and generation (not implemented yet).
-    Bench(Placeholder),
+    /// Benchmark prompt processing (pp) and generation (tg) like llama-bench.
+    Bench(bench::BenchArgs),
     /// Tokenize text with a model's tokenizer, exactly as llama.cpp does (BOS/EOS as
     /// the model asks, special-token texts such as <|im_start|> parsed).
     Tokenize {
@@ -95,7 +96,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::cmd_run(a),
         Command::Chat(_) => cmd_chat(),
         Command::Serve(args) => cmd_serve(args),
-        Command::Bench(_) => cmd_bench(),
+        Command::Bench(a) => bench::cmd_bench(a),
         Command::Tokenize {
             model,
             json,
@@ -368,10 +369,6 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
     };
     owl_server::run_blocking(cfg)?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn cmd_bench() -> Result<ExitCode> {
-    not_implemented("bench")
 }
 
 fn cmd_tokenize(model: Option<&str>, json: bool, pieces: bool, text: &str) -> Result<ExitCode> {
