@@ -89,3 +89,27 @@ def test_disconnect_frees_sequence(server):
     r = rawhttp.post(server.url + "/v1/completions",
                    json={"model": MODEL, "prompt": "Hello", "max_tokens": 4, "temperature": 0}, timeout=60)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_ctx_is_a_shared_budget():
+    """--ctx 512 with --parallel 4 is one budget, not four slots of 128: a
+    ~200-token prompt fits, and two such requests at once both finish with the
+    solo output."""
+    from conftest import Server
+
+    s = Server("--ctx", "512", "--parallel", "4")
+    try:
+        prompt = "Summarize: " + " ".join(f"item {i}," for i in range(40))
+        n = len(rawhttp.post(s.url + "/tokenize", json={"content": prompt, "add_special": True}).json()["tokens"])
+        assert 128 < n and 2 * (n + 8) < 512, n
+        body = {"model": MODEL, "prompt": prompt, "max_tokens": 8, "temperature": 0}
+        solo = rawhttp.post(s.url + "/v1/completions", json=body, timeout=300).json()
+        assert solo["usage"]["prompt_tokens"] == n
+        with ThreadPoolExecutor(2) as pool:
+            rs = list(pool.map(lambda _: rawhttp.post(s.url + "/v1/completions", json=body, timeout=300), range(2)))
+        for r in rs:
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["text"] == solo["choices"][0]["text"]
+            assert r.json()["usage"]["completion_tokens"] == solo["usage"]["completion_tokens"]
+    finally:
+        s.stop()
