@@ -113,3 +113,26 @@ def test_ctx_is_a_shared_budget():
             assert r.json()["usage"]["completion_tokens"] == solo["usage"]["completion_tokens"]
     finally:
         s.stop()
+
+
+def test_queue_full_is_503_with_retry_after():
+    """--parallel 1 --queue 1: of six simultaneous requests, the ones beyond the
+    running and the queued one are refused at once with 503 and Retry-After."""
+    from conftest import Server
+
+    s = Server("--ctx", "1024", "--parallel", "1", "--queue", "1")
+    try:
+        body = {"model": MODEL, "prompt": "1, 2, 3,", "max_tokens": 24, "temperature": 0}
+        with ThreadPoolExecutor(6) as pool:
+            rs = list(pool.map(lambda _: rawhttp.post(s.url + "/v1/completions", json=body, timeout=300), range(6)))
+        ok = [r for r in rs if r.status_code == 200]
+        busy = [r for r in rs if r.status_code == 503]
+        assert len(ok) + len(busy) == 6, [r.text for r in rs]
+        assert ok and busy, [r.status_code for r in rs]
+        for r in busy:
+            assert r.headers.get("retry-after") == "1"
+            assert r.json()["error"]["code"] == "queue_full"
+        assert len({r.json()["choices"][0]["text"] for r in ok}) == 1
+        assert rawhttp.post(s.url + "/v1/completions", json=body).status_code == 200
+    finally:
+        s.stop()
