@@ -157,3 +157,34 @@ fn check_synth(model: &str, refs: &str, loose: bool) -> Option<String> {
     let tol = if loose { 0.25 } else { 0.15 };
     (r.max_top20_err > tol).then(|| format!("{model}: top-20 logits differ by {} (tolerance {tol})", r.max_top20_err))
 }
+
+/// Two sequences at different positions in one step give exactly the logits
+/// each gives alone (continuous batching relies on it; so do temperature-0
+/// outputs that must not depend on the rest of the batch).
+#[test]
+fn batched_sequences_equal_solo() {
+    let mut m = load(&synthetic("tiny-llama-Q4_K_M.gguf"));
+    let a: Vec<u32> = vec![1, 259, 572, 565, 549, 405, 580];
+    let b: Vec<u32> = vec![1, 300, 301, 302];
+    // Solo: each sequence in its own cells.
+    let solo_a = all_logits(&mut m, &a);
+    let solo_b = {
+        let batch = Batch {
+            rows: b.iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 0, pos: i as u32, logits: true }).collect(),
+            seq_cells: vec![(100..100 + b.len() as u32).collect()],
+        };
+        m.forward(&batch).unwrap()
+    };
+    // Together: a's first 5 tokens already cached, then a's last 2 and all of b in one step.
+    let first = Batch {
+        rows: a[..5].iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 0, pos: i as u32, logits: false }).collect(),
+        seq_cells: vec![(200..205).collect()],
+    };
+    m.forward(&first).unwrap();
+    let mut rows: Vec<BatchRow> = a[5..].iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 0, pos: 5 + i as u32, logits: true }).collect();
+    rows.extend(b.iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 1, pos: i as u32, logits: true }));
+    let both = m.forward(&Batch { rows, seq_cells: vec![(200..207).collect(), (300..300 + b.len() as u32).collect()] }).unwrap();
+    let nv = m.cfg.n_vocab;
+    assert_eq!(&both[..2 * nv], &solo_a[5..].concat()[..], "sequence a changed in a batch");
+    assert_eq!(&both[2 * nv..], &solo_b[..], "sequence b changed in a batch");
+}
