@@ -345,7 +345,10 @@ impl Worker {
                 batch.rows.push(BatchRow { token: s.tokens[pos], seq, pos: pos as u32, logits: pos + 1 == end && end >= s.n_prompt });
             }
         }
-        let logits = if batch.rows.is_empty() { Vec::new() } else { self.model.forward(&batch)? };
+        // A sequence that found no free page waits for others to finish; only
+        // when nothing at all can run is the budget truly spent for it.
+        let stalled = batch.rows.is_empty();
+        let logits = if stalled { Vec::new() } else { self.model.forward(&batch)? };
         // Advance, sample and stream.
         let n_vocab = self.model.cfg.n_vocab;
         let mut li = 0;
@@ -353,7 +356,9 @@ impl Worker {
         let mut finished: Vec<(usize, FinishReason)> = Vec::new();
         for (si, s) in self.active.iter_mut().enumerate() {
             if out_of_room.contains(&si) {
-                finished.push((si, FinishReason::Length));
+                if stalled {
+                    finished.push((si, FinishReason::Length));
+                }
                 continue;
             }
             let remaining = s.tokens.len() - s.n_past;
