@@ -1,0 +1,268 @@
+//! One conformance suite for every backend: each op against a plain scalar
+//! reference written here. `conformance!(name, || open_backend())` generates
+//! the tests for one backend; the wgpu and CUDA backends add one line each.
+
+use std::sync::Arc;
+
+use half::f16;
+use owl_backends::{AttnBatch, AttnParams, Backend, GgmlType, RopeMode, RopeParams, Tensor, WeightData};
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn upload_f32(be: &mut dyn Backend, rows: usize, cols: usize, data: &[f32]) -> Tensor {
+    let t = be.alloc(rows, cols).unwrap();
+    be.write(&t, data).unwrap();
+    t
+}
+
+fn read(be: &mut dyn Backend, t: &Tensor) -> Vec<f32> {
+    let mut v = vec![0f32; t.rows * t.cols];
+    be.read(t, &mut v).unwrap();
+    v
+}
+
+fn quantized_weight(ty: GgmlType, rows: usize, cols: usize, values: &[f32]) -> (WeightData, Vec<f32>) {
+    let rb = ty.row_bytes(cols).unwrap();
+    let mut bytes = vec![0u8; rb * rows];
+    if ty == GgmlType::F32 {
+        bytes.copy_from_slice(bytemuck::cast_slice(values));
+    } else {
+        for (r, row) in values.chunks(cols).enumerate() {
+            owl_quant::quantize(ty, row, &mut bytes[r * rb..(r + 1) * rb]).unwrap();
+        }
+    }
+    let mut deq = vec![0f32; rows * cols];
+    owl_quant::dequantize(ty, &bytes, &mut deq).unwrap();
+    let len = bytes.len();
+    (WeightData::new("w", ty, rows, cols, Arc::new(bytes), 0, len).unwrap(), deq)
+}
+
+fn max_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn check_matmul(be: &mut dyn Backend) {
+    // Weight types the quantizer can write; activations go through the backend's own quantization.
+    for (ty, budget) in [(GgmlType::F32, 1e-4), (GgmlType::F16, 2e-2), (GgmlType::Q8_0, 0.02), (GgmlType::Q4_0, 0.02), (GgmlType::Q4_1, 0.02), (GgmlType::Q5_0, 0.02), (GgmlType::Q5_1, 0.02)] {
+        let (n, m, k) = (3, 7, 256);
+        let (w, wd) = quantized_weight(ty, m, k, &rand_vec(m * k, 1));
+        let x = rand_vec(n * k, 2);
+        let wt = be.upload_weight(w).unwrap();
+        let xt = upload_f32(be, n, k, &x);
+        let out = be.alloc(n, m).unwrap();
+        be.matmul(&xt, &wt, &out).unwrap();
+        let got = read(be, &out);
+        let want: Vec<f32> = (0..n * m).map(|i| (0..k).map(|j| x[(i / m) * k + j] * wd[(i % m) * k + j]).sum()).collect();
+        // GGML's dot budget is per element of the dot: scale by k.
+        let err = max_err(&got, &want) / k as f32;
+        assert!(err < budget, "{}: matmul error {err} per element", ty.name());
+    }
+}
+
+pub fn check_embed_norm_glu_add(be: &mut dyn Backend) {
+    let (rows, cols) = (5, 64);
+    let table = rand_vec(rows * cols, 3);
+    let (w, wd) = quantized_weight(GgmlType::Q8_0, rows, cols, &table);
+    let wt = be.upload_weight(w).unwrap();
+    let out = be.alloc(3, cols).unwrap();
+    be.embed(&wt, &[4, 0, 4], 2.0, &out).unwrap();
+    let got = read(be, &out);
+    for (i, &t) in [4usize, 0, 4].iter().enumerate() {
+        assert_eq!(&got[i * cols..(i + 1) * cols], &wd[t * cols..(t + 1) * cols].iter().map(|v| v * 2.0).collect::<Vec<_>>()[..]);
+    }
+    let one = be.alloc(1, cols).unwrap();
+    assert!(be.embed(&wt, &[5], 1.0, &one).is_err(), "token outside the table");
+
+    // RMS norm over the row and over heads of 16.
+    let x = rand_vec(3 * cols, 4);
+    for group in [cols, 16] {
+        let nw = rand_vec(group, 5);
+        let nwt = be.upload_weight(WeightData::from_f32("n", 1, group, &nw).unwrap()).unwrap();
+        let xt = upload_f32(be, 3, cols, &x);
+        let o = be.alloc(3, cols).unwrap();
+        be.rms_norm(&xt, &nwt, 1e-5, &o).unwrap();
+        let want: Vec<f32> = x
+            .chunks(group)
+            .flat_map(|g| {
+                let s = 1.0 / (g.iter().map(|v| v * v).sum::<f32>() / group as f32 + 1e-5).sqrt();
+                g.iter().zip(&nw).map(move |(v, w)| v * s * w).collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(max_err(&read(be, &o), &want) < 1e-5, "rms_norm group {group}");
+    }
+
+    // SwiGLU, GeGLU, add, scale, softcap, bias, get_rows.
+    let g = rand_vec(2 * cols, 6).iter().map(|v| v * 4.0).collect::<Vec<_>>();
+    let u = rand_vec(2 * cols, 7);
+    let gt = upload_f32(be, 2, cols, &g);
+    let ut = upload_f32(be, 2, cols, &u);
+    let o = be.alloc(2, cols).unwrap();
+    be.swiglu(&gt, &ut, &o).unwrap();
+    let want: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+    assert!(max_err(&read(be, &o), &want) < 1e-5, "swiglu");
+    be.geglu(&gt, &ut, &o).unwrap();
+    let want: Vec<f32> = g.iter().zip(&u).map(|(&g, u)| 0.5 * g * (1.0 + (0.797_884_6 * (g + 0.044715 * g * g * g)).tanh()) * u).collect();
+    assert!(max_err(&read(be, &o), &want) < 1e-4, "geglu");
+    be.add(&gt, &ut).unwrap();
+    be.scale(&gt, 0.5).unwrap();
+    let want: Vec<f32> = g.iter().zip(&u).map(|(g, u)| (g + u) * 0.5).collect();
+    assert!(max_err(&read(be, &gt), &want) < 1e-6, "add, scale");
+    be.softcap(&gt, 1.5).unwrap();
+    let want: Vec<f32> = want.iter().map(|v| 1.5 * (v / 1.5).tanh()).collect();
+    assert!(max_err(&read(be, &gt), &want) < 1e-6, "softcap");
+    let b = rand_vec(cols, 8);
+    let bt = be.upload_weight(WeightData::from_f32("b", 1, cols, &b).unwrap()).unwrap();
+    be.add_bias(&ut, &bt).unwrap();
+    let want: Vec<f32> = u.iter().enumerate().map(|(i, v)| v + b[i % cols]).collect();
+    assert!(max_err(&read(be, &ut), &want) < 1e-6, "add_bias");
+    let sel = be.alloc(1, cols).unwrap();
+    be.get_rows(&ut, &[1], &sel).unwrap();
+    assert_eq!(read(be, &sel), want[cols..].to_vec(), "get_rows");
+}
+
+fn rope_ref(x: &mut [f32], cols: usize, pos: &[u32], p: &RopeParams) {
+    for (row, &ps) in x.chunks_mut(cols).zip(pos) {
+        for head in row.chunks_mut(p.head_dim) {
+            for i in 0..p.n_rot / 2 {
+                let theta = ps as f64 * (p.base as f64).powf(-2.0 * i as f64 / p.n_rot as f64) * p.freq_scale as f64;
+                let (a, b) = match p.mode {
+                    RopeMode::Normal => (2 * i, 2 * i + 1),
+                    RopeMode::Neox => (i, i + p.n_rot / 2),
+                };
+                let (x0, x1) = (head[a] as f64, head[b] as f64);
+                head[a] = (x0 * theta.cos() - x1 * theta.sin()) as f32;
+                head[b] = (x0 * theta.sin() + x1 * theta.cos()) as f32;
+            }
+        }
+    }
+}
+
+pub fn check_rope(be: &mut dyn Backend) {
+    for mode in [RopeMode::Normal, RopeMode::Neox] {
+        for n_rot in [32, 16] {
+            let p = RopeParams { head_dim: 32, n_rot, base: 10000.0, freq_scale: 1.0, mode };
+            let x = rand_vec(3 * 64, 9);
+            let pos = [0u32, 7, 300];
+            let xt = upload_f32(be, 3, 64, &x);
+            be.rope(&xt, &pos, &p).unwrap();
+            let mut want = x.clone();
+            rope_ref(&mut want, 64, &pos, &p);
+            let e = max_err(&read(be, &xt), &want);
+            assert!(e < 2e-3, "rope {mode:?} n_rot {n_rot}: {e}");
+        }
+    }
+}
+
+/// Attention over cached cells, with GQA, a sliding window and a softcap, two sequences.
+pub fn check_attention(be: &mut dyn Backend) {
+    let (n_head, n_head_kv, hd) = (4, 2, 16);
+    let n_cells = 64;
+    let kc = be.alloc_kv(n_cells, n_head_kv * hd).unwrap();
+    let vc = be.alloc_kv(n_cells, n_head_kv * hd).unwrap();
+    // Sequence 0: 10 positions in cells 20..30; sequence 1: 4 positions in cells 50..54.
+    let seq0: Vec<u32> = (20..30).collect();
+    let seq1: Vec<u32> = (50..54).collect();
+    let all: Vec<u32> = seq0.iter().chain(&seq1).copied().collect();
+    let k = rand_vec(all.len() * n_head_kv * hd, 10);
+    let v = rand_vec(all.len() * n_head_kv * hd, 11);
+    let kt = upload_f32(be, all.len(), n_head_kv * hd, &k);
+    let vt = upload_f32(be, all.len(), n_head_kv * hd, &v);
+    be.kv_store(&kc, &vc, &kt, &vt, &all).unwrap();
+    let rows = [(0u32, 9u32), (0, 4), (1, 3)];
+    let q = rand_vec(rows.len() * n_head * hd, 12);
+    let qt = upload_f32(be, rows.len(), n_head * hd, &q);
+    let cells: [&[u32]; 2] = [&seq0, &seq1];
+    let kv_row = |s: u32, p: u32| if s == 0 { p as usize } else { seq0.len() + p as usize };
+    for (window, softcap) in [(None, None), (Some(3), None), (None, Some(0.5))] {
+        let p = AttnParams { n_head, n_head_kv, head_dim: hd, scale: 0.25, softcap, window };
+        let out = be.alloc(rows.len(), n_head * hd).unwrap();
+        be.attention(&qt, &kc, &vc, &AttnBatch { seq_cells: &cells, rows: &rows }, &p, &out).unwrap();
+        let got = read(be, &out);
+        let f = |x: f32| f16::from_f32(x).to_f32();
+        for (r, &(s, pos)) in rows.iter().enumerate() {
+            for h in 0..n_head {
+                let g = h / (n_head / n_head_kv);
+                let start = window.map_or(0, |w: usize| (pos as usize + 1).saturating_sub(w));
+                let qh = &q[r * n_head * hd + h * hd..][..hd];
+                let scores: Vec<f32> = (start..=pos as usize)
+                    .map(|j| {
+                        let kr = kv_row(s, j as u32) * n_head_kv * hd + g * hd;
+                        let d: f32 = (0..hd).map(|i| qh[i] * f(k[kr + i])).sum::<f32>() * 0.25;
+                        softcap.map_or(d, |c: f32| c * (d / c).tanh())
+                    })
+                    .collect();
+                let mx = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = scores.iter().map(|s| (s - mx).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                for i in 0..hd {
+                    let want: f32 = (start..=pos as usize).zip(&e).map(|(j, w)| w / sum * f(v[kv_row(s, j as u32) * n_head_kv * hd + g * hd + i])).sum();
+                    let gotv = got[r * n_head * hd + h * hd + i];
+                    assert!((gotv - want).abs() < 1e-4, "attention window {window:?} softcap {softcap:?} row {r} head {h}: {gotv} vs {want}");
+                }
+            }
+        }
+    }
+    // A position beyond the sequence's cells is an error, not a panic.
+    let out = be.alloc(1, n_head * hd).unwrap();
+    let q1 = upload_f32(be, 1, n_head * hd, &q[..n_head * hd]);
+    let p = AttnParams { n_head, n_head_kv, head_dim: hd, scale: 0.25, softcap: None, window: None };
+    assert!(be.attention(&q1, &kc, &vc, &AttnBatch { seq_cells: &cells, rows: &[(1, 9)] }, &p, &out).is_err());
+}
+
+pub fn check_shape_errors(be: &mut dyn Backend) {
+    let a = be.alloc(2, 8).unwrap();
+    let b = be.alloc(2, 16).unwrap();
+    assert!(be.add(&a, &b).is_err());
+    assert!(be.swiglu(&a, &b, &a).is_err());
+    assert!(be.write(&a, &[1.0; 3]).is_err());
+    let (w, _) = quantized_weight(GgmlType::Q8_0, 4, 64, &rand_vec(256, 1));
+    let wt = be.upload_weight(w).unwrap();
+    assert!(be.matmul(&a, &wt, &b).is_err());
+    assert!(WeightData::new("bad", GgmlType::Q4_0, 2, 33, Arc::new(vec![0u8; 100]), 0, 100).is_err(), "row not a block multiple");
+    assert!(WeightData::new("bad", GgmlType::Q4_0, 2, 32, Arc::new(vec![0u8; 30]), 0, 36).is_err(), "range past the bytes");
+}
+
+macro_rules! conformance {
+    ($name:ident, $open:expr) => {
+        mod $name {
+            use super::*;
+            fn be() -> Box<dyn Backend> {
+                $open
+            }
+            #[test]
+            fn matmul() {
+                check_matmul(&mut *be())
+            }
+            #[test]
+            fn embed_norm_glu_add() {
+                check_embed_norm_glu_add(&mut *be())
+            }
+            #[test]
+            fn rope() {
+                check_rope(&mut *be())
+            }
+            #[test]
+            fn attention() {
+                check_attention(&mut *be())
+            }
+            #[test]
+            fn shape_errors() {
+                check_shape_errors(&mut *be())
+            }
+        }
+    };
+}
+
+conformance!(cpu, owl_backends::open("cpu", Some(2)).unwrap());
