@@ -50,8 +50,8 @@ enum Command {
     },
     /// Generate text from a prompt (chat template applied unless --raw), streamed to stdout.
     Run(run::RunArgs),
-    /// Interactive terminal chat (not implemented yet).
-    Chat(Placeholder),
+    /// Chat with a model in the terminal (a line-by-line REPL when stdin or stdout is not a terminal).
+    Chat(ChatArgs),
     /// OpenAI-compatible HTTP server (loopback only unless --host says otherwise).
     Serve(ServeArgs),
     /// Benchmark prompt processing (pp) and generation (tg) like llama-bench.
@@ -77,6 +77,43 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+struct ChatArgs {
+    /// Model name from models.lock, or a path to a .gguf file (default: the lock's default model).
+    #[arg(long, short)]
+    model: Option<String>,
+    /// System prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// Compute device: cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Context size in tokens (the conversation and the answer must fit in it).
+    #[arg(long, default_value_t = 4096)]
+    ctx: usize,
+    /// CPU worker threads (default: all cores).
+    #[arg(long, short)]
+    threads: Option<usize>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temp: f32,
+    /// Keep the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens below this fraction of the top probability (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Sampling seed (default: random per answer).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Longest answer in tokens (default: until the model stops or the context is full).
+    #[arg(long)]
+    max_tokens: Option<usize>,
+}
+
+#[derive(clap::Args)]
 struct Placeholder {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     args: Vec<String>,
@@ -94,7 +131,7 @@ fn main() -> ExitCode {
             no_tensors,
         } => cmd_inspect(&model, max_items, !no_tensors),
         Command::Run(a) => run::cmd_run(a),
-        Command::Chat(_) => cmd_chat(),
+        Command::Chat(args) => cmd_chat(args),
         Command::Serve(args) => cmd_serve(args),
         Command::Bench(a) => bench::cmd_bench(a),
         Command::Tokenize {
@@ -294,8 +331,26 @@ fn print_inspect(
     Ok(())
 }
 
-fn cmd_chat() -> Result<ExitCode> {
-    not_implemented("chat")
+fn cmd_chat(a: ChatArgs) -> Result<ExitCode> {
+    let loader = owl_tui::engine::EngineLoader {
+        device: a.device,
+        n_ctx: a.ctx,
+        threads: a.threads,
+    };
+    let opts = owl_tui::runtime::ChatOptions {
+        model: a.model.unwrap_or_else(|| registry::default_model().to_string()),
+        system: a.system,
+        settings: owl_tui::app::Settings {
+            temperature: a.temp,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            min_p: a.min_p,
+            seed: a.seed,
+            max_tokens: a.max_tokens,
+        },
+    };
+    owl_tui::runtime::run(opts, std::sync::Arc::new(loader))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args)]

@@ -205,12 +205,11 @@ impl ChatBackend for Engine {
         };
         let i = self.info();
         format!(
-            "Engine: {} {} on {} ({} threads) · {} requests ({} cancelled) · {} prompt and {} generated tokens · \
+            "Engine: {} {} on {} · {} requests ({} cancelled) · {} prompt and {} generated tokens · \
              mean time to first token {ttft}, between tokens {itl} · KV pages {}/{} of {} tokens",
             i.name,
             i.quant,
             i.device,
-            i.threads,
             m.requests_total,
             m.requests_cancelled,
             m.prompt_tokens_total,

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod editor;
+pub mod engine;
 pub mod fake;
 pub mod runtime;
 pub mod view;
