@@ -28,7 +28,7 @@ fn synthetic(file: &str) -> PathBuf {
     p
 }
 
-fn load(path: &PathBuf) -> Model {
+fn load(path: &std::path::Path) -> Model {
     let g = Gguf::open(path).unwrap();
     let be = owl_backends::open("cpu", None).unwrap();
     Model::load(&g, be, 512).unwrap()

@@ -217,7 +217,7 @@ impl Backend for CpuBackend {
 
     fn rms_norm(&mut self, x: &Tensor, w: &Tensor, eps: f32, out: &Tensor) -> Result<()> {
         same_shape("rms_norm", x, out)?;
-        if w.cols == 0 || x.cols % w.cols != 0 {
+        if w.cols == 0 || !x.cols.is_multiple_of(w.cols) {
             return Err(shape_err("rms_norm", format!("weight of {} for rows of {}", w.cols, x.cols)));
         }
         let wv = ops::weight_f32(self.weight(w)?)?;
@@ -235,7 +235,7 @@ impl Backend for CpuBackend {
     }
 
     fn rope(&mut self, x: &Tensor, pos: &[u32], p: &RopeParams) -> Result<()> {
-        if pos.len() != x.rows || p.head_dim == 0 || x.cols % p.head_dim != 0 || p.n_rot > p.head_dim || p.n_rot % 2 != 0 {
+        if pos.len() != x.rows || p.head_dim == 0 || !x.cols.is_multiple_of(p.head_dim) || p.n_rot > p.head_dim || !p.n_rot.is_multiple_of(2) {
             return Err(shape_err("rope", format!("[{} x {}] with {} positions, head_dim {}, n_rot {}", x.rows, x.cols, pos.len(), p.head_dim, p.n_rot)));
         }
         self.with_out(x, |_, o| {
@@ -268,7 +268,7 @@ impl Backend for CpuBackend {
 
     fn attention(&mut self, q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &AttnBatch<'_>, p: &AttnParams, out: &Tensor) -> Result<()> {
         same_shape("attention", q, out)?;
-        if q.cols != p.n_head * p.head_dim || k_cache.cols != p.n_head_kv * p.head_dim || p.n_head_kv == 0 || p.n_head % p.n_head_kv != 0 {
+        if q.cols != p.n_head * p.head_dim || k_cache.cols != p.n_head_kv * p.head_dim || p.n_head_kv == 0 || !p.n_head.is_multiple_of(p.n_head_kv) {
             return Err(shape_err("attention", format!("q cols {} for {} heads of {}, cache cols {} for {} kv heads", q.cols, p.n_head, p.head_dim, k_cache.cols, p.n_head_kv)));
         }
         if batch.rows.len() != q.rows {

@@ -70,7 +70,7 @@ impl Config {
             attn_softcap: md.arch_get_opt::<f32>("attn_logit_softcapping")?.filter(|&c| c > 0.0),
             final_softcap: md.arch_get_opt::<f32>("final_logit_softcapping")?.filter(|&c| c > 0.0),
         };
-        if cfg.n_head == 0 || cfg.n_head_kv == 0 || cfg.n_head % cfg.n_head_kv != 0 || cfg.head_dim == 0 || cfg.n_rot > cfg.head_dim {
+        if cfg.n_head == 0 || cfg.n_head_kv == 0 || !cfg.n_head.is_multiple_of(cfg.n_head_kv) || cfg.head_dim == 0 || cfg.n_rot > cfg.head_dim {
             return Err(EngineError::BadModel(format!(
                 "inconsistent heads: {} heads, {} kv heads, head_dim {}, n_rot {}",
                 cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.n_rot
@@ -81,7 +81,7 @@ impl Config {
 
     /// Whether layer `il` attends through a sliding window (Gemma 3: all but every `swa_pattern`-th).
     pub fn is_swa(&self, il: usize) -> bool {
-        self.swa_window.is_some() && self.swa_pattern > 0 && (il + 1) % self.swa_pattern != 0
+        self.swa_window.is_some() && self.swa_pattern > 0 && !(il + 1).is_multiple_of(self.swa_pattern)
     }
 }
 
