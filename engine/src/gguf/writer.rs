@@ -15,11 +15,17 @@ struct PendingTensor<'a> {
 
 /// Builds a GGUF file. Tensor data may be borrowed (e.g. from another map) or owned.
 ///
-/// ```ignore
+/// ```no_run
+/// # use owl_engine::gguf::{GgmlType, GgufWriter};
+/// # fn main() -> Result<(), owl_engine::gguf::GgufError> {
+/// # let bytes = vec![0u8; 256 * 608 * 4];
+/// # let path = std::path::Path::new("tiny.gguf");
 /// let mut w = GgufWriter::new();
 /// w.set("general.architecture", "llama");
 /// w.add_tensor("token_embd.weight", &[256, 608], GgmlType::F32, bytes)?;
 /// w.write_file(path)?;
+/// # Ok(())
+/// # }
 /// ```
 pub struct GgufWriter<'a> {
     version: u32,
