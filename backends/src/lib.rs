@@ -175,6 +175,13 @@ pub trait Backend: Send {
         0
     }
 
+    /// (optional) The thread pool the backend's ops run on. A caller that runs
+    /// its whole step loop inside it (`pool.install`) saves a cross-thread
+    /// hand-off per op. Defaults to None: no pool, nothing to enter.
+    fn thread_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
+        None
+    }
+
     /// Takes a weight: the CPU backend borrows the mapped bytes; GPU backends upload once.
     fn upload_weight(&mut self, w: WeightData) -> Result<Tensor>;
     /// A zeroed f16 tensor that lives as long as the backend (KV cache).

@@ -4,6 +4,8 @@
 pub mod kernels;
 mod ops;
 
+use std::sync::Arc;
+
 use half::f16;
 use rayon::ThreadPool;
 
@@ -17,7 +19,7 @@ enum Slot {
 }
 
 pub struct CpuBackend {
-    pool: ThreadPool,
+    pool: Arc<ThreadPool>,
     slots: Vec<Slot>,
     /// Slots below this index are weights and KV; above are scratch.
     scratch: Vec<u32>,
@@ -35,7 +37,7 @@ impl CpuBackend {
             .thread_name(|i| format!("owl-cpu-{i}"))
             .build()
             .map_err(|e| BackendError::NotAvailable { device: "cpu".into(), reason: e.to_string() })?;
-        Ok(CpuBackend { pool, slots: Vec::new(), scratch: Vec::new(), spare: Vec::new(), qbuf: Vec::new() })
+        Ok(CpuBackend { pool: Arc::new(pool), slots: Vec::new(), scratch: Vec::new(), spare: Vec::new(), qbuf: Vec::new() })
     }
 
     fn push(&mut self, s: Slot) -> u32 {
@@ -118,6 +120,10 @@ impl Backend for CpuBackend {
 
     fn threads(&self) -> usize {
         self.pool.current_num_threads()
+    }
+
+    fn thread_pool(&self) -> Option<Arc<ThreadPool>> {
+        Some(self.pool.clone())
     }
 
     fn upload_weight(&mut self, w: WeightData) -> Result<Tensor> {

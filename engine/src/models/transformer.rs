@@ -192,6 +192,11 @@ impl Model {
         self.backend.name()
     }
 
+    /// The backend's thread pool, if it has one (see `Backend::thread_pool`).
+    pub fn thread_pool(&self) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+        self.backend.thread_pool()
+    }
+
     pub fn threads(&self) -> usize {
         self.backend.threads()
     }

@@ -187,7 +187,12 @@ pub(super) fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
     };
     let thread = std::thread::Builder::new()
         .name("owl-engine".into())
-        .spawn(move || w.run())
+        .spawn(move || match w.model.thread_pool() {
+            // The step loop runs inside the CPU pool, so each op's parallel
+            // region starts without handing work across threads.
+            Some(pool) => pool.install(|| w.run()),
+            None => w.run(),
+        })
         .map_err(|e| EngineError::Internal(format!("cannot start the engine thread: {e}")))?;
     Ok(Engine { tx, info, tokenizer, template, shared, queue_capacity: cfg.queue_capacity.max(1), thread: Some(thread) })
 }
