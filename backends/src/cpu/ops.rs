@@ -62,13 +62,11 @@ pub fn matmul(x: &[f32], n: usize, w: &WeightData, out: &mut [f32], qbuf: &mut V
         let p = optr;
         let j0 = c * chunk;
         let j1 = (j0 + chunk).min(m);
-        for j in j0..j1 {
-            let wr = &wb[j * w_row..][..w_row];
-            for r in 0..n {
-                let v = kern.vec_dot(w.ty, wr, &qa[r * a_row..][..a_row], k);
-                // SAFETY: (r, j) pairs are disjoint across tasks and inside out's n*m elements.
-                unsafe { *p.0.add(r * m + j) = v };
-            }
+        let wr = &wb[j0 * w_row..j1 * w_row];
+        for r in 0..n {
+            // SAFETY: out[r*m + j0 .. r*m + j1] is this task's own, inside out's n*m elements.
+            let o = unsafe { std::slice::from_raw_parts_mut(p.0.add(r * m + j0), j1 - j0) };
+            kern.vec_dot_rows(w.ty, wr, &qa[r * a_row..][..a_row], k, o);
         }
     });
     Ok(())
