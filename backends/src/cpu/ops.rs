@@ -57,17 +57,16 @@ pub fn matmul(x: &[f32], n: usize, w: &WeightData, out: &mut [f32], qbuf: &mut V
     let w_row = w.row_bytes();
     let wb = w.bytes();
     let optr = SendPtr(out.as_mut_ptr());
-    let chunk = if n == 1 { 16 } else { 4 }.max(m / (rayon::current_num_threads() * 64).max(1)).min(256);
+    // Decode: small runs of weight rows so both threads stay busy. Prefill: runs
+    // that stay in L1 while every group of four activation rows passes over them.
+    let chunk = if n == 1 { 16.max(m / (rayon::current_num_threads() * 64).max(1)).min(256) } else { 16 };
     (0..m.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let p = optr;
         let j0 = c * chunk;
         let j1 = (j0 + chunk).min(m);
-        let wr = &wb[j0 * w_row..j1 * w_row];
-        for r in 0..n {
-            // SAFETY: out[r*m + j0 .. r*m + j1] is this task's own, inside out's n*m elements.
-            let o = unsafe { std::slice::from_raw_parts_mut(p.0.add(r * m + j0), j1 - j0) };
-            kern.vec_dot_rows(w.ty, wr, &qa[r * a_row..][..a_row], k, o);
-        }
+        // SAFETY: this task writes out[r*m + j] for j in j0..j1 only, all inside
+        // out's n*m elements; tasks own disjoint column ranges.
+        unsafe { kern.dot_tile(w.ty, &wb[j0 * w_row..j1 * w_row], qa, k, p.0.add(j0), m) };
     });
     Ok(())
 }

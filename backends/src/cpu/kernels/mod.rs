@@ -30,6 +30,12 @@ use owl_quant::GgmlType;
 pub(crate) type DotFn = fn(w: &[u8], a: &[u8], n: usize) -> f32;
 /// Quantizes an f32 row into activation blocks; `out` has the exact length.
 pub(crate) type QuantFn = fn(x: &[f32], out: &mut [u8]);
+/// Matmul tile: weight rows of `wr` bytes back to back in `w`, activation rows
+/// of `ar` bytes in `a`; writes out[i * ostride + j] = w_j · a_i.
+///
+/// Unsafe because `out` is a raw pointer: the caller keeps every written
+/// element inside its own allocation (tasks write disjoint columns of one matrix).
+pub(crate) type TileFn = unsafe fn(w: &[u8], wr: usize, a: &[u8], ar: usize, out: *mut f32, ostride: usize);
 
 const N_IDS: usize = 31;
 
@@ -39,6 +45,7 @@ pub struct Kernels {
     pub name: &'static str,
     dots: [Option<DotFn>; N_IDS],
     quants: [Option<QuantFn>; N_IDS],
+    tiles: [Option<TileFn>; N_IDS],
 }
 
 impl Kernels {
@@ -47,11 +54,16 @@ impl Kernels {
             name,
             dots: [None; N_IDS],
             quants: [None; N_IDS],
+            tiles: [None; N_IDS],
         }
     }
 
     pub(crate) fn set_dot(&mut self, ty: GgmlType, f: DotFn) {
         self.dots[ty.id() as usize] = Some(f);
+    }
+
+    pub(crate) fn set_tile(&mut self, ty: GgmlType, f: TileFn) {
+        self.tiles[ty.id() as usize] = Some(f);
     }
 
     pub(crate) fn set_quant(&mut self, ty: GgmlType, f: QuantFn) {
@@ -174,6 +186,35 @@ impl Kernels {
                 for (o, row) in out.iter_mut().zip(w.chunks_exact(wr)) {
                     *o = owl_quant::vec_dot_ref(ty, row, a, n).unwrap_or(f32::NAN);
                 }
+            }
+        }
+    }
+
+    /// The matmul inner block: every weight row in `w` (`n` elements of `ty`
+    /// each, back to back) dotted with every activation row in `a` (quantized as
+    /// `ty.vec_dot_type()`), written to out[i * ostride + j] for activation row
+    /// i and weight row j. An element's value is the same whatever the number
+    /// of rows in the call (batched equals solo, bit for bit).
+    ///
+    /// # Safety
+    /// `out` must be valid for writes at every out[i * ostride + j], and no other
+    /// thread may touch those elements during the call.
+    pub unsafe fn dot_tile(&self, ty: GgmlType, w: &[u8], a: &[u8], n: usize, out: *mut f32, ostride: usize) {
+        let (Some(wr), Some(ar)) = (ty.row_bytes(n), ty.vec_dot_type().row_bytes(n)) else {
+            return;
+        };
+        if wr == 0 || ar == 0 || !w.len().is_multiple_of(wr) || !a.len().is_multiple_of(ar) {
+            debug_assert!(false, "dot_tile {}: bad lengths", ty.name());
+            return;
+        }
+        if let Some(f) = self.tiles[ty.id() as usize] {
+            // SAFETY: lengths checked above; `out` is the caller's promise.
+            return unsafe { f(w, wr, a, ar, out, ostride) };
+        }
+        for (i, arow) in a.chunks_exact(ar).enumerate() {
+            for (j, wrow) in w.chunks_exact(wr).enumerate() {
+                // SAFETY: the caller's promise.
+                unsafe { *out.add(i * ostride + j) = self.vec_dot(ty, wrow, arow, n) };
             }
         }
     }

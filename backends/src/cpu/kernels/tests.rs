@@ -274,3 +274,38 @@ fn bad_lengths_give_nan_not_ub() {
         assert!(k.vec_dot(GgmlType::Q4_0, &w, &a, 63).is_nan(), "{}", k.name);
     }
 }
+
+/// The matmul tile on every path: each element bit-equal to the one-row dot of
+/// the same table, whatever the number of activation rows in the call (this is
+/// what makes a batched row equal its solo run).
+#[test]
+fn dot_tile_equals_single_dots_for_any_batch() {
+    let mut rng = Rng(4242);
+    for k in Kernels::available() {
+        for ty in DOT_TYPES.into_iter().chain([GgmlType::F16, GgmlType::F32]) {
+            let n = 512;
+            let nw = 3;
+            let aty = ty.vec_dot_type();
+            let (wr, ar) = (ty.row_bytes(n).unwrap(), aty.row_bytes(n).unwrap());
+            let w: Vec<u8> = (0..nw).flat_map(|_| random_weights(ty, n, &mut rng)).collect();
+            for na in 1..=9 {
+                let mut a = vec![0u8; ar * na];
+                for q in a.chunks_exact_mut(ar) {
+                    let x: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 2.0)).collect();
+                    k.quantize_act(aty, &x, q);
+                }
+                let ostride = nw + 2;
+                let mut out = vec![f32::NAN; na * ostride];
+                // SAFETY: out holds na rows of ostride >= nw elements.
+                unsafe { k.dot_tile(ty, &w, &a, n, out.as_mut_ptr(), ostride) };
+                for i in 0..na {
+                    for j in 0..nw {
+                        let want = k.vec_dot(ty, &w[j * wr..][..wr], &a[i * ar..][..ar], n);
+                        let got = out[i * ostride + j];
+                        assert_eq!(got.to_bits(), want.to_bits(), "{} {ty} na={na} ({i},{j}): {got} vs {want}", k.name);
+                    }
+                }
+            }
+        }
+    }
+}

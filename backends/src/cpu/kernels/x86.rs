@@ -412,6 +412,271 @@ macro_rules! x86_int8_kernels {
             hsum_ps(acc)
         }
 
+        // ---- Matmul tiles: one weight row against R (1..=4) activation rows. ----
+        //
+        // Each output is computed by exactly the operations of the one-row dot
+        // above (same block order, same FMA chain into one 8-lane accumulator,
+        // same horizontal sum, same scalar corrections), so an element's value
+        // never depends on how many rows share its tile: batched equals solo.
+        // The weight block is expanded once and reused for every activation row.
+
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q8_0<const R: usize>(x: &[BlockQ8_0], y: [&[BlockQ8_0]; R]) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for (i, a) in x.iter().enumerate() {
+                let qx = load_i8(a.qs.as_ptr());
+                let ax = _mm256_sign_epi8(qx, qx);
+                for r in 0..R {
+                    let b = y[r].get_unchecked(i);
+                    let d = _mm256_set1_ps(f16_mul(a.d, b.d));
+                    let p = mul_u8i8(ax, _mm256_sign_epi8(load_i8(b.qs.as_ptr()), qx));
+                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
+                }
+            }
+            let mut out = [0f32; R];
+            for r in 0..R {
+                out[r] = hsum_ps(acc[r]);
+            }
+            out
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q4_0<const R: usize>(x: &[BlockQ4_0], y: [&[BlockQ8_0]; R]) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let off = _mm256_set1_epi8(8);
+            for (i, a) in x.iter().enumerate() {
+                let qx = _mm256_sub_epi8(nibbles32(a.qs.as_ptr()), off);
+                let ax = _mm256_sign_epi8(qx, qx);
+                for r in 0..R {
+                    let b = y[r].get_unchecked(i);
+                    let d = _mm256_set1_ps(f16_mul(a.d, b.d));
+                    let p = mul_u8i8(ax, _mm256_sign_epi8(load_i8(b.qs.as_ptr()), qx));
+                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
+                }
+            }
+            let mut out = [0f32; R];
+            for r in 0..R {
+                out[r] = hsum_ps(acc[r]);
+            }
+            out
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q4_1<const R: usize>(x: &[BlockQ4_1], y: [&[BlockQ8_1]; R]) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut summs = [0f32; R];
+            for (i, a) in x.iter().enumerate() {
+                let qx = nibbles32(a.qs.as_ptr());
+                for r in 0..R {
+                    let b = y[r].get_unchecked(i);
+                    summs[r] += f16_mul(a.m, b.s);
+                    let d = _mm256_set1_ps(f16_mul(a.d, b.d));
+                    let p = mul_u8i8(qx, load_i8(b.qs.as_ptr()));
+                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
+                }
+            }
+            let mut out = [0f32; R];
+            for r in 0..R {
+                out[r] = hsum_ps(acc[r]) + summs[r];
+            }
+            out
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q5_0<const R: usize>(x: &[BlockQ5_0], y: [&[BlockQ8_0]; R]) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let hi = _mm256_set1_epi8(0xF0u8 as i8);
+            for (i, a) in x.iter().enumerate() {
+                let qx = _mm256_or_si256(
+                    nibbles32(a.qs.as_ptr()),
+                    _mm256_andnot_si256(bits32(a.qh), hi),
+                );
+                let ax = _mm256_sign_epi8(qx, qx);
+                for r in 0..R {
+                    let b = y[r].get_unchecked(i);
+                    let d = _mm256_set1_ps(f16_mul(a.d, b.d));
+                    let p = mul_u8i8(ax, _mm256_sign_epi8(load_i8(b.qs.as_ptr()), qx));
+                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
+                }
+            }
+            let mut out = [0f32; R];
+            for r in 0..R {
+                out[r] = hsum_ps(acc[r]);
+            }
+            out
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q4_k<const R: usize>(x: &[BlockQ4K], y: [&[BlockQ8K]; R]) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut sum_min = [0f32; R];
+            let m4 = _mm256_set1_epi8(0x0F);
+            for (i, a) in x.iter().enumerate() {
+                let (sc, mn) = unpack_scales_mins_k4(&a.scales);
+                let mut sumi = [_mm256_setzero_si256(); R];
+                for j in 0..4 {
+                    let q4 = load(a.qs.as_ptr().add(32 * j));
+                    let lo = _mm256_and_si256(q4, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                    let (s0, s1) = (sc[2 * j] as i32, sc[2 * j + 1] as i32);
+                    for r in 0..R {
+                        let b = y[r].get_unchecked(i);
+                        let ylo = load_i8(b.qs.as_ptr().add(64 * j));
+                        let yhi = load_i8(b.qs.as_ptr().add(64 * j + 32));
+                        sumi[r] = _mm256_add_epi32(sumi[r], mul_u8i8_s(lo, ylo, s0, s0));
+                        sumi[r] = _mm256_add_epi32(sumi[r], mul_u8i8_s(hi, yhi, s1, s1));
+                    }
+                }
+                for r in 0..R {
+                    let b = y[r].get_unchecked(i);
+                    let mut summ = 0i32;
+                    for j in 0..16 {
+                        summ += mn[j / 2] as i32 * b.bsum(j) as i32;
+                    }
+                    sum_min[r] += f16_mul_f32(a.dmin, b.d()) * summ as f32;
+                    acc[r] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
+                        _mm256_cvtepi32_ps(sumi[r]),
+                        acc[r],
+                    );
+                }
+            }
+            let mut out = [0f32; R];
+            for r in 0..R {
+                out[r] = hsum_ps(acc[r]) - sum_min[r];
+            }
+            out
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q6_k<const R: usize>(x: &[BlockQ6K], y: [&[BlockQ8K]; R]) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let m4 = _mm256_set1_epi8(0x0F);
+            for (i, a) in x.iter().enumerate() {
+                let mut sumi = [_mm256_setzero_si256(); R];
+                for r in 0..R {
+                    let b = y[r].get_unchecked(i);
+                    let mut off = 0i32;
+                    for j in 0..16 {
+                        off += a.scales[j] as i32 * b.bsum(j) as i32;
+                    }
+                    sumi[r] = _mm256_setr_epi32(-32 * off, 0, 0, 0, 0, 0, 0, 0);
+                }
+                for n in 0..2 {
+                    let q4a = load(a.ql.as_ptr().add(64 * n));
+                    let q4b = load(a.ql.as_ptr().add(64 * n + 32));
+                    let qh = load(a.qh.as_ptr().add(32 * n));
+                    let v = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(q4a, m4),
+                            _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(q4b, m4),
+                            _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(q4a, 4), m4),
+                            _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(q4b, 4), m4),
+                            _mm256_srli_epi16(
+                                _mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8)),
+                                2,
+                            ),
+                        ),
+                    ];
+                    for (k, vk) in v.iter().enumerate() {
+                        let is = 8 * n + 2 * k;
+                        let (s0, s1) = (a.scales[is] as i32, a.scales[is + 1] as i32);
+                        for r in 0..R {
+                            let b = y[r].get_unchecked(i);
+                            let yv = load_i8(b.qs.as_ptr().add(128 * n + 32 * k));
+                            sumi[r] = _mm256_add_epi32(sumi[r], mul_u8i8_s(*vk, yv, s0, s1));
+                        }
+                    }
+                }
+                for r in 0..R {
+                    let b = y[r].get_unchecked(i);
+                    acc[r] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
+                        _mm256_cvtepi32_ps(sumi[r]),
+                        acc[r],
+                    );
+                }
+            }
+            let mut out = [0f32; R];
+            for r in 0..R {
+                out[r] = hsum_ps(acc[r]);
+            }
+            out
+        }
+
+        /// Runs a tile kernel over `w` (weight rows of `wr` bytes back to back)
+        /// and `a` (activation rows of `ar` bytes): out[i * ostride + j] = w_j · a_i.
+        /// Activation rows go four at a time; each group meets every weight row.
+        ///
+        /// # Safety
+        /// The CPU has `$feat`; `out` is valid for every element written.
+        #[allow(clippy::too_many_arguments)]
+        #[inline(always)]
+        unsafe fn drive<W: bytemuck::Pod, A: bytemuck::Pod>(
+            w: &[u8],
+            wr: usize,
+            a: &[u8],
+            ar: usize,
+            out: *mut f32,
+            ostride: usize,
+            k1: unsafe fn(&[W], [&[A]; 1]) -> [f32; 1],
+            k2: unsafe fn(&[W], [&[A]; 2]) -> [f32; 2],
+            k3: unsafe fn(&[W], [&[A]; 3]) -> [f32; 3],
+            k4: unsafe fn(&[W], [&[A]; 4]) -> [f32; 4],
+        ) {
+            let (nw, na) = (w.len() / wr, a.len() / ar);
+            let arow = |i: usize| -> &[A] { bytemuck::cast_slice(&a[i * ar..][..ar]) };
+            let mut i0 = 0;
+            while i0 < na {
+                let g = (na - i0).min(4);
+                for j in 0..nw {
+                    let wrow: &[W] = bytemuck::cast_slice(&w[j * wr..][..wr]);
+                    let o = out.add(i0 * ostride + j);
+                    let put = |v: &[f32]| {
+                        for (t, x) in v.iter().enumerate() {
+                            *o.add(t * ostride) = *x;
+                        }
+                    };
+                    match g {
+                        4 => put(&k4(wrow, [arow(i0), arow(i0 + 1), arow(i0 + 2), arow(i0 + 3)])),
+                        3 => put(&k3(wrow, [arow(i0), arow(i0 + 1), arow(i0 + 2)])),
+                        2 => put(&k2(wrow, [arow(i0), arow(i0 + 1)])),
+                        _ => put(&k1(wrow, [arow(i0)])),
+                    }
+                }
+                i0 += g;
+            }
+        }
+
+        macro_rules! tile_entry {
+            ($name:ident, $imp:ident, $W:ty, $A:ty) => {
+                /// # Safety
+                /// `out` is valid for out[i * ostride + j], i < rows of `a`, j < rows of `w`.
+                unsafe fn $name(w: &[u8], wr: usize, a: &[u8], ar: usize, out: *mut f32, ostride: usize) {
+                    // SAFETY: the table holding this function exists only on CPUs with
+                    // $feat; the caller vouches for `out`.
+                    unsafe {
+                        drive::<$W, $A>(w, wr, a, ar, out, ostride, $imp::<1>, $imp::<2>, $imp::<3>, $imp::<4>)
+                    }
+                }
+            };
+        }
+        tile_entry!(t_q8_0, tile_q8_0, BlockQ8_0, BlockQ8_0);
+        tile_entry!(t_q4_0, tile_q4_0, BlockQ4_0, BlockQ8_0);
+        tile_entry!(t_q4_1, tile_q4_1, BlockQ4_1, BlockQ8_1);
+        tile_entry!(t_q5_0, tile_q5_0, BlockQ5_0, BlockQ8_0);
+        tile_entry!(t_q4_k, tile_q4_k, BlockQ4K, BlockQ8K);
+        tile_entry!(t_q6_k, tile_q6_k, BlockQ6K, BlockQ8K);
+
         /// roundf (half away from zero) of each lane, exactly: trunc, then +-1
         /// where the dropped fraction is at least one half.
         #[inline]
@@ -577,6 +842,12 @@ macro_rules! x86_int8_kernels {
             k.set_dot(GgmlType::Q5_K, e_q5_k);
             k.set_dot(GgmlType::Q6_K, e_q6_k);
             k.set_dot(GgmlType::IQ4_XS, e_iq4_xs);
+            k.set_tile(GgmlType::Q8_0, t_q8_0);
+            k.set_tile(GgmlType::Q4_0, t_q4_0);
+            k.set_tile(GgmlType::Q4_1, t_q4_1);
+            k.set_tile(GgmlType::Q5_0, t_q5_0);
+            k.set_tile(GgmlType::Q4_K, t_q4_k);
+            k.set_tile(GgmlType::Q6_K, t_q6_k);
             k.set_quant(GgmlType::Q8_0, q_q8_0);
             k.set_quant(GgmlType::Q8_1, q_q8_1);
             k.set_quant(GgmlType::Q8_K, q_q8_k);
