@@ -7,6 +7,8 @@
 //! GGML block layout; the KV cache is f16.
 
 pub mod cpu;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 use std::fmt;
 use std::sync::Arc;
@@ -148,19 +150,41 @@ pub struct AttnBatch<'a> {
     pub rows: &'a [(u32, u32)],
 }
 
-/// Device choice for `open`.
+/// Device choice for `open`: `cpu`, `wgpu` (the best adapter) or `wgpu:N`
+/// (adapter N as `owl devices` lists them).
 pub fn open(device: &str, threads: Option<usize>) -> Result<Box<dyn Backend>> {
     match device {
         "cpu" => Ok(Box::new(cpu::CpuBackend::new(threads)?)),
-        "wgpu" | "cuda" | "metal" => Err(BackendError::NotAvailable {
+        d if d == "wgpu" || d.starts_with("wgpu:") => open_wgpu(d),
+        "cuda" | "metal" => Err(BackendError::NotAvailable {
             device: device.to_string(),
-            reason: format!("this build of owl has no {device} backend yet; use --device cpu"),
+            reason: format!("this build of owl has no {device} backend yet; use --device cpu or wgpu"),
         }),
         other => Err(BackendError::NotAvailable {
             device: other.to_string(),
-            reason: "unknown device; choose one of: cpu".into(),
+            reason: "unknown device; choose one of: cpu, wgpu, wgpu:N".into(),
         }),
     }
+}
+
+#[cfg(feature = "wgpu")]
+fn open_wgpu(device: &str) -> Result<Box<dyn Backend>> {
+    let index = match device.strip_prefix("wgpu:") {
+        None => None,
+        Some(i) => Some(i.parse::<usize>().map_err(|_| BackendError::NotAvailable {
+            device: device.to_string(),
+            reason: "expected wgpu:N with N an adapter index from `owl devices`".into(),
+        })?),
+    };
+    Ok(Box::new(crate::wgpu::WgpuBackend::new(index)?))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn open_wgpu(device: &str) -> Result<Box<dyn Backend>> {
+    Err(BackendError::NotAvailable {
+        device: device.to_string(),
+        reason: "this build of owl was compiled without the wgpu backend (feature `wgpu` of owl-backends)".into(),
+    })
 }
 
 /// A compute device. Small and object-safe; chosen at run time by `--device`.

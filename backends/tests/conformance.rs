@@ -266,3 +266,6 @@ macro_rules! conformance {
 }
 
 conformance!(cpu, owl_backends::open("cpu", Some(2)).unwrap());
+// No adapter is a failure, not a skip: scripts/test installs lavapipe so this runs everywhere.
+#[cfg(feature = "wgpu")]
+conformance!(wgpu, owl_backends::open("wgpu", None).unwrap_or_else(|e| panic!("the wgpu conformance tests need an adapter: {e}")));
