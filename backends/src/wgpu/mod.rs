@@ -131,6 +131,8 @@ pub struct WgpuBackend {
     limits: ::wgpu::Limits,
     /// Largest buffer we bind (the storage binding limit, capped so byte offsets fit in u32).
     max_binding: u64,
+    /// Largest weight chunk (max_binding unless a test asks for less).
+    weight_chunk: u64,
     /// Offset alignment of ring bindings (uniform and storage).
     align: u64,
     shaders: kernels::Cache,
@@ -167,6 +169,21 @@ fn words(v: &[u32]) -> Vec<u8> {
 impl WgpuBackend {
     /// Opens adapter `index` of [`adapters`] (the best one when `None`) with its real limits.
     pub fn new(index: Option<usize>) -> Result<Self> {
+        Self::open(index, None)
+    }
+
+    /// As `new`, but splits weights into buffers of at most `limit` bytes, so that splitting
+    /// large weights can be tested without hundreds of MiB of them.
+    pub fn with_binding_limit(index: Option<usize>, limit: u64) -> Result<Self> {
+        Self::open(index, Some(limit))
+    }
+
+    /// How many buffers weight `t` lies in.
+    pub fn chunks(&self, t: &Tensor) -> usize {
+        self.weight(t).map(|(_, _, c)| c.len()).unwrap_or(0)
+    }
+
+    fn open(index: Option<usize>, limit: Option<u64>) -> Result<Self> {
         let inst = instance();
         let list = ranked_adapters(&inst);
         if list.is_empty() {
@@ -207,6 +224,7 @@ impl WgpuBackend {
             });
         }
         let max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size).min(1 << 31) & !15;
+        let weight_chunk = max_binding.min(limit.unwrap_or(u64::MAX)) & !15;
         let align = (limits.min_uniform_buffer_offset_alignment.max(limits.min_storage_buffer_offset_alignment) as u64).max(16);
         let ring = device.create_buffer(&::wgpu::BufferDescriptor {
             label: Some("owl ring (metadata, host arrays)"),
@@ -220,6 +238,7 @@ impl WgpuBackend {
             info,
             limits,
             max_binding,
+            weight_chunk,
             align,
             shaders: kernels::Cache::default(),
             slots: Vec::new(),
@@ -415,7 +434,7 @@ impl Backend for WgpuBackend {
         }
         let row_bytes = w.row_bytes();
         // Chunks of whole rows, each within the binding limit (4 bytes of slack for unaligned reads).
-        let per_chunk = ((self.max_binding - 16) / row_bytes.max(1) as u64) as usize;
+        let per_chunk = ((self.weight_chunk - 16) / row_bytes.max(1) as u64) as usize;
         if per_chunk == 0 {
             return Err(BackendError::Invalid { op: "upload", detail: format!("{}: one row of {row_bytes} bytes exceeds the device's binding limit", w.name) });
         }
