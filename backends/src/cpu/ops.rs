@@ -109,59 +109,140 @@ pub fn rope(x: &mut [f32], cols: usize, pos: &[u32], p: &RopeParams) {
     }
 }
 
-/// Causal grouped-query attention over the f16 cache; one task per (row, head).
+/// Rows of one sequence that share an attention task (prefill): each K and V
+/// row is converted from f16 once per group instead of once per query row.
+const ATTN_GROUP: usize = 16;
+
+/// Causal grouped-query attention over the f16 cache. One task per (group of
+/// up to 16 consecutive rows of one sequence, query head). Every row's result
+/// is computed by the same operations in the same order whatever its group
+/// (scores in cell order, max, exp and sum in cell order, V accumulated in cell
+/// order), so a batched row equals its solo run bit for bit.
 pub fn attention(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, out: &mut [f32]) {
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut r0 = 0;
+    while r0 < batch.rows.len() {
+        let s = batch.rows[r0].0;
+        let mut r1 = r0 + 1;
+        while r1 < batch.rows.len() && r1 - r0 < ATTN_GROUP && batch.rows[r1].0 == s {
+            r1 += 1;
+        }
+        groups.push((r0, r1));
+        r0 = r1;
+    }
+    let optr = SendPtr(out.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    let fast = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    (0..groups.len() * p.n_head).into_par_iter().for_each_init(AttnScratch::default, |scr, task| {
+        let (g, h) = groups[task / p.n_head];
+        let head = task % p.n_head;
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            // SAFETY: the CPU has AVX2 and FMA (checked above); the task owns its output.
+            return unsafe { attn_group_avx2(q, kc, vc, batch, p, (g, h), head, optr, scr) };
+        }
+        // SAFETY: the task owns its output slices.
+        unsafe { attn_group(q, kc, vc, batch, p, (g, h), head, optr, scr) }
+    });
+}
+
+#[derive(Default)]
+struct AttnScratch {
+    scores: Vec<f32>,
+    acc: Vec<f32>,
+    tmp: Vec<f32>,
+    span: Vec<(usize, usize)>,
+}
+
+/// The same body compiled for AVX2 + FMA so its f32 loops vectorise 8 wide
+/// (the arithmetic is unchanged: no contraction into FMA, same order).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attn_group_avx2(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, rows: (usize, usize), head: usize, out: SendPtr, scr: &mut AttnScratch) {
+    unsafe { attn_group(q, kc, vc, batch, p, rows, head, out, scr) }
+}
+
+/// Attention of batch rows `rows.0..rows.1` (one sequence) for query head `head`.
+///
+/// # Safety
+/// `out` points at the [rows, n_head * head_dim] output; only this task writes
+/// these rows' `head` slices.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn attn_group(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, rows: (usize, usize), head: usize, out: SendPtr, scr: &mut AttnScratch) {
     let hd = p.head_dim;
     let q_cols = p.n_head * hd;
     let kv_cols = p.n_head_kv * hd;
-    let group = p.n_head / p.n_head_kv;
-    let optr = SendPtr(out.as_mut_ptr());
-    (0..batch.rows.len() * p.n_head).into_par_iter().for_each_init(
-        || (Vec::<f32>::new(), vec![0f32; hd], vec![0f32; hd], vec![0f32; hd]),
-        |(scores, qh, acc, tmp), task| {
-            let o = optr;
-            let (r, h) = (task / p.n_head, task % p.n_head);
-            let (s, pos) = batch.rows[r];
-            let cells = batch.seq_cells[s as usize];
-            let pos = pos as usize;
-            let start = match p.window {
-                Some(w) => (pos + 1).saturating_sub(w),
-                None => 0,
-            };
-            let kvh = h / group;
-            qh.copy_from_slice(&q[r * q_cols + h * hd..][..hd]);
-            scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for &cell in &cells[start..=pos] {
-                // Bulk f16 -> f32 (F16C where the CPU has it), then an f32 dot.
-                kc[cell as usize * kv_cols + kvh * hd..][..hd].convert_to_f32_slice(tmp);
-                let d = dot_f32(qh, tmp);
-                let mut sc = d * p.scale;
-                if let Some(cap) = p.softcap {
-                    sc = cap * (sc / cap).tanh();
-                }
-                max = max.max(sc);
-                scores.push(sc);
+    let kvh = head / (p.n_head / p.n_head_kv);
+    let (r0, r1) = rows;
+    let nr = r1 - r0;
+    let cells = batch.seq_cells[batch.rows[r0].0 as usize];
+    // Each row's visible positions start..=pos; the group covers lo..=hi.
+    scr.span.clear();
+    for &(_, pos) in &batch.rows[r0..r1] {
+        let pos = pos as usize;
+        let start = match p.window {
+            Some(w) => (pos + 1).saturating_sub(w),
+            None => 0,
+        };
+        scr.span.push((start, pos));
+    }
+    let lo = scr.span.iter().map(|s| s.0).min().unwrap_or(0);
+    let hi = scr.span.iter().map(|s| s.1).max().unwrap_or(0);
+    let width = hi + 1 - lo;
+    scr.scores.clear();
+    scr.scores.resize(nr * width, 0.0);
+    scr.acc.clear();
+    scr.acc.resize(nr * hd, 0.0);
+    scr.tmp.resize(hd, 0.0);
+    let mut max = vec![f32::NEG_INFINITY; nr];
+    // 1. Scores q·k * scale (optionally soft-capped), in cell order.
+    for c in lo..=hi {
+        let cell = cells[c] as usize;
+        kc[cell * kv_cols + kvh * hd..][..hd].convert_to_f32_slice(&mut scr.tmp);
+        for (i, &(start, pos)) in scr.span.iter().enumerate() {
+            if c < start || c > pos {
+                continue;
             }
-            let mut sum = 0f32;
-            for sc in scores.iter_mut() {
-                *sc = (*sc - max).exp();
-                sum += *sc;
+            let qh = &q[(r0 + i) * q_cols + head * hd..][..hd];
+            let mut sc = dot_f32(qh, &scr.tmp) * p.scale;
+            if let Some(cap) = p.softcap {
+                sc = cap * (sc / cap).tanh();
             }
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            for (&cell, &w) in cells[start..=pos].iter().zip(scores.iter()) {
-                vc[cell as usize * kv_cols + kvh * hd..][..hd].convert_to_f32_slice(tmp);
-                for (a, b) in acc.iter_mut().zip(tmp.iter()) {
-                    *a += w * b;
-                }
+            max[i] = max[i].max(sc);
+            scr.scores[i * width + c - lo] = sc;
+        }
+    }
+    // 2. Softmax weights, summed in cell order.
+    let mut sum = vec![0f32; nr];
+    for (i, &(start, pos)) in scr.span.iter().enumerate() {
+        for sc in &mut scr.scores[i * width + start - lo..=i * width + pos - lo] {
+            *sc = (*sc - max[i]).exp();
+            sum[i] += *sc;
+        }
+    }
+    // 3. V weighted by the scores, accumulated in cell order.
+    for c in lo..=hi {
+        let cell = cells[c] as usize;
+        vc[cell * kv_cols + kvh * hd..][..hd].convert_to_f32_slice(&mut scr.tmp);
+        for (i, &(start, pos)) in scr.span.iter().enumerate() {
+            if c < start || c > pos {
+                continue;
             }
-            let inv = 1.0 / sum;
-            for (i, a) in acc.iter().enumerate() {
-                // SAFETY: each (row, head) task writes its own head_dim slice.
-                unsafe { *o.0.add(r * q_cols + h * hd + i) = a * inv };
+            let w = scr.scores[i * width + c - lo];
+            for (a, b) in scr.acc[i * hd..][..hd].iter_mut().zip(scr.tmp.iter()) {
+                *a += w * b;
             }
-        },
-    );
+        }
+    }
+    for i in 0..nr {
+        let inv = 1.0 / sum[i];
+        for (d, a) in scr.acc[i * hd..][..hd].iter().enumerate() {
+            // SAFETY: this task alone writes row r0+i's `head` slice.
+            unsafe { *out.0.add((r0 + i) * q_cols + head * hd + d) = a * inv };
+        }
+    }
 }
 
 /// f32 dot with 8 independent accumulators (so the compiler can vectorise it).

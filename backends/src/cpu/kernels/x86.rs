@@ -418,61 +418,126 @@ macro_rules! x86_int8_kernels {
         // above (same block order, same FMA chain into one 8-lane accumulator,
         // same horizontal sum, same scalar corrections), so an element's value
         // never depends on how many rows share its tile: batched equals solo.
-        // The weight block is expanded once and reused for every activation row.
+        // The weight block is expanded once and reused for every activation row;
+        // activation scales arrive as f32 (`d`, and `s` for Q8_1), converted once
+        // per group of rows instead of once per weight row. f16 -> f32 is exact,
+        // so f32(wd) * d[r] is the same product as the one-row f16_mul.
 
+        /// The first two f16 of a block (at its start) as exact f32s. One 64-bit
+        /// load straight into vcvtph2ps: written in Rust, LLVM narrows a lone f16
+        /// to a vpinsrw merged into a live register, chaining the whole loop on
+        /// an accumulator. Every block type passed here is at least 8 bytes long
+        /// with its f16 scales first.
+        #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q8_0<const R: usize>(x: &[BlockQ8_0], y: [&[BlockQ8_0]; R]) -> [f32; R] {
-            let mut acc = [_mm256_setzero_ps(); R];
-            for (i, a) in x.iter().enumerate() {
-                let qx = load_i8(a.qs.as_ptr());
-                let ax = _mm256_sign_epi8(qx, qx);
-                for r in 0..R {
-                    let b = y[r].get_unchecked(i);
-                    let d = _mm256_set1_ps(f16_mul(a.d, b.d));
-                    let p = mul_u8i8(ax, _mm256_sign_epi8(load_i8(b.qs.as_ptr()), qx));
-                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
-                }
+        unsafe fn f16_pair<B>(b: &B) -> (f32, f32) {
+            const { assert!(std::mem::size_of::<B>() >= 8) };
+            let v: __m128;
+            std::arch::asm!(
+                "vcvtph2ps {v}, qword ptr [{p}]",
+                v = out(xmm_reg) v,
+                p = in(reg) b as *const B as *const u8,
+                options(pure, readonly, nostack, preserves_flags)
+            );
+            (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+        }
+
+        /// Horizontal sum of eight i32 lanes.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn hsum_i32(v: __m256i) -> i32 {
+            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+            _mm_cvtsi128_si32(s)
+        }
+
+        /// Activation block scales as f32: `d` per block, and `s` for Q8_1.
+        #[target_feature(enable = $feat)]
+        unsafe fn scales_q8_0(a: &[BlockQ8_0], d: &mut [f32], _s: &mut [f32]) {
+            for (b, d) in a.iter().zip(d) {
+                *d = f16_pair(b).0;
             }
-            let mut out = [0f32; R];
+        }
+        #[target_feature(enable = $feat)]
+        unsafe fn scales_q8_1(a: &[BlockQ8_1], d: &mut [f32], s: &mut [f32]) {
+            for ((b, d), s) in a.iter().zip(d).zip(s) {
+                (*d, *s) = f16_pair(b);
+            }
+        }
+        #[target_feature(enable = $feat)]
+        unsafe fn scales_q8_k(a: &[BlockQ8K], d: &mut [f32], _s: &mut [f32]) {
+            for (b, d) in a.iter().zip(d) {
+                *d = b.d();
+            }
+        }
+
+        /// Signed weight bytes `qx` against R activation rows (Q8_0 activations).
+        #[inline(always)]
+        unsafe fn tile_signed<const R: usize>(
+            qx: __m256i,
+            wd: f32,
+            i: usize,
+            y: &[&[BlockQ8_0]; R],
+            d: &[&[f32]; R],
+            acc: &mut [__m256; R],
+        ) {
+            let ax = _mm256_sign_epi8(qx, qx);
             for r in 0..R {
-                out[r] = hsum_ps(acc[r]);
+                let b = y[r].get_unchecked(i);
+                let dd = _mm256_set1_ps(wd * *d[r].get_unchecked(i));
+                let p = mul_u8i8(ax, _mm256_sign_epi8(load_i8(b.qs.as_ptr()), qx));
+                acc[r] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc[r]);
             }
-            out
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q4_0<const R: usize>(x: &[BlockQ4_0], y: [&[BlockQ8_0]; R]) -> [f32; R] {
+        unsafe fn tile_q8_0<const R: usize>(x: &[BlockQ8_0], y: [&[BlockQ8_0]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for (i, a) in x.iter().enumerate() {
+                tile_signed(load_i8(a.qs.as_ptr()), f16_pair(a).0, i, &y, &d, &mut acc);
+            }
+            acc.map(|v| hsum_ps(v))
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q4_0<const R: usize>(x: &[BlockQ4_0], y: [&[BlockQ8_0]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
             let mut acc = [_mm256_setzero_ps(); R];
             let off = _mm256_set1_epi8(8);
             for (i, a) in x.iter().enumerate() {
                 let qx = _mm256_sub_epi8(nibbles32(a.qs.as_ptr()), off);
-                let ax = _mm256_sign_epi8(qx, qx);
-                for r in 0..R {
-                    let b = y[r].get_unchecked(i);
-                    let d = _mm256_set1_ps(f16_mul(a.d, b.d));
-                    let p = mul_u8i8(ax, _mm256_sign_epi8(load_i8(b.qs.as_ptr()), qx));
-                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
-                }
+                tile_signed(qx, f16_pair(a).0, i, &y, &d, &mut acc);
             }
-            let mut out = [0f32; R];
-            for r in 0..R {
-                out[r] = hsum_ps(acc[r]);
-            }
-            out
+            acc.map(|v| hsum_ps(v))
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q4_1<const R: usize>(x: &[BlockQ4_1], y: [&[BlockQ8_1]; R]) -> [f32; R] {
+        unsafe fn tile_q5_0<const R: usize>(x: &[BlockQ5_0], y: [&[BlockQ8_0]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let hi = _mm256_set1_epi8(0xF0u8 as i8);
+            for (i, a) in x.iter().enumerate() {
+                let qx = _mm256_or_si256(
+                    nibbles32(a.qs.as_ptr()),
+                    _mm256_andnot_si256(bits32(a.qh), hi),
+                );
+                tile_signed(qx, f16_pair(a).0, i, &y, &d, &mut acc);
+            }
+            acc.map(|v| hsum_ps(v))
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q4_1<const R: usize>(x: &[BlockQ4_1], y: [&[BlockQ8_1]; R], d: [&[f32]; R], s: [&[f32]; R]) -> [f32; R] {
             let mut acc = [_mm256_setzero_ps(); R];
             let mut summs = [0f32; R];
             for (i, a) in x.iter().enumerate() {
                 let qx = nibbles32(a.qs.as_ptr());
+                let (wd, wm) = f16_pair(a);
                 for r in 0..R {
                     let b = y[r].get_unchecked(i);
-                    summs[r] += f16_mul(a.m, b.s);
-                    let d = _mm256_set1_ps(f16_mul(a.d, b.d));
+                    summs[r] += wm * *s[r].get_unchecked(i);
+                    let dd = _mm256_set1_ps(wd * *d[r].get_unchecked(i));
                     let p = mul_u8i8(qx, load_i8(b.qs.as_ptr()));
-                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
+                    acc[r] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc[r]);
                 }
             }
             let mut out = [0f32; R];
@@ -483,36 +548,15 @@ macro_rules! x86_int8_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q5_0<const R: usize>(x: &[BlockQ5_0], y: [&[BlockQ8_0]; R]) -> [f32; R] {
-            let mut acc = [_mm256_setzero_ps(); R];
-            let hi = _mm256_set1_epi8(0xF0u8 as i8);
-            for (i, a) in x.iter().enumerate() {
-                let qx = _mm256_or_si256(
-                    nibbles32(a.qs.as_ptr()),
-                    _mm256_andnot_si256(bits32(a.qh), hi),
-                );
-                let ax = _mm256_sign_epi8(qx, qx);
-                for r in 0..R {
-                    let b = y[r].get_unchecked(i);
-                    let d = _mm256_set1_ps(f16_mul(a.d, b.d));
-                    let p = mul_u8i8(ax, _mm256_sign_epi8(load_i8(b.qs.as_ptr()), qx));
-                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
-                }
-            }
-            let mut out = [0f32; R];
-            for r in 0..R {
-                out[r] = hsum_ps(acc[r]);
-            }
-            out
-        }
-
-        #[target_feature(enable = $feat)]
-        unsafe fn tile_q4_k<const R: usize>(x: &[BlockQ4K], y: [&[BlockQ8K]; R]) -> [f32; R] {
+        unsafe fn tile_q4_k<const R: usize>(x: &[BlockQ4K], y: [&[BlockQ8K]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
             let mut acc = [_mm256_setzero_ps(); R];
             let mut sum_min = [0f32; R];
             let m4 = _mm256_set1_epi8(0x0F);
             for (i, a) in x.iter().enumerate() {
                 let (sc, mn) = unpack_scales_mins_k4(&a.scales);
+                // mins[j / 2] for j in 0..16 as i16 lanes, against the 16 bsums.
+                let m8 = _mm_loadl_epi64(mn.as_ptr() as *const __m128i);
+                let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
                 let mut sumi = [_mm256_setzero_si256(); R];
                 for j in 0..4 {
                     let q4 = load(a.qs.as_ptr().add(32 * j));
@@ -527,15 +571,15 @@ macro_rules! x86_int8_kernels {
                         sumi[r] = _mm256_add_epi32(sumi[r], mul_u8i8_s(hi, yhi, s1, s1));
                     }
                 }
+                let (wd, wmin) = f16_pair(a);
                 for r in 0..R {
                     let b = y[r].get_unchecked(i);
-                    let mut summ = 0i32;
-                    for j in 0..16 {
-                        summ += mn[j / 2] as i32 * b.bsum(j) as i32;
-                    }
-                    sum_min[r] += f16_mul_f32(a.dmin, b.d()) * summ as f32;
+                    let bs = load(b.bsums.as_ptr() as *const u8);
+                    let summ = hsum_i32(_mm256_madd_epi16(mins, bs));
+                    let yd = *d[r].get_unchecked(i);
+                    sum_min[r] += wmin * yd * summ as f32;
                     acc[r] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
+                        _mm256_set1_ps(wd * yd),
                         _mm256_cvtepi32_ps(sumi[r]),
                         acc[r],
                     );
@@ -549,17 +593,15 @@ macro_rules! x86_int8_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q6_k<const R: usize>(x: &[BlockQ6K], y: [&[BlockQ8K]; R]) -> [f32; R] {
+        unsafe fn tile_q6_k<const R: usize>(x: &[BlockQ6K], y: [&[BlockQ8K]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
             let mut acc = [_mm256_setzero_ps(); R];
             let m4 = _mm256_set1_epi8(0x0F);
             for (i, a) in x.iter().enumerate() {
+                let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr() as *const __m128i));
                 let mut sumi = [_mm256_setzero_si256(); R];
                 for r in 0..R {
                     let b = y[r].get_unchecked(i);
-                    let mut off = 0i32;
-                    for j in 0..16 {
-                        off += a.scales[j] as i32 * b.bsum(j) as i32;
-                    }
+                    let off = hsum_i32(_mm256_madd_epi16(scales, load(b.bsums.as_ptr() as *const u8)));
                     sumi[r] = _mm256_setr_epi32(-32 * off, 0, 0, 0, 0, 0, 0, 0);
                 }
                 for n in 0..2 {
@@ -597,25 +639,24 @@ macro_rules! x86_int8_kernels {
                         }
                     }
                 }
+                let wd = f16_mul_f32(a.d, 1.0);
                 for r in 0..R {
-                    let b = y[r].get_unchecked(i);
                     acc[r] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
+                        _mm256_set1_ps(wd * *d[r].get_unchecked(i)),
                         _mm256_cvtepi32_ps(sumi[r]),
                         acc[r],
                     );
                 }
             }
-            let mut out = [0f32; R];
-            for r in 0..R {
-                out[r] = hsum_ps(acc[r]);
-            }
-            out
+            acc.map(|v| hsum_ps(v))
         }
+
+        type Tile<W, A, const R: usize> = unsafe fn(&[W], [&[A]; R], [&[f32]; R], [&[f32]; R]) -> [f32; R];
 
         /// Runs a tile kernel over `w` (weight rows of `wr` bytes back to back)
         /// and `a` (activation rows of `ar` bytes): out[i * ostride + j] = w_j · a_i.
-        /// Activation rows go four at a time; each group meets every weight row.
+        /// Activation rows go four at a time (their scales converted to f32 once);
+        /// each group meets every weight row.
         ///
         /// # Safety
         /// The CPU has `$feat`; `out` is valid for every element written.
@@ -628,16 +669,23 @@ macro_rules! x86_int8_kernels {
             ar: usize,
             out: *mut f32,
             ostride: usize,
-            k1: unsafe fn(&[W], [&[A]; 1]) -> [f32; 1],
-            k2: unsafe fn(&[W], [&[A]; 2]) -> [f32; 2],
-            k3: unsafe fn(&[W], [&[A]; 3]) -> [f32; 3],
-            k4: unsafe fn(&[W], [&[A]; 4]) -> [f32; 4],
+            scales: unsafe fn(&[A], &mut [f32], &mut [f32]),
+            k: (Tile<W, A, 1>, Tile<W, A, 2>, Tile<W, A, 3>, Tile<W, A, 4>),
         ) {
             let (nw, na) = (w.len() / wr, a.len() / ar);
+            let nb = ar / std::mem::size_of::<A>();
+            let mut sc = vec![0f32; 8 * nb];
+            let (dsc, ssc) = sc.split_at_mut(4 * nb);
             let arow = |i: usize| -> &[A] { bytemuck::cast_slice(&a[i * ar..][..ar]) };
             let mut i0 = 0;
             while i0 < na {
                 let g = (na - i0).min(4);
+                for t in 0..g {
+                    scales(arow(i0 + t), &mut dsc[t * nb..][..nb], &mut ssc[t * nb..][..nb]);
+                }
+                let (dsc, ssc) = (&*dsc, &*ssc);
+                let dv = |t: usize| &dsc[t * nb..][..nb];
+                let sv = |t: usize| &ssc[t * nb..][..nb];
                 for j in 0..nw {
                     let wrow: &[W] = bytemuck::cast_slice(&w[j * wr..][..wr]);
                     let o = out.add(i0 * ostride + j);
@@ -646,11 +694,12 @@ macro_rules! x86_int8_kernels {
                             *o.add(t * ostride) = *x;
                         }
                     };
+                    let ar4 = |t: usize| arow(i0 + t);
                     match g {
-                        4 => put(&k4(wrow, [arow(i0), arow(i0 + 1), arow(i0 + 2), arow(i0 + 3)])),
-                        3 => put(&k3(wrow, [arow(i0), arow(i0 + 1), arow(i0 + 2)])),
-                        2 => put(&k2(wrow, [arow(i0), arow(i0 + 1)])),
-                        _ => put(&k1(wrow, [arow(i0)])),
+                        4 => put(&(k.3)(wrow, [ar4(0), ar4(1), ar4(2), ar4(3)], [dv(0), dv(1), dv(2), dv(3)], [sv(0), sv(1), sv(2), sv(3)])),
+                        3 => put(&(k.2)(wrow, [ar4(0), ar4(1), ar4(2)], [dv(0), dv(1), dv(2)], [sv(0), sv(1), sv(2)])),
+                        2 => put(&(k.1)(wrow, [ar4(0), ar4(1)], [dv(0), dv(1)], [sv(0), sv(1)])),
+                        _ => put(&(k.0)(wrow, [ar4(0)], [dv(0)], [sv(0)])),
                     }
                 }
                 i0 += g;
@@ -658,24 +707,24 @@ macro_rules! x86_int8_kernels {
         }
 
         macro_rules! tile_entry {
-            ($name:ident, $imp:ident, $W:ty, $A:ty) => {
+            ($name:ident, $imp:ident, $W:ty, $A:ty, $sc:ident) => {
                 /// # Safety
                 /// `out` is valid for out[i * ostride + j], i < rows of `a`, j < rows of `w`.
                 unsafe fn $name(w: &[u8], wr: usize, a: &[u8], ar: usize, out: *mut f32, ostride: usize) {
                     // SAFETY: the table holding this function exists only on CPUs with
                     // $feat; the caller vouches for `out`.
                     unsafe {
-                        drive::<$W, $A>(w, wr, a, ar, out, ostride, $imp::<1>, $imp::<2>, $imp::<3>, $imp::<4>)
+                        drive::<$W, $A>(w, wr, a, ar, out, ostride, $sc, ($imp::<1>, $imp::<2>, $imp::<3>, $imp::<4>))
                     }
                 }
             };
         }
-        tile_entry!(t_q8_0, tile_q8_0, BlockQ8_0, BlockQ8_0);
-        tile_entry!(t_q4_0, tile_q4_0, BlockQ4_0, BlockQ8_0);
-        tile_entry!(t_q4_1, tile_q4_1, BlockQ4_1, BlockQ8_1);
-        tile_entry!(t_q5_0, tile_q5_0, BlockQ5_0, BlockQ8_0);
-        tile_entry!(t_q4_k, tile_q4_k, BlockQ4K, BlockQ8K);
-        tile_entry!(t_q6_k, tile_q6_k, BlockQ6K, BlockQ8K);
+        tile_entry!(t_q8_0, tile_q8_0, BlockQ8_0, BlockQ8_0, scales_q8_0);
+        tile_entry!(t_q4_0, tile_q4_0, BlockQ4_0, BlockQ8_0, scales_q8_0);
+        tile_entry!(t_q4_1, tile_q4_1, BlockQ4_1, BlockQ8_1, scales_q8_1);
+        tile_entry!(t_q5_0, tile_q5_0, BlockQ5_0, BlockQ8_0, scales_q8_0);
+        tile_entry!(t_q4_k, tile_q4_k, BlockQ4K, BlockQ8K, scales_q8_k);
+        tile_entry!(t_q6_k, tile_q6_k, BlockQ6K, BlockQ8K, scales_q8_k);
 
         /// roundf (half away from zero) of each lane, exactly: trunc, then +-1
         /// where the dropped fraction is at least one half.
