@@ -284,7 +284,8 @@ fn dot_tile_equals_single_dots_for_any_batch() {
     for k in Kernels::available() {
         for ty in DOT_TYPES.into_iter().chain([GgmlType::F16, GgmlType::F32]) {
             let n = 512;
-            let nw = 3;
+            // Six weight rows: decode runs four at a time, then the remainder.
+            let nw = 6;
             let aty = ty.vec_dot_type();
             let (wr, ar) = (ty.row_bytes(n).unwrap(), aty.row_bytes(n).unwrap());
             let w: Vec<u8> = (0..nw).flat_map(|_| random_weights(ty, n, &mut rng)).collect();

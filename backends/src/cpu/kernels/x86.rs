@@ -651,6 +651,77 @@ macro_rules! x86_int8_kernels {
             acc.map(|v| hsum_ps(v))
         }
 
+        // ---- Decode: four weight rows against one activation row. ----
+        // Same per-element operations as the tiles above (so a row decoded alone
+        // equals the same row in a prefill batch); the activation block is loaded
+        // once for four weight rows.
+
+        #[inline(always)]
+        unsafe fn rows_signed<W>(
+            x: [&[W]; 4],
+            y: &[BlockQ8_0],
+            d: &[f32],
+            ex: impl Fn(&W) -> (__m256i, f32),
+        ) -> [f32; 4] {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, b) in y.iter().enumerate() {
+                let yv = load_i8(b.qs.as_ptr());
+                let yd = *d.get_unchecked(i);
+                for w in 0..4 {
+                    let (qx, wd) = ex(x[w].get_unchecked(i));
+                    let dd = _mm256_set1_ps(wd * yd);
+                    let p = mul_u8i8(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(yv, qx));
+                    acc[w] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc[w]);
+                }
+            }
+            acc.map(|v| hsum_ps(v))
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn rows4_q8_0(x: [&[BlockQ8_0]; 4], y: &[BlockQ8_0], d: &[f32], _s: &[f32]) -> [f32; 4] {
+            rows_signed(x, y, d, |a| (load_i8(a.qs.as_ptr()), f16_pair(a).0))
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn rows4_q4_0(x: [&[BlockQ4_0]; 4], y: &[BlockQ8_0], d: &[f32], _s: &[f32]) -> [f32; 4] {
+            let off = _mm256_set1_epi8(8);
+            rows_signed(x, y, d, |a| (_mm256_sub_epi8(nibbles32(a.qs.as_ptr()), off), f16_pair(a).0))
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn rows4_q5_0(x: [&[BlockQ5_0]; 4], y: &[BlockQ8_0], d: &[f32], _s: &[f32]) -> [f32; 4] {
+            let hi = _mm256_set1_epi8(0xF0u8 as i8);
+            rows_signed(x, y, d, |a| {
+                let qx = _mm256_or_si256(nibbles32(a.qs.as_ptr()), _mm256_andnot_si256(bits32(a.qh), hi));
+                (qx, f16_pair(a).0)
+            })
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn rows4_q4_1(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1], d: &[f32], s: &[f32]) -> [f32; 4] {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut summs = [0f32; 4];
+            for (i, b) in y.iter().enumerate() {
+                let yv = load_i8(b.qs.as_ptr());
+                let (yd, ys) = (*d.get_unchecked(i), *s.get_unchecked(i));
+                for w in 0..4 {
+                    let a = x[w].get_unchecked(i);
+                    let (wd, wm) = f16_pair(a);
+                    summs[w] += wm * ys;
+                    let dd = _mm256_set1_ps(wd * yd);
+                    let p = mul_u8i8(nibbles32(a.qs.as_ptr()), yv);
+                    acc[w] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc[w]);
+                }
+            }
+            let mut out = [0f32; 4];
+            for w in 0..4 {
+                out[w] = hsum_ps(acc[w]) + summs[w];
+            }
+            out
+        }
+
+        type Rows4<W, A> = unsafe fn([&[W]; 4], &[A], &[f32], &[f32]) -> [f32; 4];
+
         type Tile<W, A, const R: usize> = unsafe fn(&[W], [&[A]; R], [&[f32]; R], [&[f32]; R]) -> [f32; R];
 
         /// Runs a tile kernel over `w` (weight rows of `wr` bytes back to back)
@@ -671,10 +742,18 @@ macro_rules! x86_int8_kernels {
             ostride: usize,
             scales: unsafe fn(&[A], &mut [f32], &mut [f32]),
             k: (Tile<W, A, 1>, Tile<W, A, 2>, Tile<W, A, 3>, Tile<W, A, 4>),
+            rows4: Option<Rows4<W, A>>,
         ) {
             let (nw, na) = (w.len() / wr, a.len() / ar);
             let nb = ar / std::mem::size_of::<A>();
-            let mut sc = vec![0f32; 8 * nb];
+            let mut stack = [0f32; 8 * 128];
+            let mut heap = Vec::new();
+            let sc: &mut [f32] = if 8 * nb <= stack.len() {
+                &mut stack[..8 * nb]
+            } else {
+                heap.resize(8 * nb, 0f32);
+                &mut heap
+            };
             let (dsc, ssc) = sc.split_at_mut(4 * nb);
             let arow = |i: usize| -> &[A] { bytemuck::cast_slice(&a[i * ar..][..ar]) };
             let mut i0 = 0;
@@ -686,8 +765,19 @@ macro_rules! x86_int8_kernels {
                 let (dsc, ssc) = (&*dsc, &*ssc);
                 let dv = |t: usize| &dsc[t * nb..][..nb];
                 let sv = |t: usize| &ssc[t * nb..][..nb];
-                for j in 0..nw {
-                    let wrow: &[W] = bytemuck::cast_slice(&w[j * wr..][..wr]);
+                let wrow_at = |j: usize| -> &[W] { bytemuck::cast_slice(&w[j * wr..][..wr]) };
+                let mut j0 = 0;
+                if let (1, Some(r4)) = (g, rows4) {
+                    while j0 + 4 <= nw {
+                        let v = r4([wrow_at(j0), wrow_at(j0 + 1), wrow_at(j0 + 2), wrow_at(j0 + 3)], arow(i0), dv(0), sv(0));
+                        for (t, x) in v.iter().enumerate() {
+                            *out.add(i0 * ostride + j0 + t) = *x;
+                        }
+                        j0 += 4;
+                    }
+                }
+                for j in j0..nw {
+                    let wrow = wrow_at(j);
                     let o = out.add(i0 * ostride + j);
                     let put = |v: &[f32]| {
                         for (t, x) in v.iter().enumerate() {
@@ -707,24 +797,24 @@ macro_rules! x86_int8_kernels {
         }
 
         macro_rules! tile_entry {
-            ($name:ident, $imp:ident, $W:ty, $A:ty, $sc:ident) => {
+            ($name:ident, $imp:ident, $W:ty, $A:ty, $sc:ident, $r4:expr) => {
                 /// # Safety
                 /// `out` is valid for out[i * ostride + j], i < rows of `a`, j < rows of `w`.
                 unsafe fn $name(w: &[u8], wr: usize, a: &[u8], ar: usize, out: *mut f32, ostride: usize) {
                     // SAFETY: the table holding this function exists only on CPUs with
                     // $feat; the caller vouches for `out`.
                     unsafe {
-                        drive::<$W, $A>(w, wr, a, ar, out, ostride, $sc, ($imp::<1>, $imp::<2>, $imp::<3>, $imp::<4>))
+                        drive::<$W, $A>(w, wr, a, ar, out, ostride, $sc, ($imp::<1>, $imp::<2>, $imp::<3>, $imp::<4>), $r4)
                     }
                 }
             };
         }
-        tile_entry!(t_q8_0, tile_q8_0, BlockQ8_0, BlockQ8_0, scales_q8_0);
-        tile_entry!(t_q4_0, tile_q4_0, BlockQ4_0, BlockQ8_0, scales_q8_0);
-        tile_entry!(t_q4_1, tile_q4_1, BlockQ4_1, BlockQ8_1, scales_q8_1);
-        tile_entry!(t_q5_0, tile_q5_0, BlockQ5_0, BlockQ8_0, scales_q8_0);
-        tile_entry!(t_q4_k, tile_q4_k, BlockQ4K, BlockQ8K, scales_q8_k);
-        tile_entry!(t_q6_k, tile_q6_k, BlockQ6K, BlockQ8K, scales_q8_k);
+        tile_entry!(t_q8_0, tile_q8_0, BlockQ8_0, BlockQ8_0, scales_q8_0, Some(rows4_q8_0));
+        tile_entry!(t_q4_0, tile_q4_0, BlockQ4_0, BlockQ8_0, scales_q8_0, Some(rows4_q4_0));
+        tile_entry!(t_q4_1, tile_q4_1, BlockQ4_1, BlockQ8_1, scales_q8_1, Some(rows4_q4_1));
+        tile_entry!(t_q5_0, tile_q5_0, BlockQ5_0, BlockQ8_0, scales_q8_0, Some(rows4_q5_0));
+        tile_entry!(t_q4_k, tile_q4_k, BlockQ4K, BlockQ8K, scales_q8_k, None);
+        tile_entry!(t_q6_k, tile_q6_k, BlockQ6K, BlockQ8K, scales_q8_k, None);
 
         /// roundf (half away from zero) of each lane, exactly: trunc, then +-1
         /// where the dropped fraction is at least one half.
