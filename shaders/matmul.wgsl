@@ -46,6 +46,25 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
 }
 
+// Decode on CPU-emulated adapters (lavapipe): one invocation per weight row,
+// no workgroup memory and no barriers, which such drivers run far faster.
+@compute @workgroup_size(64)
+fn matvec_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>) {
+    let j = gid.x + gid.y * nwg.x * 64u;
+    let r = wg.z;
+    if (j >= p.rows) {
+        return;
+    }
+    let k4 = p.k / 4u;
+    let rb = j * p.row_bytes;
+    let xr = r * k4;
+    var acc = vec4<f32>(0.0);
+    for (var i = 0u; i < k4; i++) {
+        acc += deq4(rb, i * 4u) * x[xr + i];
+    }
+    out[r * p.ldo + p.row0 + j] = acc.x + acc.y + acc.z + acc.w;
+}
+
 // Prefill: 32x32 output tiles, 16x16 threads with 2x2 outputs each; x and the
 // dequantized weight pass through workgroup memory 32 elements of k at a time.
 const T: u32 = 32u;

@@ -72,8 +72,8 @@ enum Command {
         #[arg(allow_hyphen_values = true)]
         text: String,
     },
-    /// List compute devices (not implemented yet).
-    Devices(Placeholder),
+    /// List compute devices: the CPU and every wgpu adapter (name, API, limits, features).
+    Devices,
 }
 
 #[derive(clap::Args)]
@@ -84,7 +84,7 @@ struct ChatArgs {
     /// System prompt.
     #[arg(long)]
     system: Option<String>,
-    /// Compute device: cpu, wgpu or cuda.
+    /// Compute device: cpu, wgpu (the best adapter) or wgpu:N (see `owl devices`).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Context size in tokens (the conversation and the answer must fit in it).
@@ -113,12 +113,6 @@ struct ChatArgs {
     max_tokens: Option<usize>,
 }
 
-#[derive(clap::Args)]
-struct Placeholder {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -140,7 +134,7 @@ fn main() -> ExitCode {
             pieces,
             text,
         } => cmd_tokenize(model.as_deref(), json, pieces, &text),
-        Command::Devices(_) => cmd_devices(),
+        Command::Devices => cmd_devices(),
     };
     match result {
         Ok(code) => code,
@@ -155,11 +149,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn not_implemented(what: &str) -> Result<ExitCode> {
-    eprintln!("owl {what}: not implemented yet");
-    Ok(ExitCode::from(2))
 }
 
 fn cmd_pull(name: Option<&str>) -> Result<ExitCode> {
@@ -500,5 +489,33 @@ fn cmd_tokenize(model: Option<&str>, json: bool, pieces: bool, text: &str) -> Re
 }
 
 fn cmd_devices() -> Result<ExitCode> {
-    not_implemented("devices")
+    let mut out = std::io::stdout().lock();
+    let cpu = owl_backends::open("cpu", None)?;
+    writeln!(out, "cpu      {}", cpu.name())?;
+    let adapters = owl_backends::wgpu::adapters();
+    if adapters.is_empty() {
+        writeln!(
+            out,
+            "wgpu     no usable adapter (Vulkan, Metal or DX12): install a GPU driver, or mesa-vulkan-drivers for the lavapipe CPU emulation"
+        )?;
+    }
+    const MIB: u64 = 1 << 20;
+    for a in &adapters {
+        let tag = format!("wgpu:{}", a.index);
+        let best = if a.index == 0 { " (--device wgpu)" } else { "" };
+        writeln!(out, "{tag:<8} {} [{}, {}]{best}", a.name, a.backend, a.device_type)?;
+        if !a.driver.is_empty() {
+            writeln!(out, "         driver: {}", a.driver)?;
+        }
+        writeln!(
+            out,
+            "         memory: max buffer {} MiB, max storage binding {} MiB, workgroup storage {} KiB (wgpu does not report total memory)",
+            a.max_buffer_size / MIB,
+            a.max_storage_binding / MIB,
+            a.max_workgroup_storage / 1024
+        )?;
+        let f = if a.features.is_empty() { "none of shader-f16, subgroup, shader-int64, timestamp-query".to_string() } else { a.features.join(", ") };
+        writeln!(out, "         features: {f}")?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -38,7 +38,7 @@ fn prompt_over_the_context_is_one_clear_error() {
 
 #[test]
 fn unavailable_device_says_so() {
-    let o = owl(&["run", "--device", "wgpu", "hi"]);
+    let o = owl(&["run", "--device", "cuda", "hi"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not available"), "{err}");

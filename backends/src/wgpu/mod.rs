@@ -131,6 +131,8 @@ pub struct WgpuBackend {
     limits: ::wgpu::Limits,
     /// Largest buffer we bind (the storage binding limit, capped so byte offsets fit in u32).
     max_binding: u64,
+    /// Decode with one invocation per weight row (CPU-emulated adapters) rather than a workgroup per row.
+    row_per_thread: bool,
     /// Largest weight chunk (max_binding unless a test asks for less).
     weight_chunk: u64,
     /// Offset alignment of ring bindings (uniform and storage).
@@ -226,6 +228,12 @@ impl WgpuBackend {
         let max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size).min(1 << 31) & !15;
         let weight_chunk = max_binding.min(limit.unwrap_or(u64::MAX)) & !15;
         let align = (limits.min_uniform_buffer_offset_alignment.max(limits.min_storage_buffer_offset_alignment) as u64).max(16);
+        // OWL_WGPU_MATVEC=rows|workgroup overrides the choice (for measuring).
+        let row_per_thread = match std::env::var("OWL_WGPU_MATVEC").as_deref() {
+            Ok("rows") => true,
+            Ok("workgroup") => false,
+            _ => info.device_type == ::wgpu::DeviceType::Cpu,
+        };
         let ring = device.create_buffer(&::wgpu::BufferDescriptor {
             label: Some("owl ring (metadata, host arrays)"),
             size: RING_BYTES,
@@ -239,6 +247,7 @@ impl WgpuBackend {
             limits,
             max_binding,
             weight_chunk,
+            row_per_thread,
             align,
             shaders: kernels::Cache::default(),
             slots: Vec::new(),
@@ -585,7 +594,9 @@ impl Backend for WgpuBackend {
         for (cb, row0, rows) in &chunks {
             let p = words(&[x.rows as u32, x.cols as u32, row_bytes as u32, *rows as u32, *row0 as u32, w.rows as u32]);
             let binds = [(0, Bind::Buf(cb)), (1, Bind::Buf(&xb)), (2, Bind::Buf(&ob)), (3, Bind::Data(&p))];
-            if x.rows <= MATVEC_MAX_ROWS {
+            if x.rows <= MATVEC_MAX_ROWS && self.row_per_thread {
+                self.dispatch(Kernel::new(Shader::Matmul, "matvec_rows", Some(ty)), &binds, rows.div_ceil(64) as u32, x.rows as u32)?;
+            } else if x.rows <= MATVEC_MAX_ROWS {
                 self.dispatch(Kernel::new(Shader::Matmul, "matvec", Some(ty)), &binds, *rows as u32, x.rows as u32)?;
             } else {
                 let (gx, gy) = (rows.div_ceil(32) as u32, x.rows.div_ceil(32) as u32);
