@@ -93,7 +93,7 @@ pub fn adapters() -> Vec<AdapterSummary> {
                 device_type: format!("{:?}", info.device_type),
                 driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
                 max_buffer_size: limits.max_buffer_size,
-                max_storage_binding: limits.max_storage_buffer_binding_size as u64,
+                max_storage_binding: limits.max_storage_buffer_binding_size,
                 max_workgroup_storage: limits.max_compute_workgroup_storage_size,
                 features,
             }
@@ -107,6 +107,9 @@ struct Chunk {
     row0: usize,
     rows: usize,
 }
+
+/// A chunk as ops use it: (buffer, first row, rows).
+type ChunkRef = (::wgpu::Buffer, usize, usize);
 
 enum Slot {
     /// f32 activations.
@@ -225,7 +228,7 @@ impl WgpuBackend {
                 slot.get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
             });
         }
-        let max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size).min(1 << 31) & !15;
+        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size).min(1 << 31) & !15;
         let weight_chunk = max_binding.min(limit.unwrap_or(u64::MAX)) & !15;
         let align = (limits.min_uniform_buffer_offset_alignment.max(limits.min_storage_buffer_offset_alignment) as u64).max(16);
         // OWL_WGPU_MATVEC=rows|workgroup overrides the choice (for measuring).
@@ -295,7 +298,7 @@ impl WgpuBackend {
     }
 
     /// (type, row bytes, chunks as (buffer, first row, rows)).
-    fn weight(&self, t: &Tensor) -> Result<(GgmlType, usize, Vec<(::wgpu::Buffer, usize, usize)>)> {
+    fn weight(&self, t: &Tensor) -> Result<(GgmlType, usize, Vec<ChunkRef>)> {
         match self.slots.get(t.id as usize) {
             Some(Slot::Weight { ty, row_bytes, chunks }) => Ok((*ty, *row_bytes, chunks.iter().map(|c| (c.buf.clone(), c.row0, c.rows)).collect())),
             _ => Err(BackendError::Invalid { op: "tensor", detail: format!("tensor {} is not a weight", t.id) }),
