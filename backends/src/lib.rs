@@ -224,6 +224,16 @@ pub trait Backend: Send {
     fn embed(&mut self, table: &Tensor, tokens: &[u32], scale: f32, out: &Tensor) -> Result<()>;
     /// out = x · wᵀ: x [n, k] f32, w [m, k] weight, out [n, m].
     fn matmul(&mut self, x: &Tensor, w: &Tensor, out: &Tensor) -> Result<()>;
+    /// (optional) Several matmuls of the same x, e.g. q/k/v or gate/up: each
+    /// out = x · wᵀ. A backend may share the activation quantization and run
+    /// them as one dispatch; every output equals its own `matmul`. Defaults to
+    /// one `matmul` per pair.
+    fn matmul_many(&mut self, x: &Tensor, pairs: &[(&Tensor, &Tensor)]) -> Result<()> {
+        for (w, out) in pairs {
+            self.matmul(x, w, out)?;
+        }
+        Ok(())
+    }
     /// x[r] += b for every row (b is a [1, cols] weight).
     fn add_bias(&mut self, x: &Tensor, b: &Tensor) -> Result<()>;
     /// RMS norm over each group of `w.cols` consecutive elements of each row, times w.

@@ -71,6 +71,31 @@ pub fn check_matmul(be: &mut dyn Backend) {
     }
 }
 
+/// `matmul_many` (q/k/v and gate/up in one call) gives each output exactly what
+/// its own `matmul` gives, for decode (1 row) and prefill (5 rows), including
+/// weights of different types that share an activation type (Q5_0 + Q8_0).
+pub fn check_matmul_many(be: &mut dyn Backend) {
+    for n in [1, 5] {
+        let k = 256;
+        let specs = [(GgmlType::Q5_0, 40), (GgmlType::Q5_0, 8), (GgmlType::Q8_0, 8)];
+        let ws: Vec<Tensor> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, &(ty, m))| be.upload_weight(quantized_weight(ty, m, k, &rand_vec(m * k, 10 + i as u64)).0).unwrap())
+            .collect();
+        let xt = upload_f32(be, n, k, &rand_vec(n * k, 3));
+        let outs: Vec<Tensor> = specs.iter().map(|&(_, m)| be.alloc(n, m).unwrap()).collect();
+        let pairs: Vec<(&Tensor, &Tensor)> = ws.iter().zip(&outs).collect();
+        be.matmul_many(&xt, &pairs).unwrap();
+        let got: Vec<Vec<f32>> = outs.iter().map(|o| read(be, o)).collect();
+        for (i, (w, &(_, m))) in ws.iter().zip(&specs).enumerate() {
+            let solo = be.alloc(n, m).unwrap();
+            be.matmul(&xt, w, &solo).unwrap();
+            assert_eq!(read(be, &solo), got[i], "matmul_many output {i} (n = {n}) differs from its own matmul");
+        }
+    }
+}
+
 pub fn check_embed_norm_glu_add(be: &mut dyn Backend) {
     let (rows, cols) = (5, 64);
     let table = rand_vec(rows * cols, 3);
@@ -244,6 +269,10 @@ macro_rules! conformance {
             #[test]
             fn matmul() {
                 check_matmul(&mut *be())
+            }
+            #[test]
+            fn matmul_many() {
+                check_matmul_many(&mut *be())
             }
             #[test]
             fn embed_norm_glu_add() {

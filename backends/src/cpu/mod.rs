@@ -206,6 +206,49 @@ impl Backend for CpuBackend {
         r
     }
 
+    fn matmul_many(&mut self, x: &Tensor, pairs: &[(&Tensor, &Tensor)]) -> Result<()> {
+        let shared = pairs.iter().all(|(w, _)| w.cols == x.cols)
+            && pairs.windows(2).all(|p| {
+                let ty = |t: &Tensor| self.weight(t).map(|w| w.ty.vec_dot_type()).ok();
+                ty(p[0].0).is_some() && ty(p[0].0) == ty(p[1].0)
+            });
+        if !shared || pairs.len() < 2 {
+            for (w, out) in pairs {
+                self.matmul(x, w, out)?;
+            }
+            return Ok(());
+        }
+        for (w, out) in pairs {
+            if out.rows != x.rows || out.cols != w.rows {
+                return Err(shape_err("matmul", format!("x [{} x {}] · wᵀ [{} x {}] -> out [{} x {}]", x.rows, x.cols, w.rows, w.cols, out.rows, out.cols)));
+            }
+        }
+        let mut outs = Vec::with_capacity(pairs.len());
+        for (_, out) in pairs {
+            match self.take_f32(out) {
+                Ok(v) => outs.push(v),
+                Err(e) => {
+                    for ((_, o), v) in pairs.iter().zip(outs) {
+                        self.put_f32(o, v);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut qbuf = std::mem::take(&mut self.qbuf);
+        let r = (|| {
+            let xw = self.f32(x)?;
+            let ws = pairs.iter().map(|(w, _)| self.weight(w)).collect::<Result<Vec<_>>>()?;
+            let mut os: Vec<&mut [f32]> = outs.iter_mut().zip(pairs).map(|(v, (_, o))| &mut v[..o.rows * o.cols]).collect();
+            self.pool.install(|| ops::matmul_many(xw, x.rows, &ws, &mut os, &mut qbuf))
+        })();
+        self.qbuf = qbuf;
+        for ((_, o), v) in pairs.iter().zip(outs) {
+            self.put_f32(o, v);
+        }
+        r
+    }
+
     fn add_bias(&mut self, x: &Tensor, b: &Tensor) -> Result<()> {
         if b.cols != x.cols || b.rows != 1 {
             return Err(shape_err("add_bias", format!("bias [{} x {}] for rows of {}", b.rows, b.cols, x.cols)));

@@ -44,29 +44,44 @@ pub fn embed(w: &WeightData, tokens: &[u32], scale: f32, out: &mut [f32]) -> Res
 
 /// out [n, m] = x [n, k] · wᵀ, w [m, k] in its GGML type.
 pub fn matmul(x: &[f32], n: usize, w: &WeightData, out: &mut [f32], qbuf: &mut Vec<u8>) -> Result<()> {
-    let (m, k) = (w.rows, w.cols);
+    matmul_many(x, n, &[w], &mut [out], qbuf)
+}
+
+/// Several weights against the same x (all with x's width and one activation
+/// type): activations quantized once, every weight's row runs in one parallel
+/// region. out[i] [n, m_i] = x · w_iᵀ.
+pub fn matmul_many(x: &[f32], n: usize, ws: &[&WeightData], outs: &mut [&mut [f32]], qbuf: &mut Vec<u8>) -> Result<()> {
+    let Some(w0) = ws.first() else { return Ok(()) };
+    let k = w0.cols;
     let kern = super::kernels::kernels();
-    let vdt = w.ty.vec_dot_type();
+    let vdt = w0.ty.vec_dot_type();
     let a_row = vdt.row_bytes(k).ok_or_else(|| crate::shape_err("matmul", format!("row of {k} for {}", vdt.name())))?;
-    // 1. Quantize each activation row once into the type the weight's dot pairs with.
+    // 1. Quantize each activation row once into the type the weights' dots pair with.
     qbuf.clear();
     qbuf.resize(a_row * n, 0);
-    qbuf.par_chunks_mut(a_row).zip(x.par_chunks(k)).for_each(|(q, xr)| kern.quantize_act(vdt, xr, q));
+    if n <= 4 {
+        // Decode: a parallel region would cost more than the work.
+        qbuf.chunks_mut(a_row).zip(x.chunks(k)).for_each(|(q, xr)| kern.quantize_act(vdt, xr, q));
+    } else {
+        qbuf.par_chunks_mut(a_row).zip(x.par_chunks(k)).for_each(|(q, xr)| kern.quantize_act(vdt, xr, q));
+    }
     let qa: &[u8] = qbuf;
-    // 2. Dot every weight row with every activation row; tasks own disjoint weight rows.
-    let w_row = w.row_bytes();
-    let wb = w.bytes();
-    let optr = SendPtr(out.as_mut_ptr());
-    // Decode: small runs of weight rows so both threads stay busy. Prefill: runs
-    // that stay in L1 while every group of four activation rows passes over them.
-    let chunk = if n == 1 { 16.max(m / (rayon::current_num_threads() * 64).max(1)).min(256) } else { 16 };
-    (0..m.div_ceil(chunk)).into_par_iter().for_each(|c| {
-        let p = optr;
-        let j0 = c * chunk;
-        let j1 = (j0 + chunk).min(m);
-        // SAFETY: this task writes out[r*m + j] for j in j0..j1 only, all inside
-        // out's n*m elements; tasks own disjoint column ranges.
-        unsafe { kern.dot_tile(w.ty, &wb[j0 * w_row..j1 * w_row], qa, k, p.0.add(j0), m) };
+    // 2. Tasks own disjoint runs of one weight's rows (columns of its output).
+    // Decode: small runs so both threads stay busy. Prefill: runs that stay in
+    // L1 while every group of four activation rows passes over them.
+    let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+    for (wi, w) in ws.iter().enumerate() {
+        let m = w.rows;
+        let chunk = if n == 1 { 16.max(m / (rayon::current_num_threads() * 64).max(1)).min(256) } else { 16 };
+        tasks.extend((0..m.div_ceil(chunk)).map(|c| (wi, c * chunk, ((c + 1) * chunk).min(m))));
+    }
+    let optrs: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
+    tasks.into_par_iter().for_each(|(wi, j0, j1)| {
+        let w = ws[wi];
+        let w_row = w.row_bytes();
+        // SAFETY: this task writes out_wi[r*m + j] for j in j0..j1 only, all inside
+        // that output's n*m elements; tasks own disjoint column ranges.
+        unsafe { kern.dot_tile(w.ty, &w.bytes()[j0 * w_row..j1 * w_row], qa, k, optrs[wi].0.add(j0), w.rows) };
     });
     Ok(())
 }

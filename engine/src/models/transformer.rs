@@ -245,9 +245,7 @@ impl Model {
         for (il, l) in self.layers.iter().enumerate() {
             // 2. Attention: norm, q/k/v projections (+bias), per-head norms, RoPE.
             be.rms_norm(&x, &l.attn_norm, c.rms_eps, &h)?;
-            be.matmul(&h, &l.wq, &q)?;
-            be.matmul(&h, &l.wk, &k)?;
-            be.matmul(&h, &l.wv, &v)?;
+            be.matmul_many(&h, &[(&l.wq, &q), (&l.wk, &k), (&l.wv, &v)])?;
             if let (Some(bq), Some(bk), Some(bv)) = (&l.bq, &l.bk, &l.bv) {
                 be.add_bias(&q, bq)?;
                 be.add_bias(&k, bk)?;
@@ -289,8 +287,7 @@ impl Model {
 
             // 4. Feed-forward: norm, gate and up, SwiGLU or GeGLU, down.
             be.rms_norm(&x, &l.ffn_norm, c.rms_eps, &h)?;
-            be.matmul(&h, &l.w_gate, &g)?;
-            be.matmul(&h, &l.w_up, &u)?;
+            be.matmul_many(&h, &[(&l.w_gate, &g), (&l.w_up, &u)])?;
             if c.arch.gelu {
                 be.geglu(&g, &u, &gu)?;
             } else {
