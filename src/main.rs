@@ -345,7 +345,7 @@ fn cmd_chat(a: ChatArgs) -> Result<ExitCode> {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// A models.lock name or a path to a .gguf file (default: the lock's default model).
-    #[arg(long)]
+    #[arg(long, short)]
     model: Option<String>,
     /// Address to listen on; 0.0.0.0 exposes the server to the network.
     #[arg(long, default_value = "127.0.0.1")]
