@@ -338,6 +338,22 @@ macro_rules! x86_int8_kernels {
             hsum_ps(acc) - sum_min
         }
 
+        /// Q6_K: the 128 six-bit quants of half `n` of a block as four vectors of 32 bytes.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q6k_quants(a: &BlockQ6K, n: usize, m4: __m256i) -> [__m256i; 4] {
+            let q4a = load(a.ql.as_ptr().add(64 * n));
+            let q4b = load(a.ql.as_ptr().add(64 * n + 32));
+            let qh = load(a.qh.as_ptr().add(32 * n));
+            let hbits = |mask: u8| _mm256_and_si256(qh, _mm256_set1_epi8(mask as i8));
+            [
+                _mm256_or_si256(_mm256_and_si256(q4a, m4), _mm256_slli_epi16(hbits(0x03), 4)),
+                _mm256_or_si256(_mm256_and_si256(q4b, m4), _mm256_slli_epi16(hbits(0x0C), 2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4a, 4), m4), hbits(0x30)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4b, 4), m4), _mm256_srli_epi16(hbits(0xC0), 2)),
+            ]
+        }
+
         #[target_feature(enable = $feat)]
         unsafe fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
             let mut acc = _mm256_setzero_ps();
@@ -350,30 +366,7 @@ macro_rules! x86_int8_kernels {
                 }
                 let mut sumi = _mm256_setr_epi32(-32 * off, 0, 0, 0, 0, 0, 0, 0);
                 for n in 0..2 {
-                    let q4a = load(a.ql.as_ptr().add(64 * n));
-                    let q4b = load(a.ql.as_ptr().add(64 * n + 32));
-                    let qh = load(a.qh.as_ptr().add(32 * n));
-                    let v = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(q4a, m4),
-                            _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(q4b, m4),
-                            _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(q4a, 4), m4),
-                            _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(q4b, 4), m4),
-                            _mm256_srli_epi16(
-                                _mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8)),
-                                2,
-                            ),
-                        ),
-                    ];
+                    let v = q6k_quants(a, n, m4);
                     for (i, vi) in v.iter().enumerate() {
                         let yv = load_i8(b.qs.as_ptr().add(128 * n + 32 * i));
                         let is = 8 * n + 2 * i;
@@ -605,30 +598,7 @@ macro_rules! x86_int8_kernels {
                     sumi[r] = _mm256_setr_epi32(-32 * off, 0, 0, 0, 0, 0, 0, 0);
                 }
                 for n in 0..2 {
-                    let q4a = load(a.ql.as_ptr().add(64 * n));
-                    let q4b = load(a.ql.as_ptr().add(64 * n + 32));
-                    let qh = load(a.qh.as_ptr().add(32 * n));
-                    let v = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(q4a, m4),
-                            _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(q4b, m4),
-                            _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(q4a, 4), m4),
-                            _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(q4b, 4), m4),
-                            _mm256_srli_epi16(
-                                _mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8)),
-                                2,
-                            ),
-                        ),
-                    ];
+                    let v = q6k_quants(a, n, m4);
                     for (k, vk) in v.iter().enumerate() {
                         let is = 8 * n + 2 * k;
                         let (s0, s1) = (a.scales[is] as i32, a.scales[is + 1] as i32);
