@@ -146,7 +146,16 @@ pub(super) fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
             *by_type.entry(t.ty.name()).or_default() += t.size as u64;
         }
     }
-    let quant = by_type.into_iter().max_by_key(|&(_, b)| b).map(|(n, _)| n.to_string()).unwrap_or_default();
+    // The file's own name for its mix (Q4_K_M...), as llama.cpp shows it; else
+    // the type holding the most bytes.
+    let quant = gguf
+        .metadata()
+        .get_opt::<u32>("general.file_type")
+        .ok()
+        .flatten()
+        .and_then(file_type_name)
+        .map(str::to_string)
+        .unwrap_or_else(|| by_type.into_iter().max_by_key(|&(_, b)| b).map(|(n, _)| n.to_string()).unwrap_or_default());
     let info = ModelInfo {
         name,
         path: path.clone(),
@@ -488,4 +497,30 @@ mod tests {
         let mut p = "\n\nfine".to_string();
         assert_eq!(split_stop(&mut p, &stops), ("\n\nfine".to_string(), false));
     }
+}
+
+/// llama.cpp's `llama_ftype` names for `general.file_type`.
+fn file_type_name(ft: u32) -> Option<&'static str> {
+    Some(match ft {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        25 => "IQ4_NL",
+        30 => "IQ4_XS",
+        32 => "BF16",
+        _ => return None,
+    })
 }
