@@ -69,19 +69,25 @@ pub fn matmul_many(x: &[f32], n: usize, ws: &[&WeightData], outs: &mut [&mut [f3
     // 2. Tasks own disjoint runs of one weight's rows (columns of its output).
     // Decode: small runs so both threads stay busy. Prefill: runs that stay in
     // L1 while every group of four activation rows passes over them.
-    let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
-    for (wi, w) in ws.iter().enumerate() {
-        let m = w.rows;
-        let chunk = if n == 1 { 16.max(m / (rayon::current_num_threads() * 64).max(1)).min(256) } else { 16 };
-        tasks.extend((0..m.div_ceil(chunk)).map(|c| (wi, c * chunk, ((c + 1) * chunk).min(m))));
+    // Long prompts also split the activation rows into blocks of 64 (a block's
+    // quantized rows stay in L2 while all the weight runs pass over it).
+    const ROW_BLOCK: usize = 64;
+    let mut tasks: Vec<(usize, usize, usize, usize)> = Vec::new();
+    for r0 in (0..n).step_by(ROW_BLOCK) {
+        for (wi, w) in ws.iter().enumerate() {
+            let m = w.rows;
+            let chunk = if n == 1 { 16.max(m / (rayon::current_num_threads() * 64).max(1)).min(256) } else { 16 };
+            tasks.extend((0..m.div_ceil(chunk)).map(|c| (wi, c * chunk, ((c + 1) * chunk).min(m), r0)));
+        }
     }
     let optrs: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
-    tasks.into_par_iter().for_each(|(wi, j0, j1)| {
+    tasks.into_par_iter().for_each(|(wi, j0, j1, r0)| {
         let w = ws[wi];
         let w_row = w.row_bytes();
-        // SAFETY: this task writes out_wi[r*m + j] for j in j0..j1 only, all inside
-        // that output's n*m elements; tasks own disjoint column ranges.
-        unsafe { kern.dot_tile(w.ty, &w.bytes()[j0 * w_row..j1 * w_row], qa, k, optrs[wi].0.add(j0), w.rows) };
+        let r1 = (r0 + ROW_BLOCK).min(n);
+        // SAFETY: this task writes out_wi[r*m + j] for r in r0..r1, j in j0..j1
+        // only, all inside that output's n*m elements; tasks own disjoint blocks.
+        unsafe { kern.dot_tile(w.ty, &w.bytes()[j0 * w_row..j1 * w_row], &qa[r0 * a_row..r1 * a_row], k, optrs[wi].0.add(r0 * w.rows + j0), w.rows) };
     });
     Ok(())
 }
