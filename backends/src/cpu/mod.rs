@@ -345,7 +345,8 @@ impl Backend for CpuBackend {
         same_shape("swiglu", gate, up)?;
         same_shape("swiglu", gate, out)?;
         self.with_out(out, |s, o| {
-            ops::glu(s.f32(gate)?, s.f32(up)?, o, ops::silu);
+            let (g, u) = (s.f32(gate)?, s.f32(up)?);
+            s.pool.install(|| ops::glu(g, u, o, ops::silu));
             Ok(())
         })
     }
@@ -354,7 +355,8 @@ impl Backend for CpuBackend {
         same_shape("geglu", gate, up)?;
         same_shape("geglu", gate, out)?;
         self.with_out(out, |s, o| {
-            ops::glu(s.f32(gate)?, s.f32(up)?, o, ops::gelu_tanh);
+            let (g, u) = (s.f32(gate)?, s.f32(up)?);
+            s.pool.install(|| ops::glu(g, u, o, ops::gelu_tanh));
             Ok(())
         })
     }

@@ -293,10 +293,19 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
 }
 
-pub fn glu(gate: &[f32], up: &[f32], out: &mut [f32], act: fn(f32) -> f32) {
-    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = act(g) * u;
+/// out = act(gate) * up, element by element; prefill-sized inputs are split
+/// across the pool (elementwise, so the result does not depend on the split).
+pub fn glu(gate: &[f32], up: &[f32], out: &mut [f32], act: impl Fn(f32) -> f32 + Sync) {
+    const CHUNK: usize = 16 * 1024;
+    let run = |o: &mut [f32], g: &[f32], u: &[f32]| {
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = act(g) * u;
+        }
+    };
+    if out.len() <= CHUNK {
+        return run(out, gate, up);
     }
+    out.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK)).zip(up.par_chunks(CHUNK)).for_each(|((o, g), u)| run(o, g, u));
 }
 
 #[allow(dead_code)]
