@@ -5,32 +5,10 @@
 use std::sync::Arc;
 
 use half::f16;
+mod support;
+use support::{rand_vec, read, upload_f32};
+
 use owl_backends::{AttnBatch, AttnParams, Backend, GgmlType, RopeMode, RopeParams, Tensor, WeightData};
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn upload_f32(be: &mut dyn Backend, rows: usize, cols: usize, data: &[f32]) -> Tensor {
-    let t = be.alloc(rows, cols).unwrap();
-    be.write(&t, data).unwrap();
-    t
-}
-
-fn read(be: &mut dyn Backend, t: &Tensor) -> Vec<f32> {
-    let mut v = vec![0f32; t.rows * t.cols];
-    be.read(t, &mut v).unwrap();
-    v
-}
 
 fn quantized_weight(ty: GgmlType, rows: usize, cols: usize, values: &[f32]) -> (WeightData, Vec<f32>) {
     let rb = ty.row_bytes(cols).unwrap();

@@ -8,20 +8,11 @@
 use std::sync::Arc;
 
 use half::f16;
-use owl_backends::wgpu::WgpuBackend;
-use owl_backends::{Backend, GgmlType, Tensor, WeightData};
+mod support;
+use support::{rand_vec, read, upload_f32 as upload};
 
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use owl_backends::wgpu::WgpuBackend;
+use owl_backends::{Backend, GgmlType, WeightData};
 
 fn rand_bytes(n: usize, seed: u64) -> Vec<u8> {
     rand_vec(n, seed).iter().map(|v| ((v + 1.0) * 127.9) as u8).collect()
@@ -67,18 +58,6 @@ fn random_weight(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> (WeightDa
 
 fn open() -> WgpuBackend {
     WgpuBackend::new(None).unwrap_or_else(|e| panic!("the wgpu tests need an adapter (scripts/test installs lavapipe): {e}"))
-}
-
-fn upload(be: &mut dyn Backend, rows: usize, cols: usize, data: &[f32]) -> Tensor {
-    let t = be.alloc(rows, cols).unwrap();
-    be.write(&t, data).unwrap();
-    t
-}
-
-fn read(be: &mut dyn Backend, t: &Tensor) -> Vec<f32> {
-    let mut v = vec![0f32; t.rows * t.cols];
-    be.read(t, &mut v).unwrap();
-    v
 }
 
 /// out = x · wᵀ in f64 over the reference dequantization.
