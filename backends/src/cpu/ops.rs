@@ -173,6 +173,8 @@ struct AttnScratch {
     acc: Vec<f32>,
     tmp: Vec<f32>,
     span: Vec<(usize, usize)>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
 }
 
 /// The same body compiled for AVX2 + FMA so its f32 loops vectorise 8 wide
@@ -217,7 +219,11 @@ unsafe fn attn_group(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p
     scr.acc.clear();
     scr.acc.resize(nr * hd, 0.0);
     scr.tmp.resize(hd, 0.0);
-    let mut max = vec![f32::NEG_INFINITY; nr];
+    scr.max.clear();
+    scr.max.resize(nr, f32::NEG_INFINITY);
+    scr.sum.clear();
+    scr.sum.resize(nr, 0.0);
+    let (max, sum) = (&mut scr.max, &mut scr.sum);
     // 1. Scores q·k * scale (optionally soft-capped), in cell order.
     for c in lo..=hi {
         let cell = cells[c] as usize;
@@ -236,7 +242,6 @@ unsafe fn attn_group(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p
         }
     }
     // 2. Softmax weights, summed in cell order.
-    let mut sum = vec![0f32; nr];
     for (i, &(start, pos)) in scr.span.iter().enumerate() {
         for sc in &mut scr.scores[i * width + start - lo..=i * width + pos - lo] {
             *sc = (*sc - max[i]).exp();
