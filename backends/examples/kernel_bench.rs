@@ -82,6 +82,43 @@ fn main() {
         }
         println!();
     }
+    // Prefill: the matmul tile over 64 activation rows (what a 512-token
+    // prompt runs per row block), reported as giga multiply-adds per second.
+    let na = 64;
+    println!("\ntile {na} activation rows x {rows} x {cols}, one thread; GMAC/s");
+    print!("{:8}", "type");
+    for k in &paths {
+        print!("{:>22}", k.name);
+    }
+    println!();
+    for ty in types {
+        let rb = ty.row_bytes(cols).unwrap();
+        let mut w: Vec<u8> = (0..rb * rows).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for b in w.chunks_exact_mut(ty.block_bytes()) {
+            sanitize(ty, b);
+        }
+        let aty = ty.vec_dot_type();
+        let ar = aty.row_bytes(cols).unwrap();
+        let mut out = vec![0f32; na * rows];
+        print!("{:8}", ty.name());
+        for k in &paths {
+            let mut a = vec![0u8; ar * na];
+            for q in a.chunks_exact_mut(ar) {
+                k.quantize_act(aty, &x, q);
+            }
+            let s = time(|| {
+                // Runs of 32 weight rows, as the matmul hands them to its tasks.
+                for j0 in (0..rows).step_by(32) {
+                    let j1 = (j0 + 32).min(rows);
+                    // SAFETY: out holds na rows of `rows` elements; columns j0..j1 are written.
+                    unsafe { k.dot_tile(ty, black_box(&w[j0 * rb..j1 * rb]), black_box(&a), cols, out.as_mut_ptr().add(j0), rows) };
+                }
+                black_box(&out);
+            });
+            print!("{:>22.2}", (na * rows * cols) as f64 / s / 1e9);
+        }
+        println!();
+    }
     println!("\nactivation quantization of {cols} floats, ns per row");
     for aty in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
         print!("{:8}", aty.name());

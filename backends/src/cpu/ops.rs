@@ -76,7 +76,8 @@ pub fn matmul_many(x: &[f32], n: usize, ws: &[&WeightData], outs: &mut [&mut [f3
     for r0 in (0..n).step_by(ROW_BLOCK) {
         for (wi, w) in ws.iter().enumerate() {
             let m = w.rows;
-            let chunk = if n == 1 { 16.max(m / (rayon::current_num_threads() * 64).max(1)).min(256) } else { 16 };
+            // Prefill: 32 rows (16 pairs for the 512-bit tiles) per pass over a row block.
+            let chunk = if n == 1 { 16.max(m / (rayon::current_num_threads() * 64).max(1)).min(256) } else { 32 };
             tasks.extend((0..m.div_ceil(chunk)).map(|c| (wi, c * chunk, ((c + 1) * chunk).min(m), r0)));
         }
     }

@@ -284,8 +284,9 @@ fn dot_tile_equals_single_dots_for_any_batch() {
     for k in Kernels::available() {
         for ty in DOT_TYPES.into_iter().chain([GgmlType::F16, GgmlType::F32]) {
             let n = 512;
-            // Six weight rows: decode runs four at a time, then the remainder.
-            let nw = 6;
+            // Seven weight rows: decode runs four at a time, then the remainder;
+            // the 512-bit prefill tiles run pairs, then the odd row.
+            let nw = 7;
             let aty = ty.vec_dot_type();
             let (wr, ar) = (ty.row_bytes(n).unwrap(), aty.row_bytes(n).unwrap());
             let w: Vec<u8> = (0..nw).flat_map(|_| random_weights(ty, n, &mut rng)).collect();
