@@ -134,7 +134,10 @@ impl Backend for CpuBackend {
 
     fn alloc_kv(&mut self, rows: usize, cols: usize) -> Result<Tensor> {
         let n = rows.checked_mul(cols).ok_or_else(|| shape_err("alloc_kv", format!("{rows} x {cols} overflows")))?;
-        let id = self.push(Slot::F16(vec![f16::ZERO; n]));
+        // Zeroed by the allocator (fresh pages from the OS), so the cache only
+        // becomes resident as sequences fill it: `vec![f16::ZERO; n]` would write
+        // every element and make the whole context resident up front.
+        let id = self.push(Slot::F16(bytemuck::allocation::zeroed_vec(n)));
         Ok(Tensor { id, rows, cols, kind: TensorKind::F16 })
     }
 
