@@ -238,16 +238,27 @@ pub trait Backend: Send {
     fn add_bias(&mut self, x: &Tensor, b: &Tensor) -> Result<()>;
     /// RMS norm over each group of `w.cols` consecutive elements of each row, times w.
     /// A group of `cols` is the usual norm; `head_dim` gives per-head q/k norms.
+    /// (CPU: squares in f32 summed in f64, x * (1/sqrt(mean + eps)) * w, as ggml.)
     fn rms_norm(&mut self, x: &Tensor, w: &Tensor, eps: f32, out: &Tensor) -> Result<()>;
     /// Rotates each head of each row in place; row r is at position `pos[r]`.
+    /// (CPU: ggml's theta recurrence and one FMA per rotated value.)
     fn rope(&mut self, x: &Tensor, pos: &[u32], p: &RopeParams) -> Result<()>;
     /// Stores rows of k and v (f32, [n, n_head_kv*head_dim]) into the cache cells `cells[r]`.
     fn kv_store(&mut self, k_cache: &Tensor, v_cache: &Tensor, k: &Tensor, v: &Tensor, cells: &[u32]) -> Result<()>;
     /// Causal grouped-query attention of q [n, n_head*head_dim] over the cached keys and values.
+    /// Defined as llama.cpp's CPU flash attention computes it: q rounded to f16;
+    /// score = f16 dot of q and k, times `scale` (with a softcap:
+    /// cap * tanh(dot * scale / cap)); an online softmax over the visible cells
+    /// in cell order whose V accumulator is f16, rounded after every step (times
+    /// e^(m_old - m) when a new maximum m appears, then + v * e^(s - m)); the
+    /// accumulator over the sum of the weights at the end. A GPU backend may keep
+    /// the accumulator in f32 (within that rounding).
     fn attention(&mut self, q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &AttnBatch<'_>, p: &AttnParams, out: &Tensor) -> Result<()>;
-    /// out = silu(gate) * up.
+    /// out = silu(gate) * up. (CPU: e^x by ggml's vector approximation, `ops::expf_ggml`.)
     fn swiglu(&mut self, gate: &Tensor, up: &Tensor, out: &Tensor) -> Result<()>;
-    /// out = gelu_tanh(gate) * up.
+    /// out = gelu(gate) * up, with gelu as ggml's CPU table: gelu_tanh(f16(x))
+    /// rounded to f16, 0 for x <= -10, x for x >= 10. A GPU backend may compute
+    /// gelu_tanh in f32 (within that rounding).
     fn geglu(&mut self, gate: &Tensor, up: &Tensor, out: &Tensor) -> Result<()>;
     /// a += b.
     fn add(&mut self, a: &Tensor, b: &Tensor) -> Result<()>;

@@ -272,6 +272,40 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
     with_block!(ty, B => B::quantize(src, bytemuck::cast_slice_mut::<u8, B>(dst)))
 }
 
+/// Quantizes a matmul activation row as GGML's x86 CPU backend does
+/// (`quantize_row_q8_0` / `quantize_row_q8_1` in ggml-cpu/arch/x86/quants.c),
+/// which differs from the reference `quantize` (ggml's `_ref`, used for
+/// weights) for Q8_0 and Q8_1: the multiplier is 127/amax rather than 1/d and
+/// values round half to even rather than away from zero, so a value on a
+/// rounding boundary can land one quant apart. Every other type is `quantize`.
+pub fn quantize_act(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    match ty {
+        GgmlType::Q8_0 | GgmlType::Q8_1 => {
+            let need = checked_row_bytes(ty, src.len())?;
+            check_len(ty, "destination bytes", need, dst.len())?;
+            let bb = ty.block_bytes();
+            for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(bb)) {
+                let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                b[..2].copy_from_slice(&f32_to_f16(d));
+                let qs = &mut b[bb - 32..];
+                let mut sum = 0i32;
+                for (q, &v) in qs.iter_mut().zip(x) {
+                    let i = (v * id).round_ties_even() as i8;
+                    sum += i as i32;
+                    *q = i as u8;
+                }
+                if ty == GgmlType::Q8_1 {
+                    b[2..4].copy_from_slice(&f32_to_f16(d * sum as f32));
+                }
+            }
+            Ok(())
+        }
+        _ => quantize(ty, src, dst),
+    }
+}
+
 /// Scalar reference dot product of `n` elements: `w` holds them as `ty`, `a` as
 /// `ty.vec_dot_type()`.
 pub fn vec_dot_ref(ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> Result<f32, QuantError> {

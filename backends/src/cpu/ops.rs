@@ -96,7 +96,8 @@ pub fn matmul_many(x: &[f32], n: usize, ws: &[&WeightData], outs: &mut [&mut [f3
 /// RMS norm over each group of w.len() elements, times w.
 pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     for g in x.chunks_exact_mut(w.len()) {
-        let sum: f64 = g.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        // Squares in f32, summed in f64 (ggml's order).
+        let sum: f64 = g.iter().map(|&v| (v * v) as f64).sum();
         let mean = (sum / g.len() as f64) as f32;
         let s = 1.0 / (mean + eps).sqrt();
         for (v, &wi) in g.iter_mut().zip(w) {
@@ -105,8 +106,28 @@ pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     }
 }
 
-/// Rotary embedding in place, as ggml_rope_ext computes it (no YaRN).
+/// Rotary embedding in place, as ggml_rope_ext computes it (no YaRN): theta
+/// for pair i is pos * base^(-2i/n_rot) by repeated multiplication, and each
+/// rotated value is one fused multiply-add, x0*cos - x1*sin as
+/// fma(x0, cos, -(x1*sin)), as GCC contracts ggml's expression.
 pub fn rope(x: &mut [f32], cols: usize, pos: &[u32], p: &RopeParams) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA.
+        return unsafe { rope_fma(x, cols, pos, p) };
+    }
+    rope_body(x, cols, pos, p)
+}
+
+/// The same body with FMA enabled, so `mul_add` is one instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn rope_fma(x: &mut [f32], cols: usize, pos: &[u32], p: &RopeParams) {
+    rope_body(x, cols, pos, p)
+}
+
+#[inline(always)]
+fn rope_body(x: &mut [f32], cols: usize, pos: &[u32], p: &RopeParams) {
     let theta_scale = p.base.powf(-2.0 / p.n_rot as f32);
     let half = p.n_rot / 2;
     let mut cs = vec![(0f32, 0f32); half];
@@ -124,22 +145,29 @@ pub fn rope(x: &mut [f32], cols: usize, pos: &[u32], p: &RopeParams) {
                     RopeMode::Neox => (i, i + half),
                 };
                 let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * cos - x1 * sin;
-                head[b] = x0 * sin + x1 * cos;
+                head[a] = x0.mul_add(cos, -(x1 * sin));
+                head[b] = x0.mul_add(sin, x1 * cos);
             }
         }
     }
 }
 
 /// Rows of one sequence that share an attention task (prefill): each K and V
-/// row is converted from f16 once per group instead of once per query row.
+/// row is read once per group instead of once per query row.
 const ATTN_GROUP: usize = 16;
 
-/// Causal grouped-query attention over the f16 cache. One task per (group of
-/// up to 16 consecutive rows of one sequence, query head). Every row's result
-/// is computed by the same operations in the same order whatever its group
-/// (scores in cell order, max, exp and sum in cell order, V accumulated in cell
-/// order), so a batched row equals its solo run bit for bit.
+/// Causal grouped-query attention over the f16 cache, computed the way
+/// llama.cpp's CPU flash attention computes it (ggml's
+/// `flash_attn_ext_f16_one_chunk`, the path for fewer than 64 query rows):
+/// q rounded to f16, each score an f16 dot (`dot_f16`) times `scale`
+/// (softcap: times scale/cap, then cap*tanh), an online softmax over the
+/// visible cells in cell order whose V accumulator is f16, rounded after every
+/// step (`scale_f16` when a new maximum appears, then `mad_f16`), and at the end
+/// the accumulator over the sum of the weights.
+///
+/// One task per (group of up to 16 consecutive rows of one sequence, query
+/// head). Each row's state is its own and sees the cells in the same order
+/// whatever its group, so a batched row equals its solo run bit for bit.
 pub fn attention(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, out: &mut [f32]) {
     let mut groups: Vec<(usize, usize)> = Vec::new();
     let mut r0 = 0;
@@ -154,47 +182,47 @@ pub fn attention(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &A
     }
     let optr = SendPtr(out.as_mut_ptr());
     #[cfg(target_arch = "x86_64")]
-    let fast = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    let fast = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
     (0..groups.len() * p.n_head).into_par_iter().for_each_init(AttnScratch::default, |scr, task| {
         let (g, h) = groups[task / p.n_head];
         let head = task % p.n_head;
         #[cfg(target_arch = "x86_64")]
         if fast {
-            // SAFETY: the CPU has AVX2 and FMA (checked above); the task owns its output.
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked above); the task owns its output.
             return unsafe { attn_group_avx2(q, kc, vc, batch, p, (g, h), head, optr, scr) };
         }
         // SAFETY: the task owns its output slices.
-        unsafe { attn_group(q, kc, vc, batch, p, (g, h), head, optr, scr) }
+        unsafe { attn_group::<ScalarF16>(q, kc, vc, batch, p, (g, h), head, optr, scr) }
     });
 }
 
 #[derive(Default)]
 struct AttnScratch {
-    scores: Vec<f32>,
-    acc: Vec<f32>,
-    tmp: Vec<f32>,
+    /// Per row: its query head in f16, its f16 V accumulator.
+    q16: Vec<f16>,
+    acc: Vec<f16>,
     span: Vec<(usize, usize)>,
+    /// Per row: the running maximum score and sum of weights.
     max: Vec<f32>,
     sum: Vec<f32>,
 }
 
-/// The same body compiled for AVX2 + FMA so its f32 loops vectorise 8 wide
-/// (the arithmetic is unchanged: no contraction into FMA, same order).
+/// The body with the F16C kernels, compiled for AVX2 + FMA + F16C.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attn_group_avx2(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, rows: (usize, usize), head: usize, out: SendPtr, scr: &mut AttnScratch) {
-    unsafe { attn_group(q, kc, vc, batch, p, rows, head, out, scr) }
+    unsafe { attn_group::<F16cF16>(q, kc, vc, batch, p, rows, head, out, scr) }
 }
 
 /// Attention of batch rows `rows.0..rows.1` (one sequence) for query head `head`.
 ///
 /// # Safety
 /// `out` points at the [rows, n_head * head_dim] output; only this task writes
-/// these rows' `head` slices.
+/// these rows' `head` slices. `V`'s kernels must be supported by the CPU.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn attn_group(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, rows: (usize, usize), head: usize, out: SendPtr, scr: &mut AttnScratch) {
+unsafe fn attn_group<V: F16Vec>(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, rows: (usize, usize), head: usize, out: SendPtr, scr: &mut AttnScratch) {
     let hd = p.head_dim;
     let q_cols = p.n_head * hd;
     let kv_cols = p.n_head_kv * hd;
@@ -214,104 +242,271 @@ unsafe fn attn_group(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p
     }
     let lo = scr.span.iter().map(|s| s.0).min().unwrap_or(0);
     let hi = scr.span.iter().map(|s| s.1).max().unwrap_or(0);
-    let width = hi + 1 - lo;
-    scr.scores.clear();
-    scr.scores.resize(nr * width, 0.0);
+    scr.q16.resize(nr * hd, f16::ZERO);
+    for i in 0..nr {
+        scr.q16[i * hd..][..hd].convert_from_f32_slice(&q[(r0 + i) * q_cols + head * hd..][..hd]);
+    }
     scr.acc.clear();
-    scr.acc.resize(nr * hd, 0.0);
-    scr.tmp.resize(hd, 0.0);
+    scr.acc.resize(nr * hd, f16::ZERO);
     scr.max.clear();
     scr.max.resize(nr, f32::NEG_INFINITY);
     scr.sum.clear();
     scr.sum.resize(nr, 0.0);
-    let (max, sum) = (&mut scr.max, &mut scr.sum);
-    // 1. Scores q·k * scale (optionally soft-capped), in cell order.
+    // With a softcap the score is cap * tanh(q·k * scale/cap), as ggml folds it.
+    let scale = p.softcap.map_or(p.scale, |cap| p.scale / cap);
+    // Online softmax, cell by cell: every row that sees cell c takes its step.
     for c in lo..=hi {
         let cell = cells[c] as usize;
-        kc[cell * kv_cols + kvh * hd..][..hd].convert_to_f32_slice(&mut scr.tmp);
+        let kr = &kc[cell * kv_cols + kvh * hd..][..hd];
+        let vr = &vc[cell * kv_cols + kvh * hd..][..hd];
         for (i, &(start, pos)) in scr.span.iter().enumerate() {
             if c < start || c > pos {
                 continue;
             }
-            let qh = &q[(r0 + i) * q_cols + head * hd..][..hd];
-            let mut sc = dot_f32(qh, &scr.tmp) * p.scale;
+            // SAFETY: the caller guarantees V's CPU features.
+            let mut s = unsafe { V::dot(&scr.q16[i * hd..][..hd], kr) } * scale;
             if let Some(cap) = p.softcap {
-                sc = cap * (sc / cap).tanh();
+                s = cap * s.tanh();
             }
-            max[i] = max[i].max(sc);
-            scr.scores[i * width + c - lo] = sc;
-        }
-    }
-    // 2. Softmax weights, summed in cell order.
-    for (i, &(start, pos)) in scr.span.iter().enumerate() {
-        for sc in &mut scr.scores[i * width + start - lo..=i * width + pos - lo] {
-            *sc = (*sc - max[i]).exp();
-            sum[i] += *sc;
-        }
-    }
-    // 3. V weighted by the scores, accumulated in cell order.
-    for c in lo..=hi {
-        let cell = cells[c] as usize;
-        vc[cell * kv_cols + kvh * hd..][..hd].convert_to_f32_slice(&mut scr.tmp);
-        for (i, &(start, pos)) in scr.span.iter().enumerate() {
-            if c < start || c > pos {
-                continue;
-            }
-            let w = scr.scores[i * width + c - lo];
-            for (a, b) in scr.acc[i * hd..][..hd].iter_mut().zip(scr.tmp.iter()) {
-                *a += w * b;
-            }
+            let acc = &mut scr.acc[i * hd..][..hd];
+            let m_old = scr.max[i];
+            let (ms, vs) = if s > m_old {
+                // A new maximum: the accumulator so far is rescaled, this cell weighs 1.
+                scr.max[i] = s;
+                let ms = (m_old - s).exp();
+                if m_old != f32::NEG_INFINITY {
+                    unsafe { V::scale(acc, ms) };
+                }
+                (ms, 1.0)
+            } else {
+                (1.0, (s - m_old).exp())
+            };
+            unsafe { V::mad(acc, vr, vs) };
+            scr.sum[i] = scr.sum[i].mul_add(ms, vs);
         }
     }
     for i in 0..nr {
-        let inv = 1.0 / sum[i];
+        let inv = if scr.sum[i] == 0.0 { 0.0 } else { 1.0 / scr.sum[i] };
         for (d, a) in scr.acc[i * hd..][..hd].iter().enumerate() {
             // SAFETY: this task alone writes row r0+i's `head` slice.
-            unsafe { *out.0.add((r0 + i) * q_cols + head * hd + d) = a * inv };
+            unsafe { *out.0.add((r0 + i) * q_cols + head * hd + d) = a.to_f32() * inv };
         }
     }
 }
 
-/// f32 dot with 8 independent accumulators (so the compiler can vectorise it).
-#[inline]
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
+/// The f16 vector kernels of the attention, with the arithmetic of ggml's x86
+/// AVX-512 `ggml_vec_dot_f16`, `ggml_vec_mad_f16` and `ggml_vec_scale_f16`.
+/// Every implementation gives the same bits.
+trait F16Vec {
+    /// Σ a[i]·b[i] in f32: lane l of 64 accumulates elements l, l+64, ...;
+    /// the lanes are summed pairwise (l with l+32, +16, +8, +4, +2, +1); a tail
+    /// of fewer than 64 elements is added one by one in f64. (f16 products are
+    /// exact in f32, so fused or not makes no difference.)
+    unsafe fn dot(a: &[f16], b: &[f16]) -> f32;
+    /// acc[i] = f16(fma(v[i], s, acc[i])).
+    unsafe fn mad(acc: &mut [f16], v: &[f16], s: f32);
+    /// acc[i] = f16(acc[i] * s).
+    unsafe fn scale(acc: &mut [f16], s: f32);
 }
 
+/// Plain Rust (any CPU).
+struct ScalarF16;
+
+impl F16Vec for ScalarF16 {
+    unsafe fn dot(a: &[f16], b: &[f16]) -> f32 {
+        let n = a.len().min(b.len());
+        let np = n & !63;
+        let mut lane = [0f32; 64];
+        for (ca, cb) in a[..np].chunks_exact(64).zip(b[..np].chunks_exact(64)) {
+            for l in 0..64 {
+                lane[l] += ca[l].to_f32() * cb[l].to_f32();
+            }
+        }
+        let mut w = 32;
+        while w > 0 {
+            for l in 0..w {
+                lane[l] += lane[l + w];
+            }
+            w /= 2;
+        }
+        let mut s = lane[0] as f64;
+        for i in np..n {
+            s += (a[i].to_f32() * b[i].to_f32()) as f64;
+        }
+        s as f32
+    }
+
+    unsafe fn mad(acc: &mut [f16], v: &[f16], s: f32) {
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = f16::from_f32(x.to_f32().mul_add(s, a.to_f32()));
+        }
+    }
+
+    unsafe fn scale(acc: &mut [f16], s: f32) {
+        for a in acc.iter_mut() {
+            *a = f16::from_f32(a.to_f32() * s);
+        }
+    }
+}
+
+/// AVX2 + FMA + F16C, 8 lanes a register (the callers check the features).
+#[cfg(target_arch = "x86_64")]
+struct F16cF16;
+
+#[cfg(target_arch = "x86_64")]
+impl F16Vec for F16cF16 {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot(a: &[f16], b: &[f16]) -> f32 {
+        use std::arch::x86_64::*;
+        let n = a.len().min(b.len());
+        let np = n & !63;
+        let (pa, pb) = (a.as_ptr() as *const __m128i, b.as_ptr() as *const __m128i);
+        // Register j holds lanes 8j..8j+8 of the 64.
+        let mut r = [_mm256_setzero_ps(); 8];
+        for c in (0..np / 8).step_by(8) {
+            for (j, rj) in r.iter_mut().enumerate() {
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(c + j)));
+                let y = _mm256_cvtph_ps(_mm_loadu_si128(pb.add(c + j)));
+                *rj = _mm256_fmadd_ps(x, y, *rj);
+            }
+        }
+        for j in 0..4 {
+            r[j] = _mm256_add_ps(r[j], r[j + 4]);
+        }
+        r[0] = _mm256_add_ps(r[0], r[2]);
+        r[1] = _mm256_add_ps(r[1], r[3]);
+        let t = _mm256_add_ps(r[0], r[1]);
+        let t = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+        let t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+        let t = _mm_add_ss(t, _mm_movehdup_ps(t));
+        let mut s = _mm_cvtss_f32(t) as f64;
+        for i in np..n {
+            s += (a[i].to_f32() * b[i].to_f32()) as f64;
+        }
+        s as f32
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mad(acc: &mut [f16], v: &[f16], s: f32) {
+        use std::arch::x86_64::*;
+        let n = acc.len().min(v.len());
+        let n8 = n & !7;
+        let (pa, pv) = (acc.as_mut_ptr() as *mut __m128i, v.as_ptr() as *const __m128i);
+        let sv = _mm256_set1_ps(s);
+        for j in 0..n8 / 8 {
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(pv.add(j)));
+            let y = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(j)));
+            _mm_storeu_si128(pa.add(j), _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_fmadd_ps(x, sv, y)));
+        }
+        for i in n8..n {
+            acc[i] = f16::from_f32(v[i].to_f32().mul_add(s, acc[i].to_f32()));
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scale(acc: &mut [f16], s: f32) {
+        use std::arch::x86_64::*;
+        let n8 = acc.len() & !7;
+        let pa = acc.as_mut_ptr() as *mut __m128i;
+        let sv = _mm256_set1_ps(s);
+        for j in 0..n8 / 8 {
+            let y = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(j)));
+            _mm_storeu_si128(pa.add(j), _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(y, sv)));
+        }
+        for a in acc[n8..].iter_mut() {
+            *a = f16::from_f32(a.to_f32() * s);
+        }
+    }
+}
+
+/// e^x as ggml's AVX-512 `ggml_v_expf` computes it (ARM's optimized-routines
+/// approximation, within 1.5 ulp): x = n ln2 + b with n = round(x log2 e), e^b
+/// by a degree-5 polynomial, times 2^n; |n| > 192 gives 0 or infinity. Every
+/// step is the fused or plain operation the vector code uses.
+#[inline(always)]
+pub fn expf_ggml(x: f32) -> f32 {
+    let c = f32::from_bits;
+    let r = c(0x4b40_0000); // 0x1.8p23: adding it rounds to an integer
+    let z = x.mul_add(c(0x3fb8_aa3b), r);
+    let n = z - r;
+    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let p = c(0x3c07_2010).mul_add(b, c(0x3d2b_9f17)).mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)));
+    let j = p.mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
+    // j * 2^n (n is an integer in [-192, 192]), in two exact power-of-two steps.
+    let n = n as i32;
+    let (n1, n2) = (n / 2, n - n / 2);
+    j * f32::from_bits(((n1 + 127) as u32) << 23) * f32::from_bits(((n2 + 127) as u32) << 23)
+}
+
+/// SiLU as ggml's CPU SwiGLU computes it: x / (1 + e^-x) with `expf_ggml`.
+#[inline(always)]
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + expf_ggml(0.0 - x))
 }
 
+/// gelu_tanh in f32, with the one contraction GCC makes in ggml's
+/// `ggml_gelu_f32` (1 + a*x*x as fma(a*x, x, 1)).
 pub fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
+    const GELU_COEF_A: f32 = 0.044715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (GELU_COEF_A * x).mul_add(x, 1.0)).tanh())
+}
+
+/// GeGLU's activation as ggml's CPU backend computes it (`GGML_GELU_FP16`):
+/// gelu_tanh of the input rounded to f16, the result rounded to f16 (a table
+/// of all 65536 halves), except that x <= -10 gives 0 and x >= 10 gives x.
+#[inline(always)]
+pub fn gelu_f16(x: f32) -> f32 {
+    static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let t = TABLE.get_or_init(|| (0..=u16::MAX).map(|b| f16::from_f32(gelu_tanh(f16::from_bits(b).to_f32()))).collect());
+    t[f16::from_f32(x).to_bits() as usize].to_f32()
 }
 
 /// out = act(gate) * up, element by element; prefill-sized inputs are split
 /// across the pool (elementwise, so the result does not depend on the split).
-pub fn glu(gate: &[f32], up: &[f32], out: &mut [f32], act: impl Fn(f32) -> f32 + Sync) {
+pub fn glu<F: Fn(f32) -> f32 + Sync>(gate: &[f32], up: &[f32], out: &mut [f32], act: F) {
     const CHUNK: usize = 16 * 1024;
+    #[cfg(target_arch = "x86_64")]
+    let fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
     let run = |o: &mut [f32], g: &[f32], u: &[f32]| {
-        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-            *o = act(g) * u;
+        #[cfg(target_arch = "x86_64")]
+        if fma {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            return unsafe { glu_avx2(o, g, u, &act) };
         }
+        glu_body(o, g, u, &act)
     };
     if out.len() <= CHUNK {
         return run(out, gate, up);
     }
     out.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK)).zip(up.par_chunks(CHUNK)).for_each(|((o, g), u)| run(o, g, u));
+}
+
+/// The same loop with AVX2 + FMA enabled, so `mul_add` is one instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn glu_avx2<F: Fn(f32) -> f32>(o: &mut [f32], g: &[f32], u: &[f32], act: &F) {
+    glu_body(o, g, u, act)
+}
+
+#[inline(always)]
+fn glu_body<F: Fn(f32) -> f32>(o: &mut [f32], g: &[f32], u: &[f32], act: &F) {
+    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+        *o = act(g) * u;
+    }
 }
 
 #[allow(dead_code)]

@@ -220,7 +220,8 @@ impl Kernels {
     }
 
     /// Quantizes an f32 activation row into `ty` (Q8_0, Q8_1, Q8_K, F16, BF16 or
-    /// F32), bit-identical to `owl_quant::quantize`. `out` must be exactly
+    /// F32), bit-identical to `owl_quant::quantize_act` (GGML's x86 activation
+    /// quantizers, which llama.cpp's CPU matmuls use). `out` must be exactly
     /// `ty.row_bytes(x.len())` bytes.
     ///
     /// # Panics
@@ -236,7 +237,7 @@ impl Kernels {
             );
             return f(x, out);
         }
-        if let Err(e) = owl_quant::quantize(ty, x, out) {
+        if let Err(e) = owl_quant::quantize_act(ty, x, out) {
             panic!("activation quantization into {} failed: {e}", ty.name());
         }
     }

@@ -264,36 +264,14 @@ macro_rules! x86_int8_kernels {
             hsum_ps(acc)
         }
 
+        /// Q4_K as GGML's repacked Q4_K GEMM (`ggml_gemm_q4_K_8x8_q8_K`, what
+        /// llama.cpp runs on x86 for prompt rows) accumulates: per 64 elements
+        /// (two sub-blocks) one exact integer for the scales and one for the mins,
+        /// each added with one FMA (times d*yd and dmin*yd), scales minus mins at
+        /// the end.
         #[target_feature(enable = $feat)]
         unsafe fn dot_q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut sum_min = 0f32;
-            let m4 = _mm256_set1_epi8(0x0F);
-            for (a, b) in x.iter().zip(y) {
-                let (sc, mn) = unpack_scales_mins_k4(&a.scales);
-                let mut summ = 0i32;
-                for j in 0..16 {
-                    summ += mn[j / 2] as i32 * b.bsum(j) as i32;
-                }
-                sum_min += f16_mul_f32(a.dmin, b.d()) * summ as f32;
-                let mut sumi = _mm256_setzero_si256();
-                for j in 0..4 {
-                    let q4 = load(a.qs.as_ptr().add(32 * j));
-                    let lo = _mm256_and_si256(q4, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-                    let ylo = load_i8(b.qs.as_ptr().add(64 * j));
-                    let yhi = load_i8(b.qs.as_ptr().add(64 * j + 32));
-                    let (s0, s1) = (sc[2 * j] as i32, sc[2 * j + 1] as i32);
-                    sumi = _mm256_add_epi32(sumi, mul_u8i8_s(lo, ylo, s0, s0));
-                    sumi = _mm256_add_epi32(sumi, mul_u8i8_s(hi, yhi, s1, s1));
-                }
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
-                    _mm256_cvtepi32_ps(sumi),
-                    acc,
-                );
-            }
-            hsum_ps(acc) - sum_min
+            tile_q4_k::<1>(x, [y], [&[]], [&[]])[0]
         }
 
         #[target_feature(enable = $feat)]
@@ -359,12 +337,12 @@ macro_rules! x86_int8_kernels {
             let mut acc = _mm256_setzero_ps();
             let m4 = _mm256_set1_epi8(0x0F);
             for (a, b) in x.iter().zip(y) {
-                // Σ sc*(q-32)*y = Σ sc*q*y - 32 Σ sc*bsum, all in exact integers.
-                let mut off = 0i32;
-                for j in 0..16 {
-                    off += a.scales[j] as i32 * b.bsum(j) as i32;
-                }
-                let mut sumi = _mm256_setr_epi32(-32 * off, 0, 0, 0, 0, 0, 0, 0);
+                // Σ sc*(q-32)*y = Σ sc*q*y - 32 Σ sc*bsum, all in exact integers; lane l
+                // takes the offset of sub-blocks 2l and 2l+1, as GGML's lanes do (same
+                // lane sums, so the same float rounding).
+                let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr() as *const __m128i));
+                let off = _mm256_madd_epi16(scales, load(b.bsums.as_ptr() as *const u8));
+                let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
                 for n in 0..2 {
                     let v = q6k_quants(a, n, m4);
                     for (i, vi) in v.iter().enumerate() {
@@ -540,17 +518,28 @@ macro_rules! x86_int8_kernels {
             out
         }
 
+        /// Q4_K rows as `dot_q4_k` describes. `d` holds the activation scales,
+        /// or is empty to read them from the blocks.
         #[target_feature(enable = $feat)]
         unsafe fn tile_q4_k<const R: usize>(x: &[BlockQ4K], y: [&[BlockQ8K]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
-            let mut acc = [_mm256_setzero_ps(); R];
-            let mut sum_min = [0f32; R];
+            let mut acc = [0f32; R];
+            let mut acc_min = [0f32; R];
             let m4 = _mm256_set1_epi8(0x0F);
             for (i, a) in x.iter().enumerate() {
                 let (sc, mn) = unpack_scales_mins_k4(&a.scales);
-                // mins[j / 2] for j in 0..16 as i16 lanes, against the 16 bsums.
+                // mins[j / 2] for j in 0..16 as i16 lanes, against the 16 bsums:
+                // lane l of the product is min l times the sum of sub-block l.
                 let m8 = _mm_loadl_epi64(mn.as_ptr() as *const __m128i);
                 let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-                let mut sumi = [_mm256_setzero_si256(); R];
+                let (wd, wmin) = f16_pair(a);
+                let mut dd = [0f32; R];
+                let mut summ = [[0i32; 8]; R];
+                for r in 0..R {
+                    let b = y[r].get_unchecked(i);
+                    dd[r] = if d[r].is_empty() { b.d() } else { *d[r].get_unchecked(i) };
+                    let bs = load(b.bsums.as_ptr() as *const u8);
+                    _mm256_storeu_si256(summ[r].as_mut_ptr() as *mut __m256i, _mm256_madd_epi16(mins, bs));
+                }
                 for j in 0..4 {
                     let q4 = load(a.qs.as_ptr().add(32 * j));
                     let lo = _mm256_and_si256(q4, m4);
@@ -560,27 +549,16 @@ macro_rules! x86_int8_kernels {
                         let b = y[r].get_unchecked(i);
                         let ylo = load_i8(b.qs.as_ptr().add(64 * j));
                         let yhi = load_i8(b.qs.as_ptr().add(64 * j + 32));
-                        sumi[r] = _mm256_add_epi32(sumi[r], mul_u8i8_s(lo, ylo, s0, s0));
-                        sumi[r] = _mm256_add_epi32(sumi[r], mul_u8i8_s(hi, yhi, s1, s1));
+                        let p = _mm256_add_epi32(mul_u8i8_s(lo, ylo, s0, s0), mul_u8i8_s(hi, yhi, s1, s1));
+                        acc[r] = (hsum_i32(p) as f32).mul_add(wd * dd[r], acc[r]);
+                        let m = summ[r][2 * j] + summ[r][2 * j + 1];
+                        acc_min[r] = (m as f32).mul_add(wmin * dd[r], acc_min[r]);
                     }
-                }
-                let (wd, wmin) = f16_pair(a);
-                for r in 0..R {
-                    let b = y[r].get_unchecked(i);
-                    let bs = load(b.bsums.as_ptr() as *const u8);
-                    let summ = hsum_i32(_mm256_madd_epi16(mins, bs));
-                    let yd = *d[r].get_unchecked(i);
-                    sum_min[r] += wmin * yd * summ as f32;
-                    acc[r] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(wd * yd),
-                        _mm256_cvtepi32_ps(sumi[r]),
-                        acc[r],
-                    );
                 }
             }
             let mut out = [0f32; R];
             for r in 0..R {
-                out[r] = hsum_ps(acc[r]) - sum_min[r];
+                out[r] = acc[r] - acc_min[r];
             }
             out
         }
@@ -594,8 +572,9 @@ macro_rules! x86_int8_kernels {
                 let mut sumi = [_mm256_setzero_si256(); R];
                 for r in 0..R {
                     let b = y[r].get_unchecked(i);
-                    let off = hsum_i32(_mm256_madd_epi16(scales, load(b.bsums.as_ptr() as *const u8)));
-                    sumi[r] = _mm256_setr_epi32(-32 * off, 0, 0, 0, 0, 0, 0, 0);
+                    // Lane l takes the offset of sub-blocks 2l and 2l+1 (GGML's lane sums).
+                    let off = _mm256_madd_epi16(scales, load(b.bsums.as_ptr() as *const u8));
+                    sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
                 }
                 for n in 0..2 {
                     let v = q6k_quants(a, n, m4);
@@ -790,19 +769,6 @@ macro_rules! x86_int8_kernels {
         tile_entry!(t_q4_k, tile_q4_k, BlockQ4K, BlockQ8K, scales_q8_k, None);
         tile_entry!(t_q6_k, tile_q6_k, BlockQ6K, BlockQ8K, scales_q8_k, None);
 
-        /// roundf (half away from zero) of each lane, exactly: trunc, then +-1
-        /// where the dropped fraction is at least one half.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn roundf_ps(v: __m256) -> __m256 {
-            let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-            let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-            let frac = _mm256_and_ps(_mm256_sub_ps(v, t), abs_mask);
-            let ge = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5), _CMP_GE_OQ);
-            let one = _mm256_or_ps(_mm256_andnot_ps(abs_mask, v), _mm256_set1_ps(1.0));
-            _mm256_add_ps(t, _mm256_and_ps(ge, one))
-        }
-
         /// Four vectors of 8 i32 -> 32 i8 in element order.
         #[inline]
         #[target_feature(enable = $feat)]
@@ -825,7 +791,7 @@ macro_rules! x86_int8_kernels {
             _mm_cvtss_f32(s)
         }
 
-        /// 32 floats times `id`, roundf, packed to bytes; also returns their sum.
+        /// 32 floats times `id`, rounded half to even, packed to bytes; also returns their sum.
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn round_pack32(x: *const f32, id: f32, out: *mut i8) -> i32 {
@@ -833,7 +799,8 @@ macro_rules! x86_int8_kernels {
             let mut q = [_mm256_setzero_si256(); 4];
             for (i, qi) in q.iter_mut().enumerate() {
                 let v = _mm256_mul_ps(_mm256_loadu_ps(x.add(8 * i)), idv);
-                *qi = _mm256_cvttps_epi32(roundf_ps(v));
+                // cvtps rounds half to even under the default MXCSR, as ggml's x86 path.
+                *qi = _mm256_cvtps_epi32(v);
             }
             let packed = pack32(q[0], q[1], q[2], q[3]);
             _mm256_storeu_si256(out as *mut __m256i, packed);
@@ -849,7 +816,7 @@ macro_rules! x86_int8_kernels {
             for (xb, b) in x.chunks_exact(32).zip(out.iter_mut()) {
                 let amax = absmax32(xb.as_ptr());
                 let d = amax / 127.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
                 b.d = owl_quant::f32_to_f16(d);
                 round_pack32(xb.as_ptr(), id, b.qs.as_mut_ptr());
             }
@@ -860,7 +827,7 @@ macro_rules! x86_int8_kernels {
             for (xb, b) in x.chunks_exact(32).zip(out.iter_mut()) {
                 let amax = absmax32(xb.as_ptr());
                 let d = amax / 127.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
                 b.d = owl_quant::f32_to_f16(d);
                 let sum = round_pack32(xb.as_ptr(), id, b.qs.as_mut_ptr());
                 b.s = owl_quant::f32_to_f16(sum as f32 * d);
