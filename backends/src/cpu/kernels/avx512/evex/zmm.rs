@@ -197,37 +197,54 @@ unsafe fn pair_q4_1<const R: usize>(x0: &[BlockQ4_1], x1: &[BlockQ4_1], g: &Acts
     out
 }
 
+/// The exact i32 totals of each 256-bit half of four vectors (activation rows
+/// 0..4): `.0` lane r = half 0 of `p[r]`, `.1` lane r = half 1 of `p[r]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+unsafe fn half_sums4(p: [__m512i; 4]) -> (__m128i, __m128i) {
+    let u = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
+    let v = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
+    // Each 128-bit lane: the sums of its four elements for rows 0, 1, 2, 3.
+    let t = _mm512_add_epi32(_mm512_unpacklo_epi64(u, v), _mm512_unpackhi_epi64(u, v));
+    let t = _mm512_add_epi32(t, _mm512_shuffle_i64x2::<0b10_11_00_01>(t, t));
+    (_mm512_castsi512_si128(t), _mm512_extracti32x4_epi32::<2>(t))
+}
+
+/// Q4_K as the one-row dot: per 64 elements one exact integer for the scales
+/// and one for the mins, each added to its row's f32 chain with one FMA. The
+/// chains of the four activation rows run side by side in the lanes of one
+/// 128-bit register per weight row (the same operations, lane by lane).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 unsafe fn pair_q4_k<const R: usize>(x0: &[BlockQ4K], x1: &[BlockQ4K], g: &Acts<'_, BlockQ8K>) -> [[f32; 2]; R] {
     let m4 = _mm512_set1_epi8(0x0F);
-    let mut acc = [_mm512_setzero_ps(); R];
-    // Element 4r + w: the min term of weight row w against activation row r.
-    let mut smin = _mm512_setzero_ps();
-    let rep4 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    // Lane r: the chains of weight row 0 and 1 against activation row r.
+    let (mut acc0, mut acc1) = (_mm_setzero_ps(), _mm_setzero_ps());
+    let (mut min0, mut min1) = (_mm_setzero_ps(), _mm_setzero_ps());
+    // Gathers element j of each 128-bit lane: lane j of the result holds it for rows 0..4.
+    let tr = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     for i in 0..x0.len() {
         let (a0, a1) = (x0.get_unchecked(i), x1.get_unchecked(i));
         let (sc0, mn0) = unpack_scales_mins_k4(&a0.scales);
         let (sc1, mn1) = unpack_scales_mins_k4(&a1.scales);
         let ((wd0, wmin0), (wd1, wmin1)) = (f16_pair(a0), f16_pair(a1));
-        // Min sums: Σ_j mins[j] * (sub-block sum j) for each (w, r), exact in i32.
+        let ddv = _mm_loadu_ps(g.d.as_ptr().add(4 * i));
+        let (sd0, sd1) = (_mm_mul_ps(_mm_set1_ps(wd0), ddv), _mm_mul_ps(_mm_set1_ps(wd1), ddv));
+        let (sm0, sm1) = (_mm_mul_ps(_mm_set1_ps(wmin0), ddv), _mm_mul_ps(_mm_set1_ps(wmin1), ddv));
+        // Min sums per 64 elements: mins[2j]*sum(sub-block 2j) + mins[2j+1]*sum(2j+1),
+        // exact in i32; after the transpose, 128-bit lane j holds them for rows 0..4.
         let bs8 = _mm512_loadu_si512(g.ext.as_ptr().add(4 * i) as *const _);
         let mins = |mn: &[u8; 8]| _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(mn.as_ptr() as *const __m128i)));
-        let red = |t: __m512i| {
-            let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
-            _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b10_11_00_01>(t))
-        };
-        let t0 = red(_mm512_madd_epi16(bs8, mins(&mn0)));
-        let t1 = red(_mm512_madd_epi16(bs8, mins(&mn1)));
-        let summ = _mm512_mask_blend_epi32(0xAAAA, t0, t1);
-        let wminv = _mm512_broadcast_f32x4(_mm_setr_ps(wmin0, wmin1, wmin0, wmin1));
-        let ydv = _mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(_mm_loadu_ps(g.d.as_ptr().add(4 * i))));
-        smin = _mm512_add_ps(smin, _mm512_mul_ps(_mm512_mul_ps(wminv, ydv), _mm512_cvtepi32_ps(summ)));
+        let mt0 = _mm512_permutexvar_epi32(tr, _mm512_madd_epi16(bs8, mins(&mn0)));
+        let mt1 = _mm512_permutexvar_epi32(tr, _mm512_madd_epi16(bs8, mins(&mn1)));
+        let mut mj0 = [_mm_setzero_si128(); 4];
+        let mut mj1 = [_mm_setzero_si128(); 4];
+        _mm512_storeu_si512(mj0.as_mut_ptr() as *mut _, mt0);
+        _mm512_storeu_si512(mj1.as_mut_ptr() as *mut _, mt1);
         // Sub-block scales as i16: [sc0[0..8], sc1[0..8]].
         let mut scb = [0u8; 16];
         scb[..8].copy_from_slice(&sc0);
         scb[8..].copy_from_slice(&sc1);
         let sc512 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_loadu_si128(scb.as_ptr() as *const __m128i)));
-        let mut sumi = [_mm512_setzero_si512(); R];
         for j in 0..4 {
             let q4 = join(load(a0.qs.as_ptr().add(32 * j)), load(a1.qs.as_ptr().add(32 * j)));
             let lo = _mm512_and_si512(q4, m4);
@@ -235,26 +252,27 @@ unsafe fn pair_q4_k<const R: usize>(x0: &[BlockQ4K], x1: &[BlockQ4K], g: &Acts<'
             let sidx = |k: i16| join(_mm256_set1_epi16(k), _mm256_set1_epi16(8 + k));
             let s_lo = _mm512_permutexvar_epi16(sidx(2 * j as i16), sc512);
             let s_hi = _mm512_permutexvar_epi16(sidx(2 * j as i16 + 1), sc512);
+            let mut p = [_mm512_setzero_si512(); 4];
             for r in 0..R {
                 let b = g.rows[r].get_unchecked(i);
                 let ylo = bcast(b.qs.as_ptr().add(64 * j));
                 let yhi = bcast(b.qs.as_ptr().add(64 * j + 32));
-                sumi[r] = _mm512_dpwssd_epi32(sumi[r], _mm512_maddubs_epi16(lo, ylo), s_lo);
-                sumi[r] = _mm512_dpwssd_epi32(sumi[r], _mm512_maddubs_epi16(hi, yhi), s_hi);
+                let t = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(lo, ylo), s_lo);
+                p[r] = _mm512_dpwssd_epi32(t, _mm512_maddubs_epi16(hi, yhi), s_hi);
             }
-        }
-        let wdv = pair_ps(wd0, wd1);
-        for r in 0..R {
-            let dd = _mm512_mul_ps(wdv, _mm512_set1_ps(*g.d.get_unchecked(4 * i + r)));
-            acc[r] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(sumi[r]), acc[r]);
+            let (h0, h1) = half_sums4(p);
+            acc0 = _mm_fmadd_ps(_mm_cvtepi32_ps(h0), sd0, acc0);
+            acc1 = _mm_fmadd_ps(_mm_cvtepi32_ps(h1), sd1, acc1);
+            min0 = _mm_fmadd_ps(_mm_cvtepi32_ps(mj0[j]), sm0, min0);
+            min1 = _mm_fmadd_ps(_mm_cvtepi32_ps(mj1[j]), sm1, min1);
         }
     }
-    let mut sm = [0f32; 16];
-    _mm512_storeu_ps(sm.as_mut_ptr(), smin);
+    let (mut o0, mut o1) = ([0f32; 4], [0f32; 4]);
+    _mm_storeu_ps(o0.as_mut_ptr(), _mm_sub_ps(acc0, min0));
+    _mm_storeu_ps(o1.as_mut_ptr(), _mm_sub_ps(acc1, min1));
     let mut out = [[0f32; 2]; R];
     for r in 0..R {
-        let h = halves(acc[r]);
-        out[r] = [h[0] - sm[4 * r], h[1] - sm[4 * r + 1]];
+        out[r] = [o0[r], o1[r]];
     }
     out
 }
@@ -267,16 +285,14 @@ unsafe fn pair_q6_k<const R: usize>(x0: &[BlockQ6K], x1: &[BlockQ6K], g: &Acts<'
         let (a0, a1) = (x0.get_unchecked(i), x1.get_unchecked(i));
         let sc = |a: &BlockQ6K| _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr() as *const __m128i));
         let sc512 = join(sc(a0), sc(a1));
-        // -32 * Σ sc*bsum in lane 0 of each half, as the one-row dot starts its sum.
+        // Lane l starts at -32 * (the offset of sub-blocks 2l and 2l+1), in
+        // both halves, as the one-row dot starts its sums.
         let mut sumi = [_mm512_setzero_si512(); R];
         for r in 0..R {
             let b = g.rows[r].get_unchecked(i);
             let bs = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.bsums.as_ptr() as *const __m256i));
-            let t = _mm512_madd_epi16(sc512, bs);
-            let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
-            let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b10_11_00_01>(t));
-            let t = _mm512_add_epi32(t, _mm512_shuffle_i64x2::<0b10_11_00_01>(t, t));
-            sumi[r] = _mm512_maskz_sub_epi32(0x0101, _mm512_setzero_si512(), _mm512_slli_epi32::<5>(t));
+            let off = _mm512_madd_epi16(sc512, bs);
+            sumi[r] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<5>(off));
         }
         for n in 0..2 {
             let v0 = q6k_quants(a0, n, m4);
