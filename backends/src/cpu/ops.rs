@@ -169,6 +169,30 @@ const ATTN_GROUP: usize = 16;
 /// head). Each row's state is its own and sees the cells in the same order
 /// whatever its group, so a batched row equals its solo run bit for bit.
 pub fn attention(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, out: &mut [f32]) {
+    attention_on(AttnPath::detect(), q, kc, vc, batch, p, out)
+}
+
+/// Which body the attention runs (all give the same bits).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum AttnPath {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl AttnPath {
+    fn detect() -> AttnPath {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+            return if is_x86_feature_detected!("avx512f") { AttnPath::Avx512 } else { AttnPath::Avx2 };
+        }
+        AttnPath::Scalar
+    }
+}
+
+fn attention_on(path: AttnPath, q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, out: &mut [f32]) {
     let mut groups: Vec<(usize, usize)> = Vec::new();
     let mut r0 = 0;
     while r0 < batch.rows.len() {
@@ -181,23 +205,31 @@ pub fn attention(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &A
         r0 = r1;
     }
     let optr = SendPtr(out.as_mut_ptr());
-    #[cfg(target_arch = "x86_64")]
-    let fast = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
     (0..groups.len() * p.n_head).into_par_iter().for_each_init(AttnScratch::default, |scr, task| {
         let (g, h) = groups[task / p.n_head];
         let head = task % p.n_head;
-        #[cfg(target_arch = "x86_64")]
-        if fast {
-            // SAFETY: the CPU has AVX2, FMA and F16C (checked above); the task owns its output.
-            return unsafe { attn_group_avx2(q, kc, vc, batch, p, (g, h), head, optr, scr) };
+        // SAFETY: `path` is only ever a body this CPU has the features for
+        // (`detect`, or the tests' own checks); the task owns its output slices.
+        unsafe {
+            match path {
+                #[cfg(target_arch = "x86_64")]
+                AttnPath::Avx512 => attn_group_avx512(q, kc, vc, batch, p, (g, h), head, optr, scr),
+                #[cfg(target_arch = "x86_64")]
+                AttnPath::Avx2 => attn_group_avx2(q, kc, vc, batch, p, (g, h), head, optr, scr),
+                AttnPath::Scalar => attn_group::<ScalarF16>(q, kc, vc, batch, p, (g, h), head, optr, scr),
+            }
         }
-        // SAFETY: the task owns its output slices.
-        unsafe { attn_group::<ScalarF16>(q, kc, vc, batch, p, (g, h), head, optr, scr) }
     });
 }
 
 #[derive(Default)]
 struct AttnScratch {
+    /// AVX-512 path: per row its query head and V accumulator as f32 holding
+    /// f16 values, and the current cell's K and V row in f32.
+    qf: Vec<f32>,
+    accf: Vec<f32>,
+    kf: Vec<f32>,
+    vf: Vec<f32>,
     /// Per row: its query head in f16, its f16 V accumulator.
     q16: Vec<f16>,
     acc: Vec<f16>,
@@ -213,6 +245,132 @@ struct AttnScratch {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attn_group_avx2(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, rows: (usize, usize), head: usize, out: SendPtr, scr: &mut AttnScratch) {
     unsafe { attn_group::<F16cF16>(q, kc, vc, batch, p, rows, head, out, scr) }
+}
+
+/// `attn_group` with the same arithmetic, bit for bit, in 16-lane registers:
+/// q is rounded to f16 once per row and K and V are converted once per cell
+/// (exact) instead of inside every dot; the f16 accumulator lives in f32 lanes
+/// that are rounded through f16 after every step, as `mad_f16` stores it. The
+/// dot keeps `F16Vec::dot`'s 64 lanes and pairwise reduction.
+///
+/// # Safety
+/// As `attn_group`; the CPU has AVX-512F, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn attn_group_avx512(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, rows: (usize, usize), head: usize, out: SendPtr, scr: &mut AttnScratch) {
+    use std::arch::x86_64::*;
+    let hd = p.head_dim;
+    let q_cols = p.n_head * hd;
+    let kv_cols = p.n_head_kv * hd;
+    let kvh = head / (p.n_head / p.n_head_kv);
+    let (r0, r1) = rows;
+    let nr = r1 - r0;
+    let cells = batch.seq_cells[batch.rows[r0].0 as usize];
+    scr.span.clear();
+    for &(_, pos) in &batch.rows[r0..r1] {
+        let pos = pos as usize;
+        let start = match p.window {
+            Some(w) => (pos + 1).saturating_sub(w),
+            None => 0,
+        };
+        scr.span.push((start, pos));
+    }
+    let lo = scr.span.iter().map(|s| s.0).min().unwrap_or(0);
+    let hi = scr.span.iter().map(|s| s.1).max().unwrap_or(0);
+    // Rows padded to whole 16-lane vectors (the pad stays zero).
+    let hp = hd.div_ceil(16) * 16;
+    let (n64, n16) = (hd / 64 * 64, hd / 16 * 16);
+    scr.qf.clear();
+    scr.qf.resize(nr * hp, 0.0);
+    for i in 0..nr {
+        let src = &q[(r0 + i) * q_cols + head * hd..][..hd];
+        for (d, &x) in scr.qf[i * hp..][..hd].iter_mut().zip(src) {
+            *d = f16::from_f32(x).to_f32();
+        }
+    }
+    scr.accf.clear();
+    scr.accf.resize(nr * hp, 0.0);
+    scr.kf.clear();
+    scr.kf.resize(hp, 0.0);
+    scr.vf.clear();
+    scr.vf.resize(hp, 0.0);
+    scr.max.clear();
+    scr.max.resize(nr, f32::NEG_INFINITY);
+    scr.sum.clear();
+    scr.sum.resize(nr, 0.0);
+    let scale = p.softcap.map_or(p.scale, |cap| p.scale / cap);
+    let cvt_row = |src: &[f16], dst: &mut [f32]| {
+        for j in (0..n16).step_by(16) {
+            let h = _mm256_loadu_si256(src.as_ptr().add(j) as *const __m256i);
+            _mm512_storeu_ps(dst.as_mut_ptr().add(j), _mm512_cvtph_ps(h));
+        }
+        for j in n16..hd {
+            dst[j] = src[j].to_f32();
+        }
+    };
+    // f32 -> f16 -> f32, round to nearest even (as the f16 store of mad_f16).
+    let round16 = |v: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+    for c in lo..=hi {
+        let cell = cells[c] as usize;
+        cvt_row(&kc[cell * kv_cols + kvh * hd..][..hd], &mut scr.kf);
+        cvt_row(&vc[cell * kv_cols + kvh * hd..][..hd], &mut scr.vf);
+        let (kf, vf) = (scr.kf.as_ptr(), scr.vf.as_ptr());
+        for (i, &(start, pos)) in scr.span.iter().enumerate() {
+            if c < start || c > pos {
+                continue;
+            }
+            let qi = scr.qf.as_ptr().add(i * hp);
+            // Σ q·k: lane l of 64 takes elements l, l+64, ...; pairwise sums; tail in f64.
+            let mut z = [_mm512_setzero_ps(); 4];
+            for j in (0..n64).step_by(64) {
+                for (t, zt) in z.iter_mut().enumerate() {
+                    *zt = _mm512_fmadd_ps(_mm512_loadu_ps(qi.add(j + 16 * t)), _mm512_loadu_ps(kf.add(j + 16 * t)), *zt);
+                }
+            }
+            let z0 = _mm512_add_ps(_mm512_add_ps(z[0], z[2]), _mm512_add_ps(z[1], z[3]));
+            let y = _mm256_add_ps(_mm512_castps512_ps256(z0), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z0))));
+            let t = _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps::<1>(y));
+            let t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+            let t = _mm_add_ss(t, _mm_movehdup_ps(t));
+            let mut sd = _mm_cvtss_f32(t) as f64;
+            for j in n64..hd {
+                sd += (*qi.add(j) * *kf.add(j)) as f64;
+            }
+            let mut s = sd as f32 * scale;
+            if let Some(cap) = p.softcap {
+                s = cap * s.tanh();
+            }
+            let acc = scr.accf.as_mut_ptr().add(i * hp);
+            let m_old = scr.max[i];
+            let (ms, vs) = if s > m_old {
+                scr.max[i] = s;
+                let ms = (m_old - s).exp();
+                if m_old != f32::NEG_INFINITY {
+                    let msv = _mm512_set1_ps(ms);
+                    for j in (0..hp).step_by(16) {
+                        _mm512_storeu_ps(acc.add(j), round16(_mm512_mul_ps(_mm512_loadu_ps(acc.add(j)), msv)));
+                    }
+                }
+                (ms, 1.0)
+            } else {
+                (1.0, (s - m_old).exp())
+            };
+            let vsv = _mm512_set1_ps(vs);
+            for j in (0..hp).step_by(16) {
+                let a = _mm512_fmadd_ps(_mm512_loadu_ps(vf.add(j)), vsv, _mm512_loadu_ps(acc.add(j)));
+                _mm512_storeu_ps(acc.add(j), round16(a));
+            }
+            scr.sum[i] = scr.sum[i].mul_add(ms, vs);
+        }
+    }
+    for i in 0..nr {
+        let inv = if scr.sum[i] == 0.0 { 0.0 } else { 1.0 / scr.sum[i] };
+        for (d, a) in scr.accf[i * hp..][..hd].iter().enumerate() {
+            // SAFETY: this task alone writes row r0+i's `head` slice.
+            unsafe { *out.0.add((r0 + i) * q_cols + head * hd + d) = a * inv };
+        }
+    }
 }
 
 /// Attention of batch rows `rows.0..rows.1` (one sequence) for query head `head`.
@@ -512,4 +670,57 @@ fn glu_body<F: Fn(f32) -> f32>(o: &mut [f32], g: &[f32], u: &[f32], act: &F) {
 #[allow(dead_code)]
 pub(crate) fn is_float(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every attention body gives the same bits: batches of two sequences,
+    /// GQA, head dims with and without a tail past the 64-lane chunks,
+    /// sliding window and softcap.
+    #[test]
+    fn attention_bodies_agree_bit_for_bit() {
+        let mut paths = vec![AttnPath::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let base = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+            if base {
+                paths.push(AttnPath::Avx2);
+            }
+            if base && is_x86_feature_detected!("avx512f") {
+                paths.push(AttnPath::Avx512);
+            }
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        for (hd, n_head, n_head_kv, window, softcap) in [(64, 4, 2, None, None), (256, 4, 1, Some(5), None), (80, 2, 2, None, Some(30.0)), (16, 3, 1, None, None)] {
+            let p = AttnParams { n_head, n_head_kv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt(), softcap, window };
+            let n_cells = 40;
+            let kv_cols = n_head_kv * hd;
+            let kc: Vec<f16> = (0..n_cells * kv_cols).map(|_| f16::from_f32(rnd() * 3.0)).collect();
+            let vc: Vec<f16> = (0..n_cells * kv_cols).map(|_| f16::from_f32(rnd() * 5.0)).collect();
+            // Sequence 0: 20 rows at positions 0..20 (two groups); sequence 1: 3 rows at 9..12.
+            let rows: Vec<(u32, u32)> = (0..20).map(|i| (0, i)).chain((9..12).map(|i| (1, i))).collect();
+            let cells0: Vec<u32> = (0..20).collect();
+            let cells1: Vec<u32> = (20..32).collect();
+            let seq_cells: Vec<&[u32]> = vec![&cells0, &cells1];
+            let batch = AttnBatch { rows: &rows, seq_cells: &seq_cells };
+            let q: Vec<f32> = (0..rows.len() * n_head * hd).map(|_| rnd() * 4.0).collect();
+            let mut want = vec![0f32; q.len()];
+            attention_on(AttnPath::Scalar, &q, &kc, &vc, &batch, &p, &mut want);
+            for &path in &paths[1..] {
+                let mut got = vec![0f32; q.len()];
+                attention_on(path, &q, &kc, &vc, &batch, &p, &mut got);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "{path:?} hd={hd} element {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
 }
