@@ -413,8 +413,8 @@ unsafe fn attn_group<V: F16Vec>(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnB
     // With a softcap the score is cap * tanh(q·k * scale/cap), as ggml folds it.
     let scale = p.softcap.map_or(p.scale, |cap| p.scale / cap);
     // Online softmax, cell by cell: every row that sees cell c takes its step.
-    for c in lo..=hi {
-        let cell = cells[c] as usize;
+    for (c, &cell) in cells.iter().enumerate().take(hi + 1).skip(lo) {
+        let cell = cell as usize;
         let kr = &kc[cell * kv_cols + kvh * hd..][..hd];
         let vr = &vc[cell * kv_cols + kvh * hd..][..hd];
         for (i, &(start, pos)) in scr.span.iter().enumerate() {
