@@ -359,7 +359,7 @@ impl Backend for CpuBackend {
         same_shape("geglu", gate, out)?;
         self.with_out(out, |s, o| {
             let (g, u) = (s.f32(gate)?, s.f32(up)?);
-            s.pool.install(|| ops::glu(g, u, o, ops::gelu_f16));
+            s.pool.install(|| ops::geglu(g, u, o));
             Ok(())
         })
     }
