@@ -320,8 +320,8 @@ unsafe fn attn_group_avx512(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch
     }
     // f32 -> f16 -> f32, round to nearest even (as the f16 store of mad_f16).
     let round16 = |v: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
-    for c in lo..=hi {
-        let cell = cells[c] as usize;
+    for (c, &cell) in cells.iter().enumerate().take(hi + 1).skip(lo) {
+        let cell = cell as usize;
         cvt_row(&kc[cell * kv_cols + kvh * hd..][..hd], &mut scr.kf, n16, hd);
         cvt_row(&vc[cell * kv_cols + kvh * hd..][..hd], &mut scr.vf, n16, hd);
         let (kf, vf) = (scr.kf.as_ptr(), scr.vf.as_ptr());

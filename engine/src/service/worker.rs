@@ -482,22 +482,6 @@ fn split_stop(pending: &mut String, stops: &[String]) -> (String, bool) {
     (out, false)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_stop;
-
-    #[test]
-    fn stop_strings_hold_back_and_cut() {
-        let stops = vec!["\n\nUser:".to_string()];
-        let mut p = "Hello\n\nUs".to_string();
-        assert_eq!(split_stop(&mut p, &stops), ("Hello".to_string(), false));
-        assert_eq!(p, "\n\nUs");
-        p.push_str("er: hi");
-        assert_eq!(split_stop(&mut p, &stops), (String::new(), true));
-        let mut p = "\n\nfine".to_string();
-        assert_eq!(split_stop(&mut p, &stops), ("\n\nfine".to_string(), false));
-    }
-}
 
 /// llama.cpp's `llama_ftype` names for `general.file_type`.
 fn file_type_name(ft: u32) -> Option<&'static str> {
@@ -523,4 +507,21 @@ fn file_type_name(ft: u32) -> Option<&'static str> {
         32 => "BF16",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_stop;
+
+    #[test]
+    fn stop_strings_hold_back_and_cut() {
+        let stops = vec!["\n\nUser:".to_string()];
+        let mut p = "Hello\n\nUs".to_string();
+        assert_eq!(split_stop(&mut p, &stops), ("Hello".to_string(), false));
+        assert_eq!(p, "\n\nUs");
+        p.push_str("er: hi");
+        assert_eq!(split_stop(&mut p, &stops), (String::new(), true));
+        let mut p = "\n\nfine".to_string();
+        assert_eq!(split_stop(&mut p, &stops), ("\n\nfine".to_string(), false));
+    }
 }
