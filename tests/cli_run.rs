@@ -1,4 +1,4 @@
-//! `owl run` end to end on the default model (pulled by scripts/test).
+//! `owl run` end to end on the default model and Gemma 3 (pulled by scripts/test).
 
 use std::process::Command;
 
@@ -14,6 +14,19 @@ fn raw_greedy_run_follows_llama_cpp_and_reports_speed() {
     // llama.cpp's greedy continuation: " Paris.\n\nThe United States"
     assert_eq!(String::from_utf8_lossy(&o.stdout), " Paris.\n\nThe United\n");
     assert!(err.contains("5 prompt tokens, 6 generated") && err.contains("tg "), "{err}");
+}
+
+/// Gemma 3 270M is a base model: at temperature 0 llama.cpp continues this
+/// prompt with " the capital of the country of France. It is the largest city
+/// ..." (no "Paris"); owl follows it token for token up to the first near tie
+/// (11 tokens, at "largest" vs "capital"), so 10 tokens must match exactly.
+#[test]
+fn gemma3_raw_greedy_run_follows_llama_cpp() {
+    let o = owl(&["run", "-m", "gemma3-270m", "--raw", "--temp", "0", "-n", "10", "-t", "2", "The capital of France is"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), " the capital of the country of France. It is\n");
+    assert!(err.contains("6 prompt tokens, 10 generated"), "{err}");
 }
 
 #[test]
