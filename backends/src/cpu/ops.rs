@@ -249,6 +249,23 @@ unsafe fn attn_group_avx2(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'
     unsafe { attn_group::<F16cF16>(q, kc, vc, batch, p, rows, head, out, scr) }
 }
 
+/// Each row's visible positions start..=pos (causal, within the sliding
+/// window) into `span`; returns the range lo..=hi the group covers.
+fn visible_spans(batch: &AttnBatch<'_>, rows: (usize, usize), window: Option<usize>, span: &mut Vec<(usize, usize)>) -> (usize, usize) {
+    span.clear();
+    for &(_, pos) in &batch.rows[rows.0..rows.1] {
+        let pos = pos as usize;
+        let start = match window {
+            Some(w) => (pos + 1).saturating_sub(w),
+            None => 0,
+        };
+        span.push((start, pos));
+    }
+    let lo = span.iter().map(|s| s.0).min().unwrap_or(0);
+    let hi = span.iter().map(|s| s.1).max().unwrap_or(0);
+    (lo, hi)
+}
+
 /// `attn_group` with the same arithmetic, bit for bit, in 16-lane registers:
 /// q is rounded to f16 once per row and K and V are converted once per cell
 /// (exact) instead of inside every dot; the f16 accumulator lives in f32 lanes
@@ -269,17 +286,7 @@ unsafe fn attn_group_avx512(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch
     let (r0, r1) = rows;
     let nr = r1 - r0;
     let cells = batch.seq_cells[batch.rows[r0].0 as usize];
-    scr.span.clear();
-    for &(_, pos) in &batch.rows[r0..r1] {
-        let pos = pos as usize;
-        let start = match p.window {
-            Some(w) => (pos + 1).saturating_sub(w),
-            None => 0,
-        };
-        scr.span.push((start, pos));
-    }
-    let lo = scr.span.iter().map(|s| s.0).min().unwrap_or(0);
-    let hi = scr.span.iter().map(|s| s.1).max().unwrap_or(0);
+    let (lo, hi) = visible_spans(batch, rows, p.window, &mut scr.span);
     // Rows padded to whole 16-lane vectors (the pad stays zero).
     let hp = hd.div_ceil(16) * 16;
     let (n64, n16) = (hd / 64 * 64, hd / 16 * 16);
@@ -397,18 +404,7 @@ unsafe fn attn_group<V: F16Vec>(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnB
     let (r0, r1) = rows;
     let nr = r1 - r0;
     let cells = batch.seq_cells[batch.rows[r0].0 as usize];
-    // Each row's visible positions start..=pos; the group covers lo..=hi.
-    scr.span.clear();
-    for &(_, pos) in &batch.rows[r0..r1] {
-        let pos = pos as usize;
-        let start = match p.window {
-            Some(w) => (pos + 1).saturating_sub(w),
-            None => 0,
-        };
-        scr.span.push((start, pos));
-    }
-    let lo = scr.span.iter().map(|s| s.0).min().unwrap_or(0);
-    let hi = scr.span.iter().map(|s| s.1).max().unwrap_or(0);
+    let (lo, hi) = visible_spans(batch, rows, p.window, &mut scr.span);
     scr.q16.resize(nr * hd, f16::ZERO);
     for i in 0..nr {
         scr.q16[i * hd..][..hd].convert_from_f32_slice(&q[(r0 + i) * q_cols + head * hd..][..hd]);
