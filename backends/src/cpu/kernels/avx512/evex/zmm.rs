@@ -399,6 +399,7 @@ pair_entry!(z_q4_k, pair_q4_k, BlockQ4K, BlockQ8K, prep_q8_k, t_q4_k);
 pair_entry!(z_q6_k, pair_q6_k, BlockQ6K, BlockQ8K, prep_q8_k, t_q6_k);
 
 /// Installs the 512-bit tiles into the AVX-512 VNNI table (needs AVX512DQ too).
+/// `OWL_NO_ZMM` (any value) keeps the table's 256-bit tiles, for A/B timing.
 pub(super) fn install(k: &mut Kernels) {
     if std::env::var_os("OWL_NO_ZMM").is_some() || !is_x86_feature_detected!("avx512dq") {
         return;
