@@ -1,6 +1,7 @@
 //! The CPU backend: weights borrowed from the file map, activations quantized
 //! per row so weight dots run in int8, work spread over a rayon pool.
 
+mod expf;
 pub mod kernels;
 mod ops;
 

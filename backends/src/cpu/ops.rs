@@ -270,12 +270,17 @@ fn visible_spans(batch: &AttnBatch<'_>, rows: (usize, usize), window: Option<usi
 /// q is rounded to f16 once per row and K and V are converted once per cell
 /// (exact) instead of inside every dot; the f16 accumulator lives in f32 lanes
 /// that are rounded through f16 after every step, as `mad_f16` stores it. The
-/// dot keeps `F16Vec::dot`'s 64 lanes and pairwise reduction.
+/// dot keeps `F16Vec::dot`'s 64 lanes and pairwise reduction, with the last
+/// sums of all the group's rows done together (`hsum16`). The softmax state of
+/// the up to 16 rows sits in the lanes of one register: per cell one compare
+/// finds the new maxima, one `expf16_avx512` gives every row's weight (glibc's
+/// expf bits, as the scalar body's `expf`), and only the accumulator updates
+/// run row by row.
 ///
 /// # Safety
 /// As `attn_group`; the CPU has AVX-512F, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn attn_group_avx512(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, rows: (usize, usize), head: usize, out: SendPtr, scr: &mut AttnScratch) {
     use std::arch::x86_64::*;
@@ -309,10 +314,6 @@ unsafe fn attn_group_avx512(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch
     scr.kf.resize(hp, 0.0);
     scr.vf.clear();
     scr.vf.resize(hp, 0.0);
-    scr.max.clear();
-    scr.max.resize(nr, f32::NEG_INFINITY);
-    scr.sum.clear();
-    scr.sum.resize(nr, 0.0);
     let scale = p.softcap.map_or(p.scale, |cap| p.scale / cap);
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
@@ -327,66 +328,136 @@ unsafe fn attn_group_avx512(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch
     }
     // f32 -> f16 -> f32, round to nearest even (as the f16 store of mad_f16).
     let round16 = |v: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+    // The group's softmax state in lanes (row i in lane i; lanes past nr idle).
+    let mut starts = [i32::MAX; 16];
+    let mut ends = [-1i32; 16];
+    for (i, &(a, b)) in scr.span.iter().enumerate() {
+        (starts[i], ends[i]) = (a as i32, b as i32);
+    }
+    let (starts, ends) = (_mm512_loadu_si512(starts.as_ptr() as *const _), _mm512_loadu_si512(ends.as_ptr() as *const _));
+    let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut vsum = _mm512_setzero_ps();
+    let (one, ninf) = (_mm512_set1_ps(1.0), _mm512_set1_ps(f32::NEG_INFINITY));
+    let mut zs = [_mm512_setzero_ps(); 16];
+    let (mut ms_a, mut vs_a, mut sv) = ([0f32; 16], [0f32; 16], [0f32; 16]);
     for (c, &cell) in cells.iter().enumerate().take(hi + 1).skip(lo) {
+        let cv = _mm512_set1_epi32(c as i32);
+        // Rows that see cell c (causal, sliding window).
+        let vis = _mm512_cmple_epi32_mask(starts, cv) & _mm512_cmpge_epi32_mask(ends, cv);
+        if vis == 0 {
+            continue;
+        }
         let cell = cell as usize;
         cvt_row(&kc[cell * kv_cols + kvh * hd..][..hd], &mut scr.kf, n16, hd);
         cvt_row(&vc[cell * kv_cols + kvh * hd..][..hd], &mut scr.vf, n16, hd);
         let (kf, vf) = (scr.kf.as_ptr(), scr.vf.as_ptr());
-        for (i, &(start, pos)) in scr.span.iter().enumerate() {
-            if c < start || c > pos {
+        // Σ q·k per row: lane l of 64 takes elements l, l+64, ...; the 64 lanes
+        // folded to 16 as (z0 + z2) + (z1 + z3), then the sixteen rows' 16-lane
+        // vectors summed pairwise together (`hsum16`), the same pairs as one row.
+        for i in 0..nr {
+            if vis & (1 << i) == 0 {
+                zs[i] = _mm512_setzero_ps();
                 continue;
             }
             let qi = scr.qf.as_ptr().add(i * hp);
-            // Σ q·k: lane l of 64 takes elements l, l+64, ...; pairwise sums; tail in f64.
             let mut z = [_mm512_setzero_ps(); 4];
             for j in (0..n64).step_by(64) {
                 for (t, zt) in z.iter_mut().enumerate() {
                     *zt = _mm512_fmadd_ps(_mm512_loadu_ps(qi.add(j + 16 * t)), _mm512_loadu_ps(kf.add(j + 16 * t)), *zt);
                 }
             }
-            let z0 = _mm512_add_ps(_mm512_add_ps(z[0], z[2]), _mm512_add_ps(z[1], z[3]));
-            let y = _mm256_add_ps(_mm512_castps512_ps256(z0), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z0))));
-            let t = _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps::<1>(y));
-            let t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-            let t = _mm_add_ss(t, _mm_movehdup_ps(t));
-            let mut sd = _mm_cvtss_f32(t) as f64;
-            for j in n64..hd {
-                sd += (*qi.add(j) * *kf.add(j)) as f64;
+            zs[i] = _mm512_add_ps(_mm512_add_ps(z[0], z[2]), _mm512_add_ps(z[1], z[3]));
+        }
+        let mut s = hsum16(&zs);
+        if n64 < hd {
+            // The tail past the 64-lane chunks, added in f64.
+            _mm512_storeu_ps(sv.as_mut_ptr(), s);
+            for i in 0..nr {
+                let qi = scr.qf.as_ptr().add(i * hp);
+                let mut sd = sv[i] as f64;
+                for j in n64..hd {
+                    sd += (*qi.add(j) * *kf.add(j)) as f64;
+                }
+                sv[i] = sd as f32;
             }
-            let mut s = sd as f32 * scale;
-            if let Some(cap) = p.softcap {
-                s = cap * s.tanh();
+            s = _mm512_loadu_ps(sv.as_ptr());
+        }
+        s = _mm512_mul_ps(s, _mm512_set1_ps(scale));
+        if let Some(cap) = p.softcap {
+            _mm512_storeu_ps(sv.as_mut_ptr(), s);
+            for v in &mut sv[..nr] {
+                *v = cap * v.tanh();
+            }
+            s = _mm512_loadu_ps(sv.as_ptr());
+        }
+        // Online softmax step of every visible row: a new maximum rescales by
+        // e^(old - new) and weighs the cell 1; otherwise the cell weighs e^(s - max).
+        let up = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(s, vmax) & vis;
+        let arg = _mm512_mask_sub_ps(_mm512_sub_ps(s, vmax), up, vmax, s);
+        let e = super::expf::expf16_avx512(arg);
+        let ms = _mm512_mask_mov_ps(one, up, e);
+        let vs = _mm512_mask_mov_ps(e, up, one);
+        // Rows whose accumulator is rescaled: a new maximum after a finite one.
+        let rescale = up & _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(vmax, ninf);
+        vsum = _mm512_mask_mov_ps(vsum, vis, _mm512_fmadd_ps(vsum, ms, vs));
+        vmax = _mm512_mask_mov_ps(vmax, up, s);
+        _mm512_storeu_ps(ms_a.as_mut_ptr(), ms);
+        _mm512_storeu_ps(vs_a.as_mut_ptr(), vs);
+        for i in 0..nr {
+            if vis & (1 << i) == 0 {
+                continue;
             }
             let acc = scr.accf.as_mut_ptr().add(i * hp);
-            let m_old = scr.max[i];
-            let (ms, vs) = if s > m_old {
-                scr.max[i] = s;
-                let ms = (m_old - s).exp();
-                if m_old != f32::NEG_INFINITY {
-                    let msv = _mm512_set1_ps(ms);
-                    for j in (0..hp).step_by(16) {
-                        _mm512_storeu_ps(acc.add(j), round16(_mm512_mul_ps(_mm512_loadu_ps(acc.add(j)), msv)));
-                    }
+            if rescale & (1 << i) != 0 {
+                let msv = _mm512_set1_ps(ms_a[i]);
+                for j in (0..hp).step_by(16) {
+                    _mm512_storeu_ps(acc.add(j), round16(_mm512_mul_ps(_mm512_loadu_ps(acc.add(j)), msv)));
                 }
-                (ms, 1.0)
-            } else {
-                (1.0, (s - m_old).exp())
-            };
-            let vsv = _mm512_set1_ps(vs);
+            }
+            let vsv = _mm512_set1_ps(vs_a[i]);
             for j in (0..hp).step_by(16) {
                 let a = _mm512_fmadd_ps(_mm512_loadu_ps(vf.add(j)), vsv, _mm512_loadu_ps(acc.add(j)));
                 _mm512_storeu_ps(acc.add(j), round16(a));
             }
-            scr.sum[i] = scr.sum[i].mul_add(ms, vs);
         }
     }
+    _mm512_storeu_ps(sv.as_mut_ptr(), vsum);
     for i in 0..nr {
-        let inv = if scr.sum[i] == 0.0 { 0.0 } else { 1.0 / scr.sum[i] };
+        let inv = if sv[i] == 0.0 { 0.0 } else { 1.0 / sv[i] };
         for (d, a) in scr.accf[i * hp..][..hd].iter().enumerate() {
             // SAFETY: this task alone writes row r0+i's `head` slice.
             unsafe { *out.0.add((r0 + i) * q_cols + head * hd + d) = a * inv };
         }
     }
+}
+
+/// Lane i: the sum of the sixteen lanes of `z[i]`, added in the pairs of the
+/// one-row reduction (lane l with l+8, then l+4, l+2, l+1), all sixteen rows
+/// at once: each stage adds two registers' halves after a shuffle that puts
+/// two rows' partial sums side by side.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn hsum16(z: &[std::arch::x86_64::__m512; 16]) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // l + l+8: row 2k in lanes 0..8 of a[k], row 2k+1 in lanes 8..16.
+    let a: [__m512; 8] = std::array::from_fn(|k| {
+        let (x, y) = (z[2 * k], z[2 * k + 1]);
+        _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(x, y), _mm512_shuffle_f32x4::<0xEE>(x, y))
+    });
+    // l + l+4: 128-bit chunk j of b[m] holds row 4m + j.
+    let b: [__m512; 4] = std::array::from_fn(|m| {
+        let (x, y) = (a[2 * m], a[2 * m + 1]);
+        _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(x, y), _mm512_shuffle_f32x4::<0xDD>(x, y))
+    });
+    // l + l+2: chunk j of c[n] holds row 8n + j in lanes 0, 1 and 8n + 4 + j in 2, 3.
+    let c: [__m512; 2] = std::array::from_fn(|n| {
+        let (x, y) = (b[2 * n], b[2 * n + 1]);
+        _mm512_add_ps(_mm512_shuffle_ps::<0x44>(x, y), _mm512_shuffle_ps::<0xEE>(x, y))
+    });
+    // l + l+1: lane 4j + t holds row 4t + j.
+    let d = _mm512_add_ps(_mm512_shuffle_ps::<0x88>(c[0], c[1]), _mm512_shuffle_ps::<0xDD>(c[0], c[1]));
+    _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), d)
 }
 
 /// Attention of batch rows `rows.0..rows.1` (one sequence) for query head `head`.
@@ -436,13 +507,13 @@ unsafe fn attn_group<V: F16Vec>(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnB
             let (ms, vs) = if s > m_old {
                 // A new maximum: the accumulator so far is rescaled, this cell weighs 1.
                 scr.max[i] = s;
-                let ms = (m_old - s).exp();
+                let ms = super::expf::expf(m_old - s);
                 if m_old != f32::NEG_INFINITY {
                     unsafe { V::scale(acc, ms) };
                 }
                 (ms, 1.0)
             } else {
-                (1.0, (s - m_old).exp())
+                (1.0, super::expf::expf(s - m_old))
             };
             unsafe { V::mad(acc, vr, vs) };
             scr.sum[i] = scr.sum[i].mul_add(ms, vs);
