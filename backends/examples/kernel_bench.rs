@@ -6,6 +6,9 @@
 //! `rows` x `cols` weights (default 2048 x 2048) against one quantized
 //! activation row, reported as weight GB/s and ns per row; plus activation
 //! quantization and scalar dequantization throughput.
+//!
+//! `OWL_KB_TYPES=Q5_0,Q4_K` limits the weight types; each figure is the best
+//! of `OWL_KB_REPS` runs (default 5; more settles a noisy machine).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -15,8 +18,9 @@ use owl_quant::GgmlType;
 
 fn time<F: FnMut()>(mut f: F) -> f64 {
     f(); // warm up
+    let reps: usize = std::env::var("OWL_KB_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let mut best = f64::MAX;
-    for _ in 0..5 {
+    for _ in 0..reps.max(1) {
         let t = Instant::now();
         f();
         best = best.min(t.elapsed().as_secs_f64());
@@ -48,6 +52,11 @@ fn main() {
         GgmlType::Q6_K,
         GgmlType::IQ4_XS,
     ];
+    let only = std::env::var("OWL_KB_TYPES").ok();
+    let types: Vec<GgmlType> = types
+        .into_iter()
+        .filter(|t| only.as_deref().is_none_or(|o| o.split(',').any(|n| n.eq_ignore_ascii_case(t.name()))))
+        .collect();
     println!("matvec {rows} x {cols}, one thread; weight GB/s (ns per row)");
     let paths = Kernels::available();
     print!("{:8}", "type");
@@ -55,7 +64,7 @@ fn main() {
         print!("{:>22}", k.name);
     }
     println!();
-    for ty in types {
+    for &ty in &types {
         let rb = ty.row_bytes(cols).expect("cols must be a multiple of 256");
         // Pseudo-random bytes with small, finite f16 scales everywhere.
         let mut w: Vec<u8> = (0..rb * rows)
@@ -91,7 +100,7 @@ fn main() {
         print!("{:>22}", k.name);
     }
     println!();
-    for ty in types {
+    for &ty in &types {
         let rb = ty.row_bytes(cols).unwrap();
         let mut w: Vec<u8> = (0..rb * rows).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         for b in w.chunks_exact_mut(ty.block_bytes()) {
