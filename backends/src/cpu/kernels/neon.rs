@@ -35,7 +35,10 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use owl_quant::{BlockQ8_0, BlockQ8_1, BlockQ8K, QK_K};
+use owl_quant::{
+    BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    KVALUES_IQ4NL, QK_K,
+};
 
 use super::Kernels;
 
@@ -117,6 +120,192 @@ impl Act32 for BlockQ8_1 {
     fn s(&self) -> [u8; 2] {
         self.s
     }
+}
+
+/// A 32-element weight block: its values as two vectors of 16 signed bytes
+/// (elements 0..16, 16..32; for the formats with a min, the unsigned quants,
+/// all below 32), its f16 d and, where it has one, its f16 min m.
+pub(super) trait Weight32: bytemuck::Pod {
+    type Act: Act32;
+    /// Whether the dot adds Σ m * a.s (Q4_1, Q5_1 against Q8_1).
+    const MIN: bool;
+    unsafe fn unpack(&self) -> (int8x16_t, int8x16_t);
+    fn d(&self) -> [u8; 2];
+    fn m(&self) -> [u8; 2] {
+        [0, 0]
+    }
+}
+
+impl Weight32 for BlockQ8_0 {
+    type Act = BlockQ8_0;
+    const MIN: bool = false;
+    #[inline(always)]
+    unsafe fn unpack(&self) -> (int8x16_t, int8x16_t) {
+        // SAFETY: qs is 32 bytes.
+        unsafe { (vld1q_s8(self.qs.as_ptr()), vld1q_s8(self.qs.as_ptr().add(16))) }
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl Weight32 for BlockQ4_0 {
+    type Act = BlockQ8_0;
+    const MIN: bool = false;
+    #[inline(always)]
+    unsafe fn unpack(&self) -> (int8x16_t, int8x16_t) {
+        // SAFETY: qs is 16 bytes.
+        let (lo, hi) = unsafe { nibbles(self.qs.as_ptr()) };
+        let off = vdupq_n_s8(8);
+        (vsubq_s8(vreinterpretq_s8_u8(lo), off), vsubq_s8(vreinterpretq_s8_u8(hi), off))
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl Weight32 for BlockQ4_1 {
+    type Act = BlockQ8_1;
+    const MIN: bool = true;
+    #[inline(always)]
+    unsafe fn unpack(&self) -> (int8x16_t, int8x16_t) {
+        // SAFETY: qs is 16 bytes.
+        let (lo, hi) = unsafe { nibbles(self.qs.as_ptr()) };
+        (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi))
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+    #[inline(always)]
+    fn m(&self) -> [u8; 2] {
+        self.m
+    }
+}
+
+impl Weight32 for BlockQ5_0 {
+    type Act = BlockQ8_0;
+    const MIN: bool = false;
+    #[inline(always)]
+    unsafe fn unpack(&self) -> (int8x16_t, int8x16_t) {
+        // SAFETY: qs is 16 bytes.
+        let (lo, hi) = unsafe { nibbles(self.qs.as_ptr()) };
+        let (blo, bhi) = bits32(self.qh);
+        // q - 16 as a signed byte: the nibble | 0xF0 where the fifth bit is clear.
+        let f0 = vdupq_n_u8(0xF0);
+        (vreinterpretq_s8_u8(vorrq_u8(lo, vbicq_u8(f0, blo))), vreinterpretq_s8_u8(vorrq_u8(hi, vbicq_u8(f0, bhi))))
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl Weight32 for BlockQ5_1 {
+    type Act = BlockQ8_1;
+    const MIN: bool = true;
+    #[inline(always)]
+    unsafe fn unpack(&self) -> (int8x16_t, int8x16_t) {
+        // SAFETY: qs is 16 bytes.
+        let (lo, hi) = unsafe { nibbles(self.qs.as_ptr()) };
+        let (blo, bhi) = bits32(self.qh);
+        let b4 = vdupq_n_u8(0x10);
+        (vreinterpretq_s8_u8(vorrq_u8(lo, vandq_u8(blo, b4))), vreinterpretq_s8_u8(vorrq_u8(hi, vandq_u8(bhi, b4))))
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+    #[inline(always)]
+    fn m(&self) -> [u8; 2] {
+        self.m
+    }
+}
+
+impl Weight32 for BlockIQ4NL {
+    type Act = BlockQ8_0;
+    const MIN: bool = false;
+    #[inline(always)]
+    unsafe fn unpack(&self) -> (int8x16_t, int8x16_t) {
+        // SAFETY: the code book and qs are 16 bytes each.
+        let (table, (lo, hi)) = unsafe { (vld1q_s8(KVALUES_IQ4NL.as_ptr()), nibbles(self.qs.as_ptr())) };
+        (vqtbl1q_s8(table, lo), vqtbl1q_s8(table, hi))
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+/// Runs `f` on every group of four blocks of `x` and the matching blocks of
+/// each `y[r]`; a short last group is padded with zero blocks, whose zero
+/// quants and zero scales add exactly +0.
+///
+/// # Safety
+/// Every `y[r]` has `x.len()` blocks.
+#[inline(always)]
+pub(super) unsafe fn for_groups4<W: bytemuck::Pod, A: bytemuck::Pod, const R: usize>(
+    x: &[W],
+    y: [&[A]; R],
+    mut f: impl FnMut(&[W; 4], [&[A; 4]; R]),
+) {
+    let full = x.len() / 4 * 4;
+    let mut i = 0;
+    while i < full {
+        // SAFETY: i + 4 <= x.len() == y[r].len().
+        let (xg, yg) = unsafe {
+            (&*(x.as_ptr().add(i) as *const [W; 4]), y.map(|yr| &*(yr.as_ptr().add(i) as *const [A; 4])))
+        };
+        f(xg, yg);
+        i += 4;
+    }
+    if full < x.len() {
+        let t = x.len() - full;
+        let mut xt = [W::zeroed(); 4];
+        xt[..t].copy_from_slice(&x[full..]);
+        let mut yt = [[A::zeroed(); 4]; R];
+        for (yt, yr) in yt.iter_mut().zip(y) {
+            yt[..t].copy_from_slice(&yr[full..]);
+        }
+        f(&xt, std::array::from_fn(|r| &yt[r]));
+    }
+}
+
+/// The float step for four blocks: `acc += f32(s) * (wd * f32(a.d))` lane by
+/// lane (`s` the exact block totals), and `accm += wm * f32(a.s)` for the
+/// formats with a min.
+#[inline(always)]
+pub(super) unsafe fn scale_add32<W: Weight32>(
+    s: int32x4_t,
+    wd: float32x4_t,
+    wm: float32x4_t,
+    y: &[W::Act; 4],
+    acc: &mut float32x4_t,
+    accm: &mut float32x4_t,
+) {
+    let (mut ad, mut asum) = (0u64, 0u64);
+    for (k, b) in y.iter().enumerate() {
+        ad |= h16(b.d()) << (16 * k);
+        if W::MIN {
+            asum |= h16(b.s()) << (16 * k);
+        }
+    }
+    *acc = vfmaq_f32(*acc, vcvtq_f32_s32(s), vmulq_f32(wd, f16x4(ad)));
+    if W::MIN {
+        *accm = vfmaq_f32(*accm, wm, f16x4(asum));
+    }
+}
+
+/// The dot from the accumulators of [`scale_add32`].
+#[inline(always)]
+pub(super) unsafe fn finish32<W: Weight32>(acc: float32x4_t, accm: float32x4_t) -> f32 {
+    let mut v = vaddvq_f32(acc);
+    if W::MIN {
+        v += vaddvq_f32(accm);
+    }
+    v
 }
 
 // ---- Activation quantizers (baseline NEON; shared by every table). ----
@@ -224,7 +413,7 @@ macro_rules! neon_int8_kernels {
     ($feat:literal) => {
         use std::arch::aarch64::*;
 
-        use crate::cpu::kernels::neon::{bits32, f16x4, h16, nibbles, Act32};
+        use crate::cpu::kernels::neon::{f16x4, finish32, for_groups4, h16, nibbles, scale_add32, Act32, Weight32};
         use crate::cpu::kernels::Kernels;
         use owl_quant::{
             unpack_scales_mins_k4, unpack_scales_q3k, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K,
@@ -249,137 +438,64 @@ macro_rules! neon_int8_kernels {
 
         /// Four consecutive weight blocks against R activation rows (the
         /// matching four blocks of each): the step of `tile32` the module doc
-        /// describes. `ex` unpacks a weight block to its 32 signed (or, for
-        /// the formats with a min, unsigned) values and its f16 d (and m).
+        /// describes.
         #[inline(always)]
-        unsafe fn group32<W, A: Act32, const R: usize, const MIN: bool>(
+        unsafe fn group32<W: Weight32, const R: usize>(
             x: &[W; 4],
-            y: [&[A; 4]; R],
-            ex: &impl Fn(&W) -> (int8x16_t, int8x16_t, [u8; 2], [u8; 2]),
+            y: [&[W::Act; 4]; R],
             acc: &mut [float32x4_t; R],
             accm: &mut [float32x4_t; R],
         ) {
             let mut p = [[vdupq_n_s32(0); 4]; R];
             let (mut wd, mut wm) = (0u64, 0u64);
             for k in 0..4 {
-                let (q0, q1, d, m) = ex(&x[k]);
-                wd |= h16(d) << (16 * k);
-                wm |= h16(m) << (16 * k);
+                let (q0, q1) = x[k].unpack();
+                wd |= h16(x[k].d()) << (16 * k);
+                wm |= h16(x[k].m()) << (16 * k);
                 for r in 0..R {
                     p[r][k] = dot32(q0, q1, y[r][k].qs());
                 }
             }
             let (wd, wm) = (f16x4(wd), f16x4(wm));
             for r in 0..R {
-                let (mut ad, mut asum) = (0u64, 0u64);
-                for k in 0..4 {
-                    ad |= h16(y[r][k].d()) << (16 * k);
-                    if MIN {
-                        asum |= h16(y[r][k].s()) << (16 * k);
-                    }
-                }
                 let s = vpaddq_s32(vpaddq_s32(p[r][0], p[r][1]), vpaddq_s32(p[r][2], p[r][3]));
-                acc[r] = vfmaq_f32(acc[r], vcvtq_f32_s32(s), vmulq_f32(wd, f16x4(ad)));
-                if MIN {
-                    accm[r] = vfmaq_f32(accm[r], wm, f16x4(asum));
-                }
+                scale_add32::<W>(s, wd, wm, y[r], &mut acc[r], &mut accm[r]);
             }
         }
 
         /// One weight row of 32-element blocks against R activation rows, as the
         /// module doc describes. Every `y[r]` has `x.len()` blocks.
         #[inline(always)]
-        unsafe fn tile32<W: bytemuck::Pod, A: Act32, const R: usize, const MIN: bool>(
-            x: &[W],
-            y: [&[A]; R],
-            ex: impl Fn(&W) -> (int8x16_t, int8x16_t, [u8; 2], [u8; 2]),
-        ) -> [f32; R] {
+        unsafe fn tile32<W: Weight32, const R: usize>(x: &[W], y: [&[W::Act]; R]) -> [f32; R] {
             let mut acc = [vdupq_n_f32(0.0); R];
             let mut accm = [vdupq_n_f32(0.0); R];
-            let full = x.len() / 4 * 4;
-            let mut i = 0;
-            while i < full {
-                // SAFETY: i + 4 <= x.len() == y[r].len().
-                let xg = &*(x.as_ptr().add(i) as *const [W; 4]);
-                let yg = y.map(|yr| &*(yr.as_ptr().add(i) as *const [A; 4]));
-                group32::<W, A, R, MIN>(xg, yg, &ex, &mut acc, &mut accm);
-                i += 4;
-            }
-            if full < x.len() {
-                // Zero blocks: zero quants times zero scales add exactly +0.
-                let t = x.len() - full;
-                let mut xt = [<W as bytemuck::Zeroable>::zeroed(); 4];
-                xt[..t].copy_from_slice(&x[full..]);
-                let mut yt = [[<A as bytemuck::Zeroable>::zeroed(); 4]; R];
-                for r in 0..R {
-                    yt[r][..t].copy_from_slice(&y[r][full..]);
-                }
-                let yg: [&[A; 4]; R] = std::array::from_fn(|r| &yt[r]);
-                group32::<W, A, R, MIN>(&xt, yg, &ex, &mut acc, &mut accm);
-            }
-            let mut out = [0f32; R];
-            for r in 0..R {
-                out[r] = vaddvq_f32(acc[r]);
-                if MIN {
-                    out[r] += vaddvq_f32(accm[r]);
-                }
-            }
-            out
+            for_groups4(x, y, |xg, yg| group32::<W, R>(xg, yg, &mut acc, &mut accm));
+            std::array::from_fn(|r| finish32::<W>(acc[r], accm[r]))
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn tile_q8_0<const R: usize>(x: &[BlockQ8_0], y: [&[BlockQ8_0]; R]) -> [f32; R] {
-            tile32::<_, _, R, false>(x, y, |a: &BlockQ8_0| {
-                let p = a.qs.as_ptr();
-                (vld1q_s8(p), vld1q_s8(p.add(16)), a.d, [0, 0])
-            })
+            tile32::<_, R>(x, y)
         }
-
         #[target_feature(enable = $feat)]
         unsafe fn tile_q4_0<const R: usize>(x: &[BlockQ4_0], y: [&[BlockQ8_0]; R]) -> [f32; R] {
-            let off = vdupq_n_s8(8);
-            tile32::<_, _, R, false>(x, y, |a: &BlockQ4_0| {
-                let (lo, hi) = nibbles(a.qs.as_ptr());
-                (vsubq_s8(s8(lo), off), vsubq_s8(s8(hi), off), a.d, [0, 0])
-            })
+            tile32::<_, R>(x, y)
         }
-
         #[target_feature(enable = $feat)]
         unsafe fn tile_q4_1<const R: usize>(x: &[BlockQ4_1], y: [&[BlockQ8_1]; R]) -> [f32; R] {
-            tile32::<_, _, R, true>(x, y, |a: &BlockQ4_1| {
-                let (lo, hi) = nibbles(a.qs.as_ptr());
-                (s8(lo), s8(hi), a.d, a.m)
-            })
+            tile32::<_, R>(x, y)
         }
-
         #[target_feature(enable = $feat)]
         unsafe fn tile_q5_0<const R: usize>(x: &[BlockQ5_0], y: [&[BlockQ8_0]; R]) -> [f32; R] {
-            let f0 = vdupq_n_u8(0xF0);
-            tile32::<_, _, R, false>(x, y, |a: &BlockQ5_0| {
-                // q - 16 as a signed byte: the nibble | 0xF0 where the fifth bit is clear.
-                let (lo, hi) = nibbles(a.qs.as_ptr());
-                let (blo, bhi) = bits32(a.qh);
-                (s8(vorrq_u8(lo, vbicq_u8(f0, blo))), s8(vorrq_u8(hi, vbicq_u8(f0, bhi))), a.d, [0, 0])
-            })
+            tile32::<_, R>(x, y)
         }
-
         #[target_feature(enable = $feat)]
         unsafe fn tile_q5_1<const R: usize>(x: &[BlockQ5_1], y: [&[BlockQ8_1]; R]) -> [f32; R] {
-            let b4 = vdupq_n_u8(0x10);
-            tile32::<_, _, R, true>(x, y, |a: &BlockQ5_1| {
-                let (lo, hi) = nibbles(a.qs.as_ptr());
-                let (blo, bhi) = bits32(a.qh);
-                (s8(vorrq_u8(lo, vandq_u8(blo, b4))), s8(vorrq_u8(hi, vandq_u8(bhi, b4))), a.d, a.m)
-            })
+            tile32::<_, R>(x, y)
         }
-
         #[target_feature(enable = $feat)]
         unsafe fn tile_iq4_nl<const R: usize>(x: &[BlockIQ4NL], y: [&[BlockQ8_0]; R]) -> [f32; R] {
-            let table = vld1q_s8(KVALUES_IQ4NL.as_ptr());
-            tile32::<_, _, R, false>(x, y, |a: &BlockIQ4NL| {
-                let (lo, hi) = nibbles(a.qs.as_ptr());
-                (vqtbl1q_s8(table, lo), vqtbl1q_s8(table, hi), a.d, [0, 0])
-            })
+            tile32::<_, R>(x, y)
         }
 
         // ---- K-quants (256-element super-blocks against Q8_K). ----
@@ -674,7 +790,9 @@ macro_rules! neon_int8_kernels {
                 /// `out` is valid for out[i * ostride + j], i < rows of `a`, j < rows of `w`.
                 unsafe fn $tile(w: &[u8], wr: usize, a: &[u8], ar: usize, out: *mut f32, ostride: usize) {
                     // SAFETY: as for the dot; the caller vouches for `out`.
-                    unsafe { drive::<$W, $A>(w, wr, a, ar, out, ostride, ($imp::<1>, $imp::<2>, $imp::<3>, $imp::<4>)) }
+                    unsafe {
+                        drive::<$W, $A>(w, wr, a, ar, out, ostride, ($imp::<1>, $imp::<2>, $imp::<3>, $imp::<4>))
+                    }
                 }
             };
         }
