@@ -8,7 +8,8 @@
 //!
 //! `plain` does it with `vmull_s8` + `vpadalq_s16` (baseline ARMv8 NEON),
 //! `dotprod` with one `sdot` (ARMv8.2 FEAT_DotProd, written as inline asm: the
-//! intrinsic is unstable). Signed x signed bytes are native here, so there is
+//! intrinsic is unstable). The `i8mm` table is the dotprod one with `smmla`
+//! tiles for the 32-element formats (`neon/dotprod/i8mm.rs`). Signed x signed bytes are native here, so there is
 //! no sign trick: Q4_0/Q5_0/Q6_K weights are unpacked to their signed values.
 //!
 //! Numerics. Every integer sum is exact (an i8*i8 product fits an i16 and the
@@ -239,37 +240,43 @@ impl Weight32 for BlockIQ4NL {
     }
 }
 
-/// Runs `f` on every group of four blocks of `x` and the matching blocks of
-/// each `y[r]`; a short last group is padded with zero blocks, whose zero
-/// quants and zero scales add exactly +0.
+/// Runs `f` on every group of four blocks of the weight rows `x` and the
+/// matching blocks of each activation row `y[r]`; a short last group is padded
+/// with zero blocks, whose zero quants and zero scales add exactly +0.
 ///
 /// # Safety
-/// Every `y[r]` has `x.len()` blocks.
+/// Every `x[w]` and `y[r]` has `x[0].len()` blocks.
 #[inline(always)]
-pub(super) unsafe fn for_groups4<W: bytemuck::Pod, A: bytemuck::Pod, const R: usize>(
-    x: &[W],
+pub(super) unsafe fn for_groups4<W: bytemuck::Pod, A: bytemuck::Pod, const X: usize, const R: usize>(
+    x: [&[W]; X],
     y: [&[A]; R],
-    mut f: impl FnMut(&[W; 4], [&[A; 4]; R]),
+    mut f: impl FnMut([&[W; 4]; X], [&[A; 4]; R]),
 ) {
-    let full = x.len() / 4 * 4;
+    let nb = x[0].len();
+    let full = nb / 4 * 4;
     let mut i = 0;
     while i < full {
-        // SAFETY: i + 4 <= x.len() == y[r].len().
+        // SAFETY: i + 4 <= nb, the length of every row.
         let (xg, yg) = unsafe {
-            (&*(x.as_ptr().add(i) as *const [W; 4]), y.map(|yr| &*(yr.as_ptr().add(i) as *const [A; 4])))
+            (
+                x.map(|xw| &*(xw.as_ptr().add(i) as *const [W; 4])),
+                y.map(|yr| &*(yr.as_ptr().add(i) as *const [A; 4])),
+            )
         };
         f(xg, yg);
         i += 4;
     }
-    if full < x.len() {
-        let t = x.len() - full;
-        let mut xt = [W::zeroed(); 4];
-        xt[..t].copy_from_slice(&x[full..]);
+    if full < nb {
+        let t = nb - full;
+        let mut xt = [[W::zeroed(); 4]; X];
+        for (xt, xw) in xt.iter_mut().zip(x) {
+            xt[..t].copy_from_slice(&xw[full..]);
+        }
         let mut yt = [[A::zeroed(); 4]; R];
         for (yt, yr) in yt.iter_mut().zip(y) {
             yt[..t].copy_from_slice(&yr[full..]);
         }
-        f(&xt, std::array::from_fn(|r| &yt[r]));
+        f(std::array::from_fn(|w| &xt[w]), std::array::from_fn(|r| &yt[r]));
     }
 }
 
@@ -469,7 +476,7 @@ macro_rules! neon_int8_kernels {
         unsafe fn tile32<W: Weight32, const R: usize>(x: &[W], y: [&[W::Act]; R]) -> [f32; R] {
             let mut acc = [vdupq_n_f32(0.0); R];
             let mut accm = [vdupq_n_f32(0.0); R];
-            for_groups4(x, y, |xg, yg| group32::<W, R>(xg, yg, &mut acc, &mut accm));
+            for_groups4([x], y, |[xg], yg| group32::<W, R>(xg, yg, &mut acc, &mut accm));
             std::array::from_fn(|r| finish32::<W>(acc[r], accm[r]))
         }
 
@@ -879,6 +886,9 @@ mod dotprod {
     pub(in crate::cpu::kernels) fn table() -> Option<Kernels> {
         std::arch::is_aarch64_feature_detected!("dotprod").then(|| build("dotprod"))
     }
+
+    mod i8mm;
+    pub(in crate::cpu::kernels) use i8mm::table as table_i8mm;
 }
 
 /// Baseline NEON: always there on aarch64.
@@ -889,4 +899,10 @@ pub(super) fn table_neon() -> Kernels {
 /// The `sdot` table, if this CPU has FEAT_DotProd.
 pub(super) fn table_dotprod() -> Option<Kernels> {
     dotprod::table()
+}
+
+/// The `sdot` table with `smmla` prefill tiles, if this CPU has FEAT_DotProd
+/// and FEAT_I8MM.
+pub(super) fn table_i8mm() -> Option<Kernels> {
+    dotprod::table_i8mm()
 }

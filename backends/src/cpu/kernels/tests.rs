@@ -179,6 +179,12 @@ fn this_cpu_gets_its_simd_paths() {
             std::arch::is_aarch64_feature_detected!("dotprod"),
             "{names:?}"
         );
+        assert_eq!(
+            names.contains(&"i8mm"),
+            std::arch::is_aarch64_feature_detected!("dotprod")
+                && std::arch::is_aarch64_feature_detected!("i8mm"),
+            "{names:?}"
+        );
         let best = Kernels::detect();
         match std::env::var("OWL_KERNELS").ok().as_deref() {
             None => assert_eq!(best.name, *names.last().unwrap()),
