@@ -4,12 +4,15 @@
 //! detection (STYLE.md item 3): `scalar` (owl-quant's reference, everywhere),
 //! `avx2` (maddubs), `avxvnni` and `avx512vnni` (dpbusd on 256-bit vectors; the
 //! AVX-512 path uses the EVEX encoding of the same instruction). AMX is never
-//! used (these VMs advertise it and raise SIGILL).
+//! used (these VMs advertise it and raise SIGILL). On aarch64: `neon`
+//! (vmull_s8 + vpadalq_s16, always there), `dotprod` (sdot, FEAT_DotProd) and
+//! `i8mm` (dotprod with smmla prefill tiles, FEAT_I8MM).
 //!
 //! A type without a fast kernel in the chosen table falls back to
 //! `owl_quant::vec_dot_ref` / `owl_quant::quantize`, so every type works on
-//! every path. `OWL_KERNELS=scalar|avx2|avxvnni|avx512` forces a path (for
-//! benchmarks); an unknown or unsupported value selects the best available one.
+//! every path. `OWL_KERNELS=scalar|avx2|avxvnni|avx512|neon|dotprod|i8mm` forces a
+//! path (for benchmarks); an unknown or unsupported value selects the best
+//! available one.
 
 #[cfg(target_arch = "x86_64")]
 #[macro_use]
@@ -18,6 +21,9 @@ mod x86;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+#[macro_use]
+mod neon;
 #[cfg(test)]
 mod tests;
 
@@ -41,7 +47,7 @@ const N_IDS: usize = 31;
 
 /// A kernel table for one instruction set.
 pub struct Kernels {
-    /// "scalar", "avx2", "avxvnni" or "avx512vnni".
+    /// "scalar", "avx2", "avxvnni" or "avx512vnni"; "neon", "dotprod" or "i8mm" on aarch64.
     pub name: &'static str,
     dots: [Option<DotFn>; N_IDS],
     quants: [Option<QuantFn>; N_IDS],
@@ -111,12 +117,52 @@ impl Kernels {
         }
     }
 
+    /// The baseline aarch64 NEON table (every aarch64 CPU has NEON).
+    pub fn neon() -> Option<Kernels> {
+        #[cfg(target_arch = "aarch64")]
+        {
+            Some(neon::table_neon())
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        {
+            None
+        }
+    }
+
+    /// The aarch64 `sdot` (FEAT_DotProd) table, if this CPU has it.
+    pub fn dotprod() -> Option<Kernels> {
+        #[cfg(target_arch = "aarch64")]
+        {
+            neon::table_dotprod()
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        {
+            None
+        }
+    }
+
+    /// The aarch64 `sdot` table with `smmla` (FEAT_I8MM) prefill tiles, if this
+    /// CPU has both.
+    pub fn i8mm() -> Option<Kernels> {
+        #[cfg(target_arch = "aarch64")]
+        {
+            neon::table_i8mm()
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        {
+            None
+        }
+    }
+
     /// Every table this CPU can run, best last (tests run them all).
     pub fn available() -> Vec<Kernels> {
         let mut v = vec![Kernels::scalar()];
         v.extend(Kernels::avx2());
         v.extend(Kernels::avxvnni());
         v.extend(Kernels::avx512());
+        v.extend(Kernels::neon());
+        v.extend(Kernels::dotprod());
+        v.extend(Kernels::i8mm());
         v
     }
 
@@ -128,11 +174,17 @@ impl Kernels {
             Some("avx2") => Kernels::avx2(),
             Some("avxvnni") => Kernels::avxvnni(),
             Some("avx512") | Some("avx512vnni") => Kernels::avx512(),
+            Some("neon") => Kernels::neon(),
+            Some("dotprod") => Kernels::dotprod(),
+            Some("i8mm") => Kernels::i8mm(),
             _ => None,
         };
         pick.or_else(Kernels::avx512)
             .or_else(Kernels::avxvnni)
             .or_else(Kernels::avx2)
+            .or_else(Kernels::i8mm)
+            .or_else(Kernels::dotprod)
+            .or_else(Kernels::neon)
             .unwrap_or_else(Kernels::scalar)
     }
 

@@ -125,6 +125,17 @@ fn activations(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
     rows
 }
 
+/// Row lengths for the dot tests: the 32-element formats also get block
+/// counts that are not a multiple of 4 (1, 3, 25, 35 blocks), which kernels
+/// working on groups of blocks handle as a tail.
+fn row_lengths(ty: GgmlType) -> &'static [usize] {
+    if ty.block_len() == 32 {
+        &[256, 768, 4096, 32, 96, 800, 1120]
+    } else {
+        &[256, 768, 4096]
+    }
+}
+
 const DOT_TYPES: [GgmlType; 12] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
@@ -160,7 +171,54 @@ fn this_cpu_gets_its_simd_paths() {
             assert_eq!(best.name, *names.last().unwrap());
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        assert!(names.contains(&"neon"), "{names:?}");
+        assert_eq!(
+            names.contains(&"dotprod"),
+            std::arch::is_aarch64_feature_detected!("dotprod"),
+            "{names:?}"
+        );
+        assert_eq!(
+            names.contains(&"i8mm"),
+            std::arch::is_aarch64_feature_detected!("dotprod")
+                && std::arch::is_aarch64_feature_detected!("i8mm"),
+            "{names:?}"
+        );
+        let best = Kernels::detect();
+        match std::env::var("OWL_KERNELS").ok().as_deref() {
+            None => assert_eq!(best.name, *names.last().unwrap()),
+            Some(forced) if names.contains(&forced) => assert_eq!(best.name, forced),
+            Some(_) => {}
+        }
+    }
     eprintln!("kernel paths on this CPU: {names:?}");
+}
+
+/// The aarch64 tables differ only in how they form exact integer sums (the
+/// float steps are shared), so they agree bit for bit: a model gives the same
+/// logits with and without dotprod.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn aarch64_tables_agree_bit_for_bit() {
+    let mut rng = Rng(0xa64);
+    let tables: Vec<Kernels> = Kernels::available().into_iter().filter(|k| k.name != "scalar").collect();
+    assert!(!tables.is_empty());
+    for ty in DOT_TYPES {
+        let aty = ty.vec_dot_type();
+        for n in [256, 768, 4096] {
+            let w = random_weights(ty, n, &mut rng);
+            for x in activations(n, &mut rng) {
+                let mut a = vec![0u8; aty.row_bytes(n).unwrap()];
+                owl_quant::quantize_act(aty, &x, &mut a).unwrap();
+                let want = tables[0].vec_dot(ty, &w, &a, n);
+                for k in &tables[1..] {
+                    let got = k.vec_dot(ty, &w, &a, n);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{ty} n={n}: {} {got} vs {} {want}", k.name, tables[0].name);
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -208,7 +266,7 @@ fn dots_match_the_scalar_reference_on_every_path() {
             }
             let aty = ty.vec_dot_type();
             let mut max_err = 0f32;
-            for n in [256, 768, 4096] {
+            for &n in row_lengths(ty) {
                 let w = random_weights(ty, n, &mut rng);
                 for x in activations(n, &mut rng) {
                     let mut a = vec![0u8; aty.row_bytes(n).unwrap()];
@@ -283,28 +341,30 @@ fn dot_tile_equals_single_dots_for_any_batch() {
     let mut rng = Rng(4242);
     for k in Kernels::available() {
         for ty in DOT_TYPES.into_iter().chain([GgmlType::F16, GgmlType::F32]) {
-            let n = 512;
-            // Seven weight rows: decode runs four at a time, then the remainder;
-            // the 512-bit prefill tiles run pairs, then the odd row.
-            let nw = 7;
-            let aty = ty.vec_dot_type();
-            let (wr, ar) = (ty.row_bytes(n).unwrap(), aty.row_bytes(n).unwrap());
-            let w: Vec<u8> = (0..nw).flat_map(|_| random_weights(ty, n, &mut rng)).collect();
-            for na in 1..=9 {
-                let mut a = vec![0u8; ar * na];
-                for q in a.chunks_exact_mut(ar) {
-                    let x: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 2.0)).collect();
-                    k.quantize_act(aty, &x, q);
-                }
-                let ostride = nw + 2;
-                let mut out = vec![f32::NAN; na * ostride];
-                // SAFETY: out holds na rows of ostride >= nw elements.
-                unsafe { k.dot_tile(ty, &w, &a, n, out.as_mut_ptr(), ostride) };
-                for i in 0..na {
-                    for j in 0..nw {
-                        let want = k.vec_dot(ty, &w[j * wr..][..wr], &a[i * ar..][..ar], n);
-                        let got = out[i * ostride + j];
-                        assert_eq!(got.to_bits(), want.to_bits(), "{} {ty} na={na} ({i},{j}): {got} vs {want}", k.name);
+            // 608: 19 blocks of 32, a tail after groups of four.
+            for n in if ty.block_len() == 32 { [512, 608] } else { [512, 768] } {
+                // Seven weight rows: decode runs four at a time, then the remainder;
+                // the 512-bit prefill tiles run pairs, then the odd row.
+                let nw = 7;
+                let aty = ty.vec_dot_type();
+                let (wr, ar) = (ty.row_bytes(n).unwrap(), aty.row_bytes(n).unwrap());
+                let w: Vec<u8> = (0..nw).flat_map(|_| random_weights(ty, n, &mut rng)).collect();
+                for na in 1..=9 {
+                    let mut a = vec![0u8; ar * na];
+                    for q in a.chunks_exact_mut(ar) {
+                        let x: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 2.0)).collect();
+                        k.quantize_act(aty, &x, q);
+                    }
+                    let ostride = nw + 2;
+                    let mut out = vec![f32::NAN; na * ostride];
+                    // SAFETY: out holds na rows of ostride >= nw elements.
+                    unsafe { k.dot_tile(ty, &w, &a, n, out.as_mut_ptr(), ostride) };
+                    for i in 0..na {
+                        for j in 0..nw {
+                            let want = k.vec_dot(ty, &w[j * wr..][..wr], &a[i * ar..][..ar], n);
+                            let got = out[i * ostride + j];
+                            assert_eq!(got.to_bits(), want.to_bits(), "{} {ty} na={na} ({i},{j}): {got} vs {want}", k.name);
+                        }
                     }
                 }
             }
