@@ -228,9 +228,13 @@ fn attention_on(path: AttnPath, q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnB
 struct AttnScratch {
     /// AVX-512 path: per row its query head and V accumulator as f32 holding
     /// f16 values, and the current cell's K and V row in f32.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     qf: Vec<f32>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     accf: Vec<f32>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     kf: Vec<f32>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     vf: Vec<f32>,
     /// Per row: its query head in f16, its f16 V accumulator.
     q16: Vec<f16>,
@@ -800,6 +804,7 @@ mod tests {
     /// sliding window and softcap.
     #[test]
     fn attention_bodies_agree_bit_for_bit() {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut, clippy::useless_vec))]
         let mut paths = vec![AttnPath::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
