@@ -253,21 +253,46 @@ unsafe fn attn_group_avx2(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'
     unsafe { attn_group::<F16cF16>(q, kc, vc, batch, p, rows, head, out, scr) }
 }
 
-/// Each row's visible positions start..=pos (causal, within the sliding
-/// window) into `span`; returns the range lo..=hi the group covers.
-fn visible_spans(batch: &AttnBatch<'_>, rows: (usize, usize), window: Option<usize>, span: &mut Vec<(usize, usize)>) -> (usize, usize) {
+/// What both attention bodies derive from a task (rows `r0..r0 + nr` of one
+/// sequence, query head `head`): the sizes, the KV head it reads, the
+/// sequence's cells and the range `lo..=hi` of them the group sees.
+struct Group<'b> {
+    hd: usize,
+    q_cols: usize,
+    kv_cols: usize,
+    kvh: usize,
+    r0: usize,
+    nr: usize,
+    cells: &'b [u32],
+    lo: usize,
+    hi: usize,
+}
+
+/// The task's `Group`, with each row's visible positions start..=pos (causal,
+/// within the sliding window) written to `span`.
+fn group<'b>(batch: &AttnBatch<'b>, p: &AttnParams, rows: (usize, usize), head: usize, span: &mut Vec<(usize, usize)>) -> Group<'b> {
+    let hd = p.head_dim;
+    let (r0, r1) = rows;
     span.clear();
-    for &(_, pos) in &batch.rows[rows.0..rows.1] {
+    for &(_, pos) in &batch.rows[r0..r1] {
         let pos = pos as usize;
-        let start = match window {
+        let start = match p.window {
             Some(w) => (pos + 1).saturating_sub(w),
             None => 0,
         };
         span.push((start, pos));
     }
-    let lo = span.iter().map(|s| s.0).min().unwrap_or(0);
-    let hi = span.iter().map(|s| s.1).max().unwrap_or(0);
-    (lo, hi)
+    Group {
+        hd,
+        q_cols: p.n_head * hd,
+        kv_cols: p.n_head_kv * hd,
+        kvh: head / (p.n_head / p.n_head_kv),
+        r0,
+        nr: r1 - r0,
+        cells: batch.seq_cells[batch.rows[r0].0 as usize],
+        lo: span.iter().map(|s| s.0).min().unwrap_or(0),
+        hi: span.iter().map(|s| s.1).max().unwrap_or(0),
+    }
 }
 
 /// `attn_group` with the same arithmetic, bit for bit, in 16-lane registers:
@@ -288,14 +313,7 @@ fn visible_spans(batch: &AttnBatch<'_>, rows: (usize, usize), window: Option<usi
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn attn_group_avx512(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, rows: (usize, usize), head: usize, out: SendPtr, scr: &mut AttnScratch) {
     use std::arch::x86_64::*;
-    let hd = p.head_dim;
-    let q_cols = p.n_head * hd;
-    let kv_cols = p.n_head_kv * hd;
-    let kvh = head / (p.n_head / p.n_head_kv);
-    let (r0, r1) = rows;
-    let nr = r1 - r0;
-    let cells = batch.seq_cells[batch.rows[r0].0 as usize];
-    let (lo, hi) = visible_spans(batch, rows, p.window, &mut scr.span);
+    let Group { hd, q_cols, kv_cols, kvh, r0, nr, cells, lo, hi } = group(batch, p, rows, head, &mut scr.span);
     // Rows padded to whole 16-lane vectors (the pad stays zero).
     let hp = hd.div_ceil(16) * 16;
     let (n64, n16) = (hd / 64 * 64, hd / 16 * 16);
@@ -472,14 +490,7 @@ unsafe fn hsum16(z: &[std::arch::x86_64::__m512; 16]) -> std::arch::x86_64::__m5
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn attn_group<V: F16Vec>(q: &[f32], kc: &[f16], vc: &[f16], batch: &AttnBatch<'_>, p: &AttnParams, rows: (usize, usize), head: usize, out: SendPtr, scr: &mut AttnScratch) {
-    let hd = p.head_dim;
-    let q_cols = p.n_head * hd;
-    let kv_cols = p.n_head_kv * hd;
-    let kvh = head / (p.n_head / p.n_head_kv);
-    let (r0, r1) = rows;
-    let nr = r1 - r0;
-    let cells = batch.seq_cells[batch.rows[r0].0 as usize];
-    let (lo, hi) = visible_spans(batch, rows, p.window, &mut scr.span);
+    let Group { hd, q_cols, kv_cols, kvh, r0, nr, cells, lo, hi } = group(batch, p, rows, head, &mut scr.span);
     scr.q16.resize(nr * hd, f16::ZERO);
     for i in 0..nr {
         scr.q16[i * hd..][..hd].convert_from_f32_slice(&q[(r0 + i) * q_cols + head * hd..][..hd]);
