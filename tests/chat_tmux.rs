@@ -1,5 +1,6 @@
-//! End-to-end tests of `owl chat` with the built binary and the default model
-//! (smollm2-135m-instruct, pulled into the model cache if missing), a small
+//! End-to-end tests of `owl chat` with the built binary: the default model
+//! (qwen2.5-coder-0.5b-instruct) answers a question, and the rest of the
+//! scenarios run on smollm2-135m-instruct for speed (pulled into the model cache if missing), a small
 //! context and few tokens so they stay quick. The scenarios live in
 //! tui/tests/support/chat_e2e.rs (owl-tui runs the same ones over its echo model).
 //! tmux must be installed (scripts/test installs it).
@@ -14,7 +15,19 @@ fn owl() -> Target {
         program: env!("CARGO_BIN_EXE_owl").to_string(),
         args: vec!["chat".into()],
         model: "smollm2-135m-instruct".into(),
+        default_model: false,
     }
+}
+
+/// The default model (qwen2.5-coder-0.5b-instruct), chosen by leaving out `--model`.
+#[test]
+fn chat_with_the_default_model_knows_the_capital_of_france() {
+    chat_e2e::tmux_default_model_knows_paris(&Target {
+        program: env!("CARGO_BIN_EXE_owl").to_string(),
+        args: vec!["chat".into()],
+        model: owl_engine::registry::default_model().into(),
+        default_model: true,
+    });
 }
 
 #[test]

@@ -292,7 +292,10 @@ fn built_in_lock_and_inspect_by_path() {
     let out = run(&["list"]);
     let text = stdout(&out);
     assert!(
-        text.contains("smollm2-135m-instruct (default)") && text.contains("gemma3-270m"),
+        text.contains("qwen2.5-coder-0.5b-instruct (default)")
+            && text.contains("smollm2-135m-instruct")
+            && text.contains("qwen2.5-coder-1.5b-instruct")
+            && text.contains("gemma3-270m"),
         "{text}"
     );
     assert!(text.contains("93.8 MiB"), "{text}");

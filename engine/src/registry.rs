@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 /// The `models.lock` built into the binary (the repo root's).
 pub const EMBEDDED_LOCK: &str = include_str!("../../models.lock");
 /// The default model, as named by the embedded lock.
-pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+pub const DEFAULT_MODEL: &str = "qwen2.5-coder-0.5b-instruct";
 
 /// How many times a URL download resumes after a cut connection within one pull.
 const URL_ATTEMPTS: usize = 6;
@@ -945,9 +945,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn embedded_lock_pins_both_models() {
+    fn embedded_lock_pins_the_models() {
         let lock = ModelsLock::embedded();
         assert_eq!(lock.default, DEFAULT_MODEL);
+        let q = lock.find("qwen2.5-coder-0.5b-instruct").unwrap();
+        assert_eq!((q.arch.as_str(), q.size), ("qwen2", 491400064));
+        let q15 = lock.find("qwen2.5-coder-1.5b-instruct").unwrap();
+        match &q15.sources[0] {
+            Source::Pip { parts } => {
+                assert_eq!(parts.len(), 22);
+                assert!(parts[21].path.ends_with("part22/data/part22.bin"));
+            }
+            other => panic!("unexpected source {other}"),
+        }
         let s = lock.find("smollm2-135m-instruct").unwrap();
         assert_eq!(s.size, 98362432);
         assert_eq!((s.arch.as_str(), s.quant.as_str()), ("llama", "Q4_1"));

@@ -14,6 +14,8 @@ use serde_json::Value;
 
 const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1";
 const GEMMA: &str = "gemma-3-270m-q4_k_m";
+const QWEN05: &str = "qwen2.5-coder-0.5b-instruct-awq-q4_k_m";
+const QWEN15: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m";
 
 fn model_dir() -> PathBuf {
     match std::env::var_os("OWL_HOME") {
@@ -94,6 +96,17 @@ fn gemma3_tokenizes_like_llama_cpp() {
     assert_eq!(tok.kind(), VocabKind::Spm);
     assert_eq!(tok.vocab_size(), 262144);
     check_against_reference(&tok, GEMMA);
+}
+
+/// Both Qwen 2.5 Coder models (qwen2 pre-tokenizer, 151,936 tokens, no BOS added).
+#[test]
+fn qwen25_tokenizes_like_llama_cpp() {
+    for name in [QWEN05, QWEN15] {
+        let tok = real_model(name);
+        assert_eq!(tok.kind(), VocabKind::Bpe, "{name}");
+        assert_eq!(tok.vocab_size(), 151936, "{name}");
+        check_against_reference(&tok, name);
+    }
 }
 
 #[test]

@@ -27,6 +27,7 @@ fn echo() -> Target {
         // Slow enough words that Esc lands mid-answer.
         args: vec!["--delay-ms".into(), "250".into()],
         model: "echo".into(),
+        default_model: false,
     }
 }
 

@@ -15,17 +15,20 @@ pub struct Target {
     pub program: String,
     /// Arguments before the chat flags (`chat` for owl).
     pub args: Vec<String>,
+    /// The model's name; `--model` is left out when `default_model` is set.
     pub model: String,
+    /// Run without `--model`: the program's default (which must be `model`).
+    pub default_model: bool,
 }
 
 impl Target {
     fn command_line(&self, extra: &str) -> String {
-        format!(
-            "{} {} --model {} {extra}",
-            self.program,
-            self.args.join(" "),
-            self.model
-        )
+        let model = if self.default_model {
+            String::new()
+        } else {
+            format!("--model {} ", self.model)
+        };
+        format!("{} {} {model}{extra}", self.program, self.args.join(" "))
     }
 }
 
@@ -254,6 +257,32 @@ pub fn tmux_answer_help_quit(t: &Target) {
     tmux.wait_shell("the shell to answer", 10, |s| {
         s.lines().any(|l| l.trim() == "back-to-normal")
     });
+}
+
+/// With no `--model`, the chat loads the default model and answers a plain question
+/// sensibly: "What is the capital of France?" gets an answer naming Paris.
+pub fn tmux_default_model_knows_paris(t: &Target) {
+    let tmux = Tmux::start("paris", 100, 30);
+    tmux.wait_shell("the shell prompt", 10, |s| s.contains("shell$"));
+    tmux.type_text(&format!(
+        "{}; echo EXIT=$?",
+        t.command_line("--ctx 1024 --max-tokens 32 --temp 0 --threads 2")
+    ));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the default model to load", 300, |s| {
+        s.contains(&t.model) && s.contains("ctx 0/1024") && !s.contains("loading")
+    });
+    tmux.type_text("What is the capital of France?");
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("an answer and the speeds", 180, has_gen_speed);
+    let answer = s
+        .split(&format!("▌ {}", t.model))
+        .nth(1)
+        .expect("the assistant's header");
+    assert!(answer.contains("Paris"), "the answer names Paris:\n{s}");
+    tmux.keys(&["C-d"]);
+    let s = tmux.wait_shell("the shell after Ctrl-D", 20, |s| exit_line(s).is_some());
+    assert_eq!(exit_line(&s), Some("EXIT=0"), "{s}");
 }
 
 /// Esc stops an answer without leaving; Ctrl-D leaves with status 0.
