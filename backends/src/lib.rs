@@ -268,6 +268,38 @@ pub trait Backend: Send {
     fn softcap(&mut self, x: &Tensor, cap: f32) -> Result<()>;
     /// out[i] = x[rows[i]].
     fn get_rows(&mut self, x: &Tensor, rows: &[u32], out: &Tensor) -> Result<()>;
+    /// (optional) LayerNorm of each row (BERT encoders): (x - mean) / sqrt(var + eps) * w + b,
+    /// mean and variance in f32 as ggml's `ggml_norm`; `w` and `b` are host copies of the
+    /// `[cols]` weights (small F32 tensors in every encoder file). Defaults to reading `x`
+    /// back, normalizing on the host and writing `out`: one round trip, correct everywhere.
+    fn layer_norm(&mut self, x: &Tensor, w: &[f32], b: &[f32], eps: f32, out: &Tensor) -> Result<()> {
+        if x.rows != out.rows || x.cols != out.cols || w.len() != x.cols || b.len() != x.cols {
+            return Err(shape_err("layer_norm", format!("[{} x {}] -> [{} x {}] with weights of {} and {}", x.rows, x.cols, out.rows, out.cols, w.len(), b.len())));
+        }
+        let mut v = vec![0f32; x.rows * x.cols];
+        self.read(x, &mut v)?;
+        for row in v.chunks_exact_mut(x.cols) {
+            layer_norm_row(row, w, b, eps);
+        }
+        self.write(out, &v)
+    }
+}
+
+/// One row of `Backend::layer_norm`, in ggml's order (`ggml_compute_forward_norm_f32`:
+/// the mean, then the variance of the centred values, both summed in f64 as ggml's
+/// `ggml_float`), then the affine weights.
+pub fn layer_norm_row(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let n = row.len() as f64;
+    let mean = (row.iter().map(|&x| x as f64).sum::<f64>() / n) as f32;
+    let mut sum2 = 0f64;
+    for x in row.iter_mut() {
+        *x -= mean;
+        sum2 += (*x as f64) * (*x as f64);
+    }
+    let scale = 1.0 / ((sum2 / n) as f32 + eps).sqrt();
+    for ((x, w), b) in row.iter_mut().zip(w).zip(b) {
+        *x = *x * scale * w + b;
+    }
 }
 
 pub(crate) fn shape_err(op: &'static str, detail: String) -> BackendError {

@@ -1,7 +1,7 @@
 """Starts real `owl serve` processes (the built binary) on free loopback ports.
 
-The binary is target/release/owl (or $OWL_BIN); the model is the default one,
-smollm2-135m-instruct, which `scripts/test` pulls into the model cache.
+The binary is target/release/owl (or $OWL_BIN); the model is
+smollm2-135m-instruct (the fastest; not the default), which `scripts/test` pulls into the model cache.
 """
 
 import http.client

@@ -2,6 +2,7 @@
 //! (`llama.rs`, `gemma3.rs`, `qwen2.rs`, `qwen3.rs`) of how its decoder block
 //! differs; `transformer.rs` runs the forward pass they share, step by step.
 
+pub mod bert;
 pub mod gemma3;
 pub mod llama;
 pub mod qwen2;

@@ -35,8 +35,11 @@ impl Config {
     pub fn from_gguf(g: &Gguf) -> Result<Config, EngineError> {
         let md = g.metadata();
         let name = g.arch()?;
+        if super::bert::is_encoder(name) {
+            return Err(EngineError::Unsupported(format!("`{name}` is an encoder: it makes embeddings, not text (owl generates with {})", super::SUPPORTED)));
+        }
         let arch = super::arch(name)
-            .ok_or_else(|| EngineError::Unsupported(format!("architecture `{name}` (owl runs {})", super::SUPPORTED)))?;
+            .ok_or_else(|| EngineError::Unsupported(format!("architecture `{name}` (owl runs {}; embeddings: {})", super::SUPPORTED, super::bert::SUPPORTED)))?;
         let n_embd: usize = md.arch_get("embedding_length")?;
         let n_head: usize = md.arch_get("attention.head_count")?;
         let n_head_kv: usize = md.arch_get_or("attention.head_count_kv", n_head)?;
