@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 mod bench;
+mod embed;
 mod run;
 use clap::{Parser, Subcommand};
 use owl_engine::gguf::Gguf;
@@ -74,6 +75,8 @@ enum Command {
     },
     /// List compute devices: the CPU and every wgpu adapter (name, API, limits, features).
     Devices,
+    /// Embeddings of texts from an embedding model (default nomic-embed-text-v1.5): one JSON array a line.
+    Embed(embed::EmbedArgs),
 }
 
 #[derive(clap::Args)]
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
             text,
         } => cmd_tokenize(model.as_deref(), json, pieces, &text),
         Command::Devices => cmd_devices(),
+        Command::Embed(a) => embed::cmd_embed(a),
     };
     match result {
         Ok(code) => code,
