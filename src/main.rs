@@ -351,6 +351,9 @@ struct ServeArgs {
     /// A models.lock name or a path to a .gguf file (default: the lock's default model).
     #[arg(long, short)]
     model: Option<String>,
+    /// An embedding model for /v1/embeddings (e.g. nomic-embed-text-v1.5), loaded beside the chat model.
+    #[arg(long)]
+    embedding_model: Option<String>,
     /// Address to listen on; 0.0.0.0 exposes the server to the network.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -414,6 +417,7 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         host: args.host,
         port: args.port,
         options: owl_server::ServerOptions { api_key, cors: args.cors, known_models, ..Default::default() },
+        embedding_model: args.embedding_model,
     };
     owl_server::run_blocking(cfg)?;
     Ok(ExitCode::SUCCESS)

@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::openai::{parse_body, parse_json, ChatParams};
 use crate::service::LlmService;
-use crate::{generate, metrics};
+use crate::{embeddings, generate, metrics};
+use owl_engine::service::Embedder;
 
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY: usize = 4 << 20;
@@ -76,6 +77,10 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     opts: ServerOptions,
     engine: OnceLock<Arc<dyn LlmService>>,
+    /// The embedding model (`owl serve --embedding-model`), once loaded.
+    embedder: OnceLock<Arc<Embedder>>,
+    /// Whether one was asked for (503 while it loads, 400 when none was).
+    embedder_wanted: std::sync::atomic::AtomicBool,
     /// Lower-cased names that refer to the loaded model.
     loaded_names: OnceLock<Vec<String>>,
     /// Requests answered, by (route, status).
@@ -95,6 +100,8 @@ impl AppState {
         AppState(Arc::new(Inner {
             opts,
             engine: OnceLock::new(),
+            embedder: OnceLock::new(),
+            embedder_wanted: std::sync::atomic::AtomicBool::new(false),
             loaded_names: OnceLock::new(),
             http: Mutex::new(BTreeMap::new()),
             created: unix_now(),
@@ -138,6 +145,25 @@ impl AppState {
 
     pub fn engine(&self) -> Result<Arc<dyn LlmService>, ApiError> {
         self.0.engine.get().cloned().ok_or_else(ApiError::loading)
+    }
+
+    /// Says an embedding model is loading (`/v1/embeddings` answers 503 until it is set).
+    pub fn expect_embedder(&self) {
+        self.0.embedder_wanted.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn set_embedder(&self, e: Arc<Embedder>) {
+        let _ = self.0.embedder.set(e);
+    }
+
+    pub fn embedder(&self) -> Result<Arc<Embedder>, ApiError> {
+        if let Some(e) = self.0.embedder.get() {
+            return Ok(e.clone());
+        }
+        if self.0.embedder_wanted.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ApiError::loading());
+        }
+        Err(ApiError::bad_request("this server has no embedding model: start it with `owl serve --embedding-model nomic-embed-text-v1.5`"))
     }
 
     pub fn is_ready(&self) -> bool {
@@ -226,6 +252,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(generate::chat_completions))
         .route("/v1/completions", post(generate::completions))
         .route("/v1/models", get(models))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/embeddings", post(embeddings::embeddings))
         .route("/metrics", get(metrics_text))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))

@@ -5,11 +5,12 @@
 //! `Engine` implements (tests use a fake).
 //!
 //! Endpoints: `POST /v1/chat/completions`, `POST /v1/completions`,
-//! `GET /v1/models`, `GET /health` (503 while loading), `GET /metrics`
+//! `POST /v1/embeddings` (with `--embedding-model`), `GET /v1/models`, `GET /health` (503 while loading), `GET /metrics`
 //! (Prometheus), and llama-server's `POST /tokenize`, `POST /detokenize`,
 //! `POST /apply-template`.
 
 mod app;
+mod embeddings;
 mod error;
 mod generate;
 mod metrics;
@@ -33,6 +34,8 @@ pub struct ServeConfig {
     /// 0 picks a free port (printed in the listening line).
     pub port: u16,
     pub options: ServerOptions,
+    /// An encoder model for `/v1/embeddings` (a models.lock name or a path), loaded beside the chat model.
+    pub embedding_model: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +112,21 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         .into_future();
     tokio::pin!(server);
     let engine_cfg = cfg.engine;
+    if let Some(name) = cfg.embedding_model.clone() {
+        state.expect_embedder();
+        let (threads, pull) = (engine_cfg.threads, engine_cfg.pull_if_missing);
+        let st = state.clone();
+        let loaded = tokio::task::spawn_blocking(move || owl_engine::service::Embedder::start(&name, threads, 2048, pull).map(|e| (name, e)))
+            .await
+            .map_err(|e| ServerError::Load { model: "embedding model".into(), message: e.to_string() })?;
+        match loaded {
+            Ok((name, e)) => {
+                eprintln!("owl: embedding model {name} ready (width {}, inputs up to {} tokens)", e.info().n_embd, e.info().n_ctx);
+                st.set_embedder(Arc::new(e));
+            }
+            Err(e) => return Err(ServerError::Load { model: cfg.embedding_model.unwrap_or_default(), message: e.to_string() }),
+        }
+    }
     let load = tokio::task::spawn_blocking(move || Engine::start(engine_cfg));
     tokio::select! {
         r = &mut server => return Ok(r?),

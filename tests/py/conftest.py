@@ -18,6 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 OWL = os.environ.get("OWL_BIN", str(ROOT / "target" / "release" / "owl"))
 MODEL = "smollm2-135m-instruct"
+# The session server also serves /v1/embeddings with it (tests/py/test_embeddings.py).
+EMBED_MODEL = "nomic-embed-text-v1.5"
 PARALLEL = 4
 CTX = 4096
 
@@ -89,7 +91,7 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server():
-    s = Server("--ctx", str(CTX), "--parallel", str(PARALLEL))
+    s = Server("--ctx", str(CTX), "--parallel", str(PARALLEL), "--embedding-model", EMBED_MODEL)
     yield s
     s.stop()
     assert s.proc.returncode is not None

@@ -4,9 +4,11 @@
 //!
 //! Front ends (`owl run`, the TUI, the server, `owl bench`) use only this API.
 
+mod embed;
 mod types;
 mod worker;
 
+pub use embed::{EmbedInput, Embedder, EmbedderInfo, Embeddings};
 pub use types::*;
 
 use std::sync::mpsc;
