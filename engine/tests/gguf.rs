@@ -641,10 +641,10 @@ fn open_reports_path_and_io_errors() {
 }
 
 fn synthetic_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/synthetic");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
     assert!(
         dir.is_dir(),
-        "synthetic models not found at {}: the repo expects ../shared beside it",
+        "synthetic models not found at {}: they are committed in engine/tests/fixtures/synthetic",
         dir.display()
     );
     dir
