@@ -208,3 +208,19 @@ fn batched_sequences_equal_solo() {
     assert_eq!(&both[..2 * nv], &solo_a[5..].concat()[..], "sequence a changed in a batch");
     assert_eq!(&both[2 * nv..], &solo_b[..], "sequence b changed in a batch");
 }
+
+/// A file of an architecture owl does not run is refused in one line that names what it runs.
+#[test]
+fn unsupported_architecture_is_one_clear_error() {
+    use owl_engine::synth::{synth, Experts, Shape, SynthSpec};
+    let spec = SynthSpec { arch: "llama".into(), shape_name: "tiny".into(), shape: Shape::named("tiny").unwrap(), ty: owl_engine::gguf::GgmlType::Q8_0, seed: 1, experts: Experts::default() };
+    let mut w = synth(&spec).unwrap();
+    w.set("general.architecture", "gpt2");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gpt2.gguf");
+    w.write_file(&path).unwrap();
+    let g = Gguf::open(&path).unwrap();
+    let Err(e) = Model::load(&g, owl_backends::open("cpu", None).unwrap(), 64) else { panic!("a gpt2 file loaded") };
+    let e = e.to_string();
+    assert!(e.contains("gpt2") && e.contains(owl_engine::models::SUPPORTED) && !e.contains('\n'), "{e}");
+}
