@@ -9,7 +9,7 @@ use owl_engine::synth::{self, Experts, Shape, SynthSpec};
 
 #[derive(clap::Args)]
 pub struct SynthArgs {
-    /// Architecture (general.architecture): llama or phi3.
+    /// Architecture (general.architecture): llama, phi3, qwen2moe or qwen3moe.
     #[arg(long)]
     arch: String,
     /// Model size: tiny (2 layers, n_embd 256).
@@ -21,6 +21,12 @@ pub struct SynthArgs {
     /// Random seed: the same seed gives the same file, byte for byte.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Routed experts per layer (llama: Mixtral-style; qwen2moe and qwen3moe need them).
+    #[arg(long, default_value_t = 0)]
+    experts: usize,
+    /// Experts each token is routed to.
+    #[arg(long, default_value_t = 0)]
+    experts_used: usize,
     /// Output .gguf path.
     out: PathBuf,
 }
@@ -31,7 +37,7 @@ pub fn cmd_synth(a: SynthArgs) -> Result<ExitCode> {
         .copied()
         .find(|t| t.name().eq_ignore_ascii_case(&a.ty))
         .with_context(|| format!("unknown weight type `{}`", a.ty))?;
-    let spec = SynthSpec { arch: a.arch, shape: Shape::named(&a.shape)?, shape_name: a.shape.clone(), ty, seed: a.seed, experts: Experts::default() };
+    let spec = SynthSpec { arch: a.arch, shape: Shape::named(&a.shape)?, shape_name: a.shape.clone(), ty, seed: a.seed, experts: Experts { n_expert: a.experts, n_expert_used: a.experts_used } };
     let w = synth::synth(&spec)?;
     let n = w.write_file(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
     println!("wrote {} ({} {} {}, seed {}, {n} bytes)", a.out.display(), spec.arch, a.shape, ty, spec.seed);

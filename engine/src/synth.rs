@@ -10,9 +10,11 @@
 //! uniforms (no transcendental functions), so a seed gives the same bytes on
 //! every platform.
 //!
-//! An architecture here is its tensor list (`tensors`) and its metadata
-//! (`metadata`); mixture-of-experts layers (`Experts`) and larger shapes are
-//! meant to slot in as more cases of the same two functions.
+//! An architecture here is its block layout (`layout`), from which follow its
+//! tensor list (`tensors`) and metadata (`metadata`); routed experts
+//! (`--experts N --experts-used K`: Mixtral-style llama, qwen2moe with its
+//! shared expert, qwen3moe) are one more case of the same functions, and larger
+//! shapes one more case of `Shape::named`.
 
 use crate::gguf::{GgmlType, GgufWriter};
 use crate::EngineError;
@@ -22,7 +24,7 @@ use crate::EngineError;
 const VOCAB: &str = include_str!("synth_vocab.tsv");
 
 /// Architectures `synth` can write.
-pub const ARCHS: &str = "llama, phi3";
+pub const ARCHS: &str = "llama, phi3, qwen2moe, qwen3moe";
 /// Shapes `synth` can write.
 pub const SHAPES: &str = "tiny";
 
@@ -77,56 +79,117 @@ pub struct SynthSpec {
 enum Init {
     /// Near 1: 1 + U(-0.1, 0.1).
     Norm,
-    /// Zero-mean, standard deviation 1/sqrt(fan_in) (the row length).
+    /// Small: U(-0.1, 0.1).
+    Bias,
+    /// Zero-mean, standard deviation 1/sqrt(fan_in) (the row length), in the model's type.
     Matrix,
+    /// As `Matrix`, but kept F32 as llama-quantize keeps it (MoE routers).
+    MatrixF32,
 }
 
-/// One tensor to write: GGML dims (`[row_len, n_rows]`, or `[n]`).
+/// One tensor to write: GGML dims (`[row_len, n_rows]`, `[row_len, n_rows, n_expert]` or `[n]`).
 struct TensorSpec {
     name: String,
     dims: Vec<u64>,
     init: Init,
 }
 
-fn norm(name: String, n: usize) -> TensorSpec {
-    TensorSpec { name, dims: vec![n as u64], init: Init::Norm }
+fn t(name: String, dims: &[usize], init: Init) -> TensorSpec {
+    TensorSpec { name, dims: dims.iter().map(|&d| d as u64).collect(), init }
 }
 
-fn matrix(name: String, cols: usize, rows: usize) -> TensorSpec {
-    TensorSpec { name, dims: vec![cols as u64, rows as u64], init: Init::Matrix }
+/// How an architecture's blocks are laid out in tensors.
+#[derive(Clone, Copy, Debug, Default)]
+struct Layout {
+    /// One `attn_qkv` (Phi 3) rather than `attn_q`, `attn_k`, `attn_v`.
+    fused_qkv: bool,
+    /// Biases on q, k, v (Qwen 2 MoE).
+    qkv_bias: bool,
+    /// Per-head `attn_q_norm`, `attn_k_norm` (Qwen 3 MoE).
+    qk_norm: bool,
+    /// Gate and up in one `ffn_up` (Phi 3).
+    fused_gate_up: bool,
+    /// Whether the FFN may be (`Some(false)`) or must be (`Some(true)`) routed experts.
+    experts: Option<bool>,
+    /// A shared expert beside the routed ones, with its own sigmoid gate (Qwen 2 MoE).
+    shared_expert: bool,
+}
+
+fn layout(arch: &str) -> Result<Layout, EngineError> {
+    Ok(match arch {
+        // `--experts N` makes it Mixtral-style.
+        "llama" => Layout { experts: Some(false), ..Layout::default() },
+        "phi3" => Layout { fused_qkv: true, fused_gate_up: true, ..Layout::default() },
+        "qwen2moe" => Layout { qkv_bias: true, experts: Some(true), shared_expert: true, ..Layout::default() },
+        "qwen3moe" => Layout { qk_norm: true, experts: Some(true), ..Layout::default() },
+        a => return Err(EngineError::Config(format!("synth cannot write architecture `{a}` (it makes {ARCHS})"))),
+    })
 }
 
 /// The arch's tensors, in llama.cpp's order.
 fn tensors(spec: &SynthSpec, n_vocab: usize) -> Result<Vec<TensorSpec>, EngineError> {
     let s = spec.shape;
-    let (e, q, kv, ff) = (s.n_embd, s.n_head * s.head_dim(), s.n_head_kv * s.head_dim(), s.n_ff);
-    if spec.experts != Experts::default() {
-        return Err(EngineError::Config(format!("synth writes no experts for `{}` yet (dense models only)", spec.arch)));
+    let hd = s.head_dim();
+    let (e, q, kv, ff) = (s.n_embd, s.n_head * hd, s.n_head_kv * hd, s.n_ff);
+    let l = layout(&spec.arch)?;
+    let x = spec.experts;
+    let moe = x.n_expert > 0;
+    match (l.experts, moe) {
+        (None, true) => return Err(EngineError::Config(format!("`{}` has no experts (--experts is for llama, qwen2moe, qwen3moe)", spec.arch))),
+        (Some(true), false) => return Err(EngineError::Config(format!("`{}` needs --experts N and --experts-used K", spec.arch))),
+        _ => {}
     }
-    let mut t = vec![matrix("token_embd.weight".into(), e, n_vocab), norm("output_norm.weight".into(), e), matrix("output.weight".into(), e, n_vocab)];
+    if moe && (x.n_expert_used == 0 || x.n_expert_used > x.n_expert) {
+        return Err(EngineError::Config(format!("--experts-used {} must be 1..={}", x.n_expert_used, x.n_expert)));
+    }
+    if !moe && x.n_expert_used > 0 {
+        return Err(EngineError::Config("--experts-used needs --experts".into()));
+    }
+    use Init::*;
+    let mut v = vec![t("token_embd.weight".into(), &[e, n_vocab], Matrix), t("output_norm.weight".into(), &[e], Norm), t("output.weight".into(), &[e, n_vocab], Matrix)];
     for il in 0..s.n_layer {
         let n = |x: &str| format!("blk.{il}.{x}.weight");
-        t.push(norm(n("attn_norm"), e));
-        match spec.arch.as_str() {
-            "llama" => {
-                t.push(matrix(n("attn_q"), e, q));
-                t.push(matrix(n("attn_k"), e, kv));
-                t.push(matrix(n("attn_v"), e, kv));
-            }
-            "phi3" => t.push(matrix(n("attn_qkv"), e, q + 2 * kv)),
-            a => return Err(EngineError::Config(format!("synth cannot write architecture `{a}` (it makes {ARCHS})"))),
-        }
-        t.push(matrix(n("attn_output"), q, e));
-        t.push(norm(n("ffn_norm"), e));
-        if spec.arch == "phi3" {
-            t.push(matrix(n("ffn_up"), e, 2 * ff));
+        let b = |x: &str| format!("blk.{il}.{x}.bias");
+        v.push(t(n("attn_norm"), &[e], Norm));
+        if l.fused_qkv {
+            v.push(t(n("attn_qkv"), &[e, q + 2 * kv], Matrix));
         } else {
-            t.push(matrix(n("ffn_gate"), e, ff));
-            t.push(matrix(n("ffn_up"), e, ff));
+            v.push(t(n("attn_q"), &[e, q], Matrix));
+            v.push(t(n("attn_k"), &[e, kv], Matrix));
+            v.push(t(n("attn_v"), &[e, kv], Matrix));
         }
-        t.push(matrix(n("ffn_down"), ff, e));
+        if l.qkv_bias {
+            v.push(t(b("attn_q"), &[q], Bias));
+            v.push(t(b("attn_k"), &[kv], Bias));
+            v.push(t(b("attn_v"), &[kv], Bias));
+        }
+        if l.qk_norm {
+            v.push(t(n("attn_q_norm"), &[hd], Norm));
+            v.push(t(n("attn_k_norm"), &[hd], Norm));
+        }
+        v.push(t(n("attn_output"), &[q, e], Matrix));
+        v.push(t(n("ffn_norm"), &[e], Norm));
+        if moe {
+            v.push(t(n("ffn_gate_inp"), &[e, x.n_expert], MatrixF32));
+            v.push(t(n("ffn_gate_exps"), &[e, ff, x.n_expert], Matrix));
+            v.push(t(n("ffn_up_exps"), &[e, ff, x.n_expert], Matrix));
+            v.push(t(n("ffn_down_exps"), &[ff, e, x.n_expert], Matrix));
+            if l.shared_expert {
+                v.push(t(n("ffn_gate_inp_shexp"), &[e], MatrixF32));
+                v.push(t(n("ffn_gate_shexp"), &[e, ff], Matrix));
+                v.push(t(n("ffn_up_shexp"), &[e, ff], Matrix));
+                v.push(t(n("ffn_down_shexp"), &[ff, e], Matrix));
+            }
+        } else if l.fused_gate_up {
+            v.push(t(n("ffn_up"), &[e, 2 * ff], Matrix));
+            v.push(t(n("ffn_down"), &[ff, e], Matrix));
+        } else {
+            v.push(t(n("ffn_gate"), &[e, ff], Matrix));
+            v.push(t(n("ffn_up"), &[e, ff], Matrix));
+            v.push(t(n("ffn_down"), &[ff, e], Matrix));
+        }
     }
-    Ok(t)
+    Ok(v)
 }
 
 /// llama.cpp's `general.file_type` (enum llama_ftype) for an all-`ty` model.
@@ -161,6 +224,17 @@ fn metadata(w: &mut GgufWriter<'_>, spec: &SynthSpec) -> Result<usize, EngineErr
     w.set(k("attention.layer_norm_rms_epsilon"), 1e-5f32);
     w.set(k("rope.freq_base"), 10_000f32);
     w.set(k("rope.dimension_count"), s.head_dim() as u32);
+    if spec.experts.n_expert > 0 {
+        // Each expert's FFN has the shape's n_ff; so has Qwen 2 MoE's shared expert.
+        w.set(k("expert_count"), spec.experts.n_expert as u32);
+        w.set(k("expert_used_count"), spec.experts.n_expert_used as u32);
+        if a != "llama" {
+            w.set(k("expert_feed_forward_length"), s.n_ff as u32);
+        }
+        if a == "qwen2moe" {
+            w.set(k("expert_shared_feed_forward_length"), s.n_ff as u32);
+        }
+    }
     w.set("general.file_type", file_type(spec.ty)?);
     // The vocabulary, as llama.cpp's own synthetic models carry it.
     let (mut tokens, mut scores, mut types) = (Vec::new(), Vec::new(), Vec::new());
@@ -222,14 +296,15 @@ pub fn synth(spec: &SynthSpec) -> Result<GgufWriter<'static>, EngineError> {
         let n: usize = t.dims.iter().product::<u64>() as usize;
         let vals: Vec<f32> = match t.init {
             Init::Norm => (0..n).map(|_| 1.0 + 0.2 * (rng.uniform() - 0.5)).collect(),
-            Init::Matrix => {
+            Init::Bias => (0..n).map(|_| 0.2 * (rng.uniform() - 0.5)).collect(),
+            Init::Matrix | Init::MatrixF32 => {
                 let sd = 1.0 / (t.dims[0] as f32).sqrt();
                 (0..n).map(|_| sd * rng.normal()).collect()
             }
         };
         let ty = match t.init {
-            Init::Norm => GgmlType::F32,
             Init::Matrix => spec.ty,
+            Init::Norm | Init::Bias | Init::MatrixF32 => GgmlType::F32,
         };
         let mut bytes = vec![0u8; ty.row_bytes(n).ok_or_else(|| EngineError::Config(format!("{}: {n} values do not fill {ty} blocks", t.name)))?];
         let row = t.dims[0] as usize;
@@ -259,6 +334,20 @@ mod tests {
             assert_eq!(a, b);
             assert_ne!(a, c);
         }
+    }
+
+    #[test]
+    fn experts_are_checked_and_laid_out() {
+        let mut s = spec("qwen3moe", 1);
+        assert!(synth(&s).unwrap_err().to_string().contains("--experts"));
+        s.experts = Experts { n_expert: 4, n_expert_used: 2 };
+        let g = crate::gguf::Gguf::from_bytes(std::sync::Arc::new(synth(&s).unwrap().to_bytes().unwrap())).unwrap();
+        let up = g.tensor("blk.1.ffn_up_exps.weight").unwrap();
+        assert_eq!(up.dims, vec![256, 512, 4]);
+        assert_eq!(g.metadata().get::<u32>("qwen3moe.expert_used_count").unwrap(), 2);
+        let mut p = spec("phi3", 1);
+        p.experts = Experts { n_expert: 4, n_expert_used: 2 };
+        assert!(synth(&p).is_err());
     }
 
     #[test]
