@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 mod bench;
 mod embed;
 mod run;
+mod synth;
 use clap::{Parser, Subcommand};
 use owl_engine::gguf::Gguf;
 use owl_engine::registry::{self, format_size, PullOptions, PullOutcome, Registry};
@@ -73,6 +74,8 @@ enum Command {
         #[arg(allow_hyphen_values = true)]
         text: String,
     },
+    /// Write a seeded random-weight model of an architecture (small test fixtures).
+    Synth(synth::SynthArgs),
     /// List compute devices: the CPU and every wgpu adapter (name, API, limits, features).
     Devices,
     /// Embeddings of texts from an embedding model (default nomic-embed-text-v1.5): one JSON array a line.
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
             pieces,
             text,
         } => cmd_tokenize(model.as_deref(), json, pieces, &text),
+        Command::Synth(a) => synth::cmd_synth(a),
         Command::Devices => cmd_devices(),
         Command::Embed(a) => embed::cmd_embed(a),
     };

@@ -301,10 +301,10 @@ fn built_in_lock_and_inspect_by_path() {
     assert!(text.contains("93.8 MiB"), "{text}");
 
     let synthetic = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/synthetic/tiny-llama-Q4_K_M.gguf");
+        .join("engine/tests/fixtures/synthetic/tiny-llama-Q4_K_M.gguf");
     assert!(
         synthetic.is_file(),
-        "{} missing: keep shared/ beside the repo",
+        "{} missing: the synthetic models are committed in engine/tests/fixtures/synthetic",
         synthetic.display()
     );
     let out = run(&["inspect", synthetic.to_str().unwrap()]);

@@ -8,6 +8,7 @@ pub mod models;
 pub mod registry;
 pub mod sampler;
 pub mod service;
+pub mod synth;
 pub mod tokenizer;
 
 pub use error::EngineError;

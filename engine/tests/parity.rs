@@ -1,4 +1,5 @@
-//! The forward pass against llama.cpp's outputs (fixtures/reference, copied
+//! The forward pass against llama.cpp's outputs (fixtures/reference for the real
+//! models, fixtures/synthetic for the synthetic ones; copied
 //! from ../shared/reference): teacher-forced argmax at every position, the
 //! top-20 logits after the prompt, and greedy continuations.
 //!
@@ -13,7 +14,11 @@ use owl_engine::models::{Batch, BatchRow, Model};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Vec<Value> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference").join(name);
+    fixture_in("reference", name)
+}
+
+fn fixture_in(dir: &str, name: &str) -> Vec<Value> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir).join(name);
     String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
@@ -24,8 +29,8 @@ fn real_model(file: &str) -> PathBuf {
 }
 
 fn synthetic(file: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/synthetic").join(file);
-    assert!(p.is_file(), "{} is missing: the synthetic models come from ../shared/reference/synthetic", p.display());
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic").join(file);
+    assert!(p.is_file(), "{} is missing: the synthetic models are committed in engine/tests/fixtures/synthetic", p.display());
     p
 }
 
@@ -150,7 +155,7 @@ fn gemma3_matches_llama_cpp() {
     assert!(r.max_split_gap < GEMMA_SPLIT_GAP, "greedy parted from llama.cpp at a logit gap of {} (prefixes {:?})", r.max_split_gap, r.greedy_prefix);
 }
 
-/// Every synthetic model (every quant type, qwen2, qwen3): logits within a tolerance.
+/// Every synthetic model (every quant type, qwen2, qwen3, phi3): logits within a tolerance.
 #[test]
 fn synthetic_models_match_llama_cpp() {
     let mut failures = Vec::new();
@@ -161,12 +166,14 @@ fn synthetic_models_match_llama_cpp() {
     }
     failures.extend(check_synth("tiny-qwen2-Q8_0", "tiny-qwen2-Q8_0", false));
     failures.extend(check_synth("tiny-qwen3-Q4_K_M", "tiny-qwen3-Q4_K_M", false));
+    // Written by `owl synth --arch phi3 --type Q8_0 --seed 1` (fused attn_qkv and gate/up).
+    failures.extend(check_synth("tiny-phi3-Q8_0", "tiny-phi3-Q8_0", false));
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
 fn check_synth(model: &str, refs: &str, loose: bool) -> Option<String> {
     let mut m = load(&synthetic(&format!("{model}.gguf")));
-    let refs = fixture(&format!("{refs}.logits.jsonl"));
+    let refs = fixture_in("synthetic", &format!("{refs}.logits.jsonl"));
     let r = check_model(&mut m, &refs, 0);
     eprintln!("{model}: argmax {}/{}, top20 max err {:.4}", r.argmax_agree, r.positions, r.max_top20_err);
     // Random weights give flat logits (|logit| < 5): argmax flips on tiny differences, so logits decide.
@@ -237,4 +244,20 @@ fn qwen25_coder_05b_matches_llama_cpp() {
 #[test]
 fn qwen25_coder_15b_matches_llama_cpp() {
     check_qwen("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-1.5b-instruct-q4_k_m.public.logits.jsonl", 16, 95);
+}
+
+/// A file of an architecture owl does not run is refused in one line that names what it runs.
+#[test]
+fn unsupported_architecture_is_one_clear_error() {
+    use owl_engine::synth::{synth, Experts, Shape, SynthSpec};
+    let spec = SynthSpec { arch: "llama".into(), shape_name: "tiny".into(), shape: Shape::named("tiny").unwrap(), ty: owl_engine::gguf::GgmlType::Q8_0, seed: 1, experts: Experts::default() };
+    let mut w = synth(&spec).unwrap();
+    w.set("general.architecture", "gpt2");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gpt2.gguf");
+    w.write_file(&path).unwrap();
+    let g = Gguf::open(&path).unwrap();
+    let Err(e) = Model::load(&g, owl_backends::open("cpu", None).unwrap(), 64) else { panic!("a gpt2 file loaded") };
+    let e = e.to_string();
+    assert!(e.contains("gpt2") && e.contains(owl_engine::models::SUPPORTED) && !e.contains('\n'), "{e}");
 }

@@ -3,7 +3,7 @@
 //!
 //! The real models are read from the owl model cache ($OWL_HOME/models, default
 //! ~/.cache/owl/models; `owl pull` puts them there); the tiny synthetic models from
-//! ../shared/reference/synthetic beside the repository. A missing file fails the
+//! engine/tests/fixtures/synthetic (committed). A missing file fails the
 //! test with a message saying where it was looked for.
 
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ fn model_dir() -> PathBuf {
 fn open(path: &Path) -> Tokenizer {
     assert!(
         path.exists(),
-        "model file {} is missing (real models: `owl pull`; synthetic ones: ../shared/reference/synthetic beside the repo)",
+        "model file {} is missing (real models: `owl pull`; synthetic ones: engine/tests/fixtures/synthetic)",
         path.display()
     );
     let gguf = Gguf::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -40,7 +40,7 @@ fn real_model(name: &str) -> Tokenizer {
 }
 
 fn synthetic(name: &str) -> Tokenizer {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/synthetic");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
     open(&dir.join(format!("{name}.gguf")))
 }
 

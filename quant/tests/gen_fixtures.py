@@ -6,7 +6,7 @@
 
 Writes quant/tests/fixtures/:
   dequant/<model>.json  for each real model (owl cache) and each synthetic model
-                        (../shared/reference/synthetic): per tensor its GGML type,
+                        (engine/tests/fixtures/synthetic): per tensor its GGML type,
                         element count, absolute byte offset and length in the file,
                         the sha256 of gguf.quants.dequantize's float32 output
                         (little-endian, element order) and the bit patterns of its
@@ -29,7 +29,7 @@ from gguf import GGMLQuantizationType as T
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "fixtures"
 REPO = HERE.parent.parent
-SYNTH = REPO.parent / "shared" / "reference" / "synthetic"
+SYNTH = REPO / "engine" / "tests" / "fixtures" / "synthetic"
 CACHE = Path(os.environ.get("OWL_HOME", Path.home() / ".cache" / "owl")) / "models"
 REAL = ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]
 

@@ -19,7 +19,7 @@ fn fixtures_dir() -> PathBuf {
 }
 
 fn synthetic_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/synthetic")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/fixtures/synthetic")
 }
 
 fn models_dir() -> PathBuf {
@@ -62,7 +62,7 @@ fn check_model(model: &Path, fixture: &Path) -> BTreeSet<&'static str> {
     let mut file = File::open(model).unwrap_or_else(|e| {
         panic!(
             "model {} is missing ({e}); run `owl pull` / the test script first, \
-             or set OWL_HOME (synthetic models live in ../shared/reference/synthetic)",
+             or set OWL_HOME (synthetic models live in engine/tests/fixtures/synthetic)",
             model.display()
         )
     });

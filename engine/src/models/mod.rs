@@ -1,10 +1,11 @@
 //! Model architectures. Each architecture is a small `Arch` description
-//! (`llama.rs`, `gemma3.rs`, `qwen2.rs`, `qwen3.rs`) of how its decoder block
+//! (`llama.rs`, `gemma3.rs`, `qwen2.rs`, `qwen3.rs`, `phi3.rs`) of how its decoder block
 //! differs; `transformer.rs` runs the forward pass they share, step by step.
 
 pub mod bert;
 pub mod gemma3;
 pub mod llama;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 pub mod transformer;
@@ -28,6 +29,12 @@ pub struct Arch {
     pub qkv_bias: bool,
     /// GeGLU (Gemma) instead of SwiGLU.
     pub gelu: bool,
+    /// Q, K and V stacked in one `attn_qkv` weight (Phi 3).
+    pub fused_qkv: bool,
+    /// Gate and up stacked in one `ffn_up` weight, gate first (Phi 3).
+    pub fused_gate_up: bool,
+    /// q scaled by 1/sqrt(head_dim) before the scores rather than the scores after (Gemma 3, Phi 3).
+    pub q_prescale: bool,
     /// Sliding-window layers alternate with global ones (Gemma 3).
     pub swa: bool,
     /// Default 1 of every `swa_pattern` layers is global.
@@ -41,8 +48,9 @@ pub fn arch(name: &str) -> Option<Arch> {
         "gemma3" => Some(gemma3::ARCH),
         "qwen2" => Some(qwen2::ARCH),
         "qwen3" => Some(qwen3::ARCH),
+        "phi3" => Some(phi3::ARCH),
         _ => None,
     }
 }
 
-pub const SUPPORTED: &str = "llama, mistral, gemma3, qwen2, qwen3";
+pub const SUPPORTED: &str = "llama, mistral, gemma3, qwen2, qwen3, phi3";

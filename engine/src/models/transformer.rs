@@ -1,5 +1,5 @@
-//! The decoder-only transformer forward pass shared by llama, gemma3, qwen2
-//! and qwen3; `Arch` says where they differ.
+//! The decoder-only transformer forward pass shared by llama, gemma3, qwen2,
+//! qwen3 and phi3; `Arch` says where they differ.
 
 use owl_backends::{AttnBatch, AttnParams, Backend, RopeParams, Tensor, WeightData};
 
@@ -91,7 +91,7 @@ impl Config {
 /// One decoder block's weights. Shapes are [rows, cols] = [out, in].
 struct Layer {
     attn_norm: Tensor,             // [1, n_embd]
-    wq: Tensor,                    // [n_head*head_dim, n_embd]
+    wq: Tensor,                    // [n_head*head_dim, n_embd] (phi3: rows of attn_qkv)
     wk: Tensor,                    // [n_head_kv*head_dim, n_embd]
     wv: Tensor,                    // [n_head_kv*head_dim, n_embd]
     bq: Option<Tensor>,            // [1, n_head*head_dim] (qwen2)
@@ -102,8 +102,8 @@ struct Layer {
     wo: Tensor,                    // [n_embd, n_head*head_dim]
     attn_post_norm: Option<Tensor>, // [1, n_embd] (gemma3)
     ffn_norm: Tensor,              // [1, n_embd]
-    w_gate: Tensor,                // [n_ff, n_embd]
-    w_up: Tensor,                  // [n_ff, n_embd]
+    w_gate: Tensor,                // [n_ff, n_embd] (phi3: first half of ffn_up)
+    w_up: Tensor,                  // [n_ff, n_embd] (phi3: second half of ffn_up)
     w_down: Tensor,                // [n_embd, n_ff]
     ffn_post_norm: Option<Tensor>, // [1, n_embd] (gemma3)
     k_cache: Tensor,               // [n_cells, n_head_kv*head_dim] f16
@@ -159,6 +159,20 @@ impl Model {
             }
             Ok(backend.upload_weight(w)?)
         };
+        // Rows `row0..row0 + rows` of a fused weight (Phi 3's attn_qkv, ffn_up), as its own
+        // weight: a view of the same bytes, since each output row's dot is its own.
+        let up_part = |backend: &mut Box<dyn Backend>, name: &str, part: &str, row0: usize, rows: usize, total: usize, cols: usize| -> Result<Tensor, EngineError> {
+            let (w, t) = weight(g, name)?;
+            if w.rows != total || w.cols != cols {
+                return Err(EngineError::BadModel(format!("{name} is [{} x {}], expected [{total} x {cols}]", w.rows, w.cols)));
+            }
+            let row_bytes = t.size / total;
+            let part = WeightData::new(format!("{name}[{part}]"), t.ty, rows, cols, g.tensor_owner(t), t.offset + row0 * row_bytes, rows * row_bytes)?;
+            Ok(backend.upload_weight(part)?)
+        };
+        if g.tensor("rope_factors_long.weight").is_some() || g.tensor("rope_factors_short.weight").is_some() {
+            return Err(EngineError::Unsupported(format!("{}: LongRoPE (rope_factors_long/short, the 128k-context variants)", a.name)));
+        }
         let (e, q, kv, ff) = (cfg.n_embd, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim, cfg.n_ff);
         let tok_embd = up(&mut backend, "token_embd.weight", cfg.n_vocab, e)?;
         let output_norm = up(&mut backend, "output_norm.weight", 1, e)?;
@@ -167,11 +181,27 @@ impl Model {
         for il in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{il}.{s}.weight");
             let b = |s: &str| format!("blk.{il}.{s}.bias");
+            let (wq, wk, wv) = if a.fused_qkv {
+                let (qkv, tot) = (n("attn_qkv"), q + 2 * kv);
+                (
+                    up_part(&mut backend, &qkv, "q", 0, q, tot, e)?,
+                    up_part(&mut backend, &qkv, "k", q, kv, tot, e)?,
+                    up_part(&mut backend, &qkv, "v", q + kv, kv, tot, e)?,
+                )
+            } else {
+                (up(&mut backend, &n("attn_q"), q, e)?, up(&mut backend, &n("attn_k"), kv, e)?, up(&mut backend, &n("attn_v"), kv, e)?)
+            };
+            let (w_gate, w_up) = if a.fused_gate_up {
+                let fu = n("ffn_up");
+                (up_part(&mut backend, &fu, "gate", 0, ff, 2 * ff, e)?, up_part(&mut backend, &fu, "up", ff, ff, 2 * ff, e)?)
+            } else {
+                (up(&mut backend, &n("ffn_gate"), ff, e)?, up(&mut backend, &n("ffn_up"), ff, e)?)
+            };
             layers.push(Layer {
                 attn_norm: up(&mut backend, &n("attn_norm"), 1, e)?,
-                wq: up(&mut backend, &n("attn_q"), q, e)?,
-                wk: up(&mut backend, &n("attn_k"), kv, e)?,
-                wv: up(&mut backend, &n("attn_v"), kv, e)?,
+                wq,
+                wk,
+                wv,
                 bq: if a.qkv_bias { Some(up(&mut backend, &b("attn_q"), 1, q)?) } else { None },
                 bk: if a.qkv_bias { Some(up(&mut backend, &b("attn_k"), 1, kv)?) } else { None },
                 bv: if a.qkv_bias { Some(up(&mut backend, &b("attn_v"), 1, kv)?) } else { None },
@@ -180,8 +210,8 @@ impl Model {
                 wo: up(&mut backend, &n("attn_output"), e, q)?,
                 attn_post_norm: if a.post_norms { Some(up(&mut backend, &n("post_attention_norm"), 1, e)?) } else { None },
                 ffn_norm: up(&mut backend, &n("ffn_norm"), 1, e)?,
-                w_gate: up(&mut backend, &n("ffn_gate"), ff, e)?,
-                w_up: up(&mut backend, &n("ffn_up"), ff, e)?,
+                w_gate,
+                w_up,
                 w_down: up(&mut backend, &n("ffn_down"), e, ff)?,
                 ffn_post_norm: if a.post_norms { Some(up(&mut backend, &n("post_ffw_norm"), 1, e)?) } else { None },
                 k_cache: backend.alloc_kv(n_cells, kv)?,
@@ -242,8 +272,8 @@ impl Model {
         let g = be.alloc(n, c.n_ff)?;
         let u = be.alloc(n, c.n_ff)?;
         let gu = be.alloc(n, c.n_ff)?;
-        // Gemma 3 scales q by 1/sqrt(head_dim) before the scores; the others scale the scores.
-        let (q_scale, kq_scale) = if c.arch.qk_norm && c.arch.post_norms { (1.0 / (c.head_dim as f32).sqrt(), 1.0) } else { (1.0, 1.0 / (c.head_dim as f32).sqrt()) };
+        // Gemma 3 and Phi 3 scale q by 1/sqrt(head_dim) before the scores; the others scale the scores.
+        let (q_scale, kq_scale) = if c.arch.q_prescale { (1.0 / (c.head_dim as f32).sqrt(), 1.0) } else { (1.0, 1.0 / (c.head_dim as f32).sqrt()) };
 
         for (il, l) in self.layers.iter().enumerate() {
             // 2. Attention: norm, q/k/v projections (+bias), per-head norms, RoPE.

@@ -1,0 +1,45 @@
+//! `owl synth`: a seeded random-weight model of an architecture, for tests.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use owl_engine::gguf::GgmlType;
+use owl_engine::synth::{self, Experts, Shape, SynthSpec};
+
+#[derive(clap::Args)]
+pub struct SynthArgs {
+    /// Architecture (general.architecture): llama, phi3, qwen2moe or qwen3moe.
+    #[arg(long)]
+    arch: String,
+    /// Model size: tiny (2 layers, n_embd 256).
+    #[arg(long, default_value = "tiny")]
+    shape: String,
+    /// Weight type: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 (norms stay F32).
+    #[arg(long = "type", default_value = "Q8_0")]
+    ty: String,
+    /// Random seed: the same seed gives the same file, byte for byte.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Routed experts per layer (llama: Mixtral-style; qwen2moe and qwen3moe need them).
+    #[arg(long, default_value_t = 0)]
+    experts: usize,
+    /// Experts each token is routed to.
+    #[arg(long, default_value_t = 0)]
+    experts_used: usize,
+    /// Output .gguf path.
+    out: PathBuf,
+}
+
+pub fn cmd_synth(a: SynthArgs) -> Result<ExitCode> {
+    let ty = GgmlType::ALL
+        .iter()
+        .copied()
+        .find(|t| t.name().eq_ignore_ascii_case(&a.ty))
+        .with_context(|| format!("unknown weight type `{}`", a.ty))?;
+    let spec = SynthSpec { arch: a.arch, shape: Shape::named(&a.shape)?, shape_name: a.shape.clone(), ty, seed: a.seed, experts: Experts { n_expert: a.experts, n_expert_used: a.experts_used } };
+    let w = synth::synth(&spec)?;
+    let n = w.write_file(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    println!("wrote {} ({} {} {}, seed {}, {n} bytes)", a.out.display(), spec.arch, a.shape, ty, spec.seed);
+    Ok(ExitCode::SUCCESS)
+}
