@@ -64,14 +64,12 @@ pub(super) fn pre_tokenizer(pre: Option<&str>) -> Result<PreTokenizer, Tokenizer
         }
         "qwen2" => p(&[QWEN2], false),
         "qwen35" => p(&[QWEN35], false),
-        // `\z`, not `$`: in Oniguruma `$` also matches before a line break; llama.cpp's
-        // std::regex means the end of the piece.
         "deepseek-llm" => p(
             &[
                 r"[\r\n]",
                 DEEPSEEK_LLM_LETTERS,
                 "\\s?[!-/:-~\u{FF01}-\u{FF0F}\u{FF1A}-\u{FF5E}\u{2018}-\u{201F}\u{3000}-\u{3002}]+",
-                r"\s+\z",
+                r"\s+$",
                 DEEPSEEK_CJK,
                 r"\p{N}+",
             ],

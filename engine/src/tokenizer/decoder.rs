@@ -47,7 +47,7 @@ impl Tokenizer {
             return text.as_bytes().to_vec();
         }
         match self.kind {
-            VocabKind::Spm => {
+            VocabKind::Spm | VocabKind::Wpm => {
                 if attr & ATTR_NORMAL != 0 {
                     text.replace('▁', " ").into_bytes()
                 } else if attr & ATTR_BYTE != 0 {

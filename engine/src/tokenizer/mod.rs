@@ -1,10 +1,10 @@
 //! Tokenizer built from GGUF metadata, token for token equal to llama.cpp's
 //! `llama_tokenize(add_special, parse_special)`.
 //!
-//! Two vocabulary types are supported: SentencePiece-style (`tokenizer.ggml.model =
-//! "llama"`: score-driven merges, byte fallback, `add_space_prefix`) and byte-level
+//! Three vocabulary types are supported: SentencePiece-style (`tokenizer.ggml.model =
+//! "llama"`: score-driven merges, byte fallback, `add_space_prefix`), byte-level
 //! BPE (`"gpt2"`: a pre-tokenizer regex chosen by `tokenizer.ggml.pre`, then rank
-//! merges). Before either runs, special tokens (CONTROL, USER_DEFINED and UNKNOWN
+//! merges) and WordPiece (`"bert"`: BERT's normalizer, then longest-match pieces). Before either runs, special tokens (CONTROL, USER_DEFINED and UNKNOWN
 //! types) are cut out of the raw text, longest first, as llama.cpp's
 //! `tokenizer_st_partition` does; CONTROL and UNKNOWN ones only when
 //! `parse_special` is set.
@@ -12,6 +12,7 @@
 mod bpe;
 mod decoder;
 mod spm;
+mod wpm;
 
 use std::collections::HashMap;
 
@@ -25,7 +26,7 @@ pub use decoder::IncrementalDecoder;
 pub enum TokenizerError {
     #[error("tokenizer metadata: {0}")]
     Metadata(#[from] GgufError),
-    #[error("unsupported tokenizer model '{0}' (owl supports 'llama' (SentencePiece) and 'gpt2' (byte-level BPE))")]
+    #[error("unsupported tokenizer model '{0}' (owl supports 'llama' (SentencePiece), 'gpt2' (byte-level BPE) and 'bert' (WordPiece))")]
     UnsupportedModel(String),
     #[error("unknown pre-tokenizer '{0}' in tokenizer.ggml.pre")]
     UnknownPre(String),
@@ -58,6 +59,8 @@ pub enum VocabKind {
     Spm,
     /// Byte-level BPE (`tokenizer.ggml.model = "gpt2"`).
     Bpe,
+    /// WordPiece (`tokenizer.ggml.model = "bert"`).
+    Wpm,
 }
 
 // Token attributes, from `tokenizer.ggml.token_type` (llama.cpp's llama_token_attr).
@@ -127,11 +130,15 @@ pub struct Tokenizer {
     eot: Option<u32>,
     eom: Option<u32>,
     unk: Option<u32>,
+    /// WordPiece's `[SEP]`, appended with `add_special`.
+    sep: Option<u32>,
     add_bos: bool,
     add_eos: bool,
     add_space_prefix: bool,
     clean_spaces: bool,
     bpe: Option<bpe::BpeModel>,
+    /// WordPiece's normalizer options and its longest token in bytes.
+    wpm: Option<(wpm::Normalizer, usize)>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -167,7 +174,7 @@ pub fn adds_bos(md: &Metadata) -> Result<bool, TokenizerError> {
         return Ok(v);
     }
     Ok(match md.get::<&str>("tokenizer.ggml.model")? {
-        "llama" => true,
+        "llama" | "bert" => true,
         "gpt2" => bpe::pre_tokenizer(md.get_opt("tokenizer.ggml.pre")?)?
             .add_bos
             .unwrap_or(false),
@@ -187,6 +194,7 @@ impl Tokenizer {
         let kind = match model {
             "llama" => VocabKind::Spm,
             "gpt2" => VocabKind::Bpe,
+            "bert" => VocabKind::Wpm,
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
         };
         let tokens: Vec<&str> = md.get("tokenizer.ggml.tokens")?;
@@ -213,6 +221,7 @@ impl Tokenizer {
         let (mut bos, mut eos, mut unk, mut add_eos, default_space_prefix, clean_spaces, pre) =
             match kind {
                 VocabKind::Spm => (Some(1), Some(2), Some(0), false, true, false, None),
+                VocabKind::Wpm => (Some(101), None, Some(100), false, false, true, None),
                 VocabKind::Bpe => {
                     let pre = bpe::pre_tokenizer(pre_name)?;
                     let bos = if pre_name == Some("chatglm-bpe") {
@@ -243,6 +252,11 @@ impl Tokenizer {
         bos = key("tokenizer.ggml.bos_token_id")?.or(bos);
         eos = key("tokenizer.ggml.eos_token_id")?.or(eos);
         unk = key("tokenizer.ggml.unknown_token_id")?.or(unk);
+        // "seperator" is llama.cpp's spelling of the key.
+        let sep = match kind {
+            VocabKind::Wpm => key("tokenizer.ggml.seperator_token_id")?.or(valid(Some(102))),
+            _ => None,
+        };
         let mut eot = key("tokenizer.ggml.eot_token_id")?;
         let mut eom = key("tokenizer.ggml.eom_token_id")?;
         let mut fim_pad = key("tokenizer.ggml.fim_pad_token_id")?;
@@ -313,6 +327,25 @@ impl Tokenizer {
             }
             _ => None,
         };
+        let wpm = match kind {
+            VocabKind::Wpm => {
+                let lowercase = md
+                    .get_opt::<bool>("tokenizer.ggml.normalizer.lowercase")?
+                    .unwrap_or(true);
+                let strip_accents = md
+                    .get_opt::<bool>("tokenizer.ggml.normalizer.strip_accents")?
+                    .unwrap_or(lowercase);
+                let max_len = texts.iter().map(String::len).max().unwrap_or(0);
+                Some((
+                    wpm::Normalizer {
+                        lowercase,
+                        strip_accents,
+                    },
+                    max_len,
+                ))
+            }
+            _ => None,
+        };
 
         Ok(Tokenizer {
             kind,
@@ -327,11 +360,13 @@ impl Tokenizer {
             eot,
             eom,
             unk,
+            sep,
             add_bos,
             add_eos,
             add_space_prefix,
             clean_spaces,
             bpe,
+            wpm,
         })
     }
 
@@ -346,7 +381,7 @@ impl Tokenizer {
     ) -> Result<Vec<u32>, TokenizerError> {
         let fragments = self.partition(text, parse_special);
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
-        if add_special && self.add_bos {
+        if add_special && (self.add_bos || self.kind == VocabKind::Wpm) {
             out.push(self.bos.ok_or(TokenizerError::MissingSpecial("BOS"))?);
         }
         match self.kind {
@@ -380,6 +415,21 @@ impl Tokenizer {
                         Fragment::Text(s, e) => bpe.tokenize(&text[s..e], &mut out)?,
                         Fragment::Token(id) => out.push(id),
                     }
+                }
+            }
+            VocabKind::Wpm => {
+                let (norm, max_len) = self.wpm.ok_or(TokenizerError::EmptyVocab)?;
+                for fragment in fragments {
+                    match fragment {
+                        Fragment::Text(s, e) => {
+                            wpm::tokenize(self, norm, max_len, &text[s..e], &mut out)?
+                        }
+                        Fragment::Token(id) => out.push(id),
+                    }
+                }
+                // llama.cpp closes a WordPiece sequence with [SEP], whatever add_eos says.
+                if add_special {
+                    out.push(self.sep.ok_or(TokenizerError::MissingSpecial("SEP"))?);
                 }
             }
         }
