@@ -31,6 +31,10 @@ pub(super) struct PreTokenizer {
     /// `Some` where llama.cpp changes the add-BOS default for this pre-tokenizer.
     pub add_bos: Option<bool>,
     pub clean_spaces: bool,
+    /// SentencePiece-style BPE (Gemma 4): spaces become `▁`, pieces stay raw UTF-8
+    /// (no GPT-2 byte map), unknown bytes fall back to `<0xNN>` tokens, and a piece
+    /// of line breaks alone is its own token when the vocabulary has it.
+    pub spm_style: bool,
 }
 
 /// The pre-tokenizer for `tokenizer.ggml.pre` (absent means "default").
@@ -40,6 +44,7 @@ pub(super) fn pre_tokenizer(pre: Option<&str>) -> Result<PreTokenizer, Tokenizer
         ignore_merges: false,
         add_bos: None,
         clean_spaces,
+        spm_style: false,
     };
     Ok(match pre.unwrap_or("default") {
         "default" => p(
@@ -51,6 +56,7 @@ pub(super) fn pre_tokenizer(pre: Option<&str>) -> Result<PreTokenizer, Tokenizer
             ignore_merges: true,
             add_bos: Some(true),
             clean_spaces: true,
+            spm_style: false,
         },
         "dbrx" | "smaug-bpe" => p(&[LLAMA3], true),
         "falcon" => p(&[r"[\p{P}\$\+<=>\^~\|`]+", GPT2, "[0-9][0-9][0-9]"], true),
@@ -90,6 +96,14 @@ pub(super) fn pre_tokenizer(pre: Option<&str>) -> Result<PreTokenizer, Tokenizer
         "poro-chat" => p(&[BLOOM], false),
         "viking" => p(&[BLOOM, r"\p{N}"], false),
         "bloom" | "gpt3-finnish" => p(&[BLOOM], true),
+        // llama.cpp turns add_bos on for these whatever the file says.
+        "gemma4" | "granite-embed-multi-311m" => PreTokenizer {
+            regexes: &[r"[^\n]+|[\n]+"],
+            ignore_merges: false,
+            add_bos: Some(true),
+            clean_spaces: true,
+            spm_style: true,
+        },
         other => return Err(TokenizerError::UnknownPre(other.to_string())),
     })
 }
@@ -115,6 +129,9 @@ pub(super) struct BpeModel {
     model: BPE,
     regexes: Vec<SysRegex>,
     byte_enc: [char; 256],
+    spm_style: bool,
+    /// Token ids by text, for pieces of line breaks alone (SentencePiece style).
+    newlines: std::collections::HashMap<String, u32>,
 }
 
 impl BpeModel {
@@ -154,9 +171,15 @@ impl BpeModel {
                 pairs.push((a.to_string(), b.to_string()));
             }
         }
+        let newlines = vocab
+            .iter()
+            .filter(|(t, _)| pre.spm_style && t.bytes().all(|b| b == b'\n'))
+            .map(|(t, &id)| (t.clone(), id))
+            .collect();
         let model = BPE::builder()
             .vocab_and_merges(vocab, pairs)
             .ignore_merges(pre.ignore_merges)
+            .byte_fallback(pre.spm_style)
             .build()
             .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
         let regexes = pre
@@ -173,19 +196,37 @@ impl BpeModel {
             model,
             regexes,
             byte_enc: byte_encoder(),
+            spm_style: pre.spm_style,
+            newlines,
         })
     }
 
     /// Tokenizes one fragment of raw text (special tokens already taken out).
     pub(super) fn tokenize(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+        let escaped;
+        let text = if self.spm_style {
+            escaped = text.replace(' ', "▁");
+            escaped.as_str()
+        } else {
+            text
+        };
         let mut word = String::new();
         for (s, e) in self.split(text) {
             word.clear();
-            word.extend(
-                text.as_bytes()[s..e]
-                    .iter()
-                    .map(|&b| self.byte_enc[b as usize]),
-            );
+            if self.spm_style {
+                let piece = &text[s..e];
+                if let Some(&id) = self.newlines.get(piece) {
+                    out.push(id);
+                    continue;
+                }
+                word.push_str(piece);
+            } else {
+                word.extend(
+                    text.as_bytes()[s..e]
+                        .iter()
+                        .map(|&b| self.byte_enc[b as usize]),
+                );
+            }
             let tokens = self
                 .model
                 .tokenize(&word)

@@ -4,7 +4,8 @@
 //! Three vocabulary types are supported: SentencePiece-style (`tokenizer.ggml.model =
 //! "llama"`: score-driven merges, byte fallback, `add_space_prefix`), byte-level
 //! BPE (`"gpt2"`: a pre-tokenizer regex chosen by `tokenizer.ggml.pre`, then rank
-//! merges) and WordPiece (`"bert"`: BERT's normalizer, then longest-match pieces). Before either runs, special tokens (CONTROL, USER_DEFINED and UNKNOWN
+//! merges; `"gemma4"` is BPE over raw UTF-8 with `▁` for spaces) and WordPiece
+//! (`"bert"`: BERT's normalizer, then longest-match pieces). Before either runs, special tokens (CONTROL, USER_DEFINED and UNKNOWN
 //! types) are cut out of the raw text, longest first, as llama.cpp's
 //! `tokenizer_st_partition` does; CONTROL and UNKNOWN ones only when
 //! `parse_special` is set.
@@ -26,7 +27,7 @@ pub use decoder::IncrementalDecoder;
 pub enum TokenizerError {
     #[error("tokenizer metadata: {0}")]
     Metadata(#[from] GgufError),
-    #[error("unsupported tokenizer model '{0}' (owl supports 'llama' (SentencePiece), 'gpt2' (byte-level BPE) and 'bert' (WordPiece))")]
+    #[error("unsupported tokenizer model '{0}' (owl supports 'llama' (SentencePiece), 'gpt2' (byte-level BPE), 'gemma4' (SentencePiece-style BPE) and 'bert' (WordPiece))")]
     UnsupportedModel(String),
     #[error("unknown pre-tokenizer '{0}' in tokenizer.ggml.pre")]
     UnknownPre(String),
@@ -57,7 +58,8 @@ pub enum TokenizerError {
 pub enum VocabKind {
     /// SentencePiece-style (`tokenizer.ggml.model = "llama"`).
     Spm,
-    /// Byte-level BPE (`tokenizer.ggml.model = "gpt2"`).
+    /// Byte-level BPE (`tokenizer.ggml.model = "gpt2"`), or Gemma 4's
+    /// SentencePiece-style BPE (`"gemma4"`).
     Bpe,
     /// WordPiece (`tokenizer.ggml.model = "bert"`).
     Wpm,
@@ -136,6 +138,8 @@ pub struct Tokenizer {
     add_eos: bool,
     add_space_prefix: bool,
     clean_spaces: bool,
+    /// BPE whose tokens spell spaces as `▁` and bytes as `<0xNN>` (Gemma 4).
+    spm_style_bpe: bool,
     bpe: Option<bpe::BpeModel>,
     /// WordPiece's normalizer options and its longest token in bytes.
     wpm: Option<(wpm::Normalizer, usize)>,
@@ -170,10 +174,20 @@ fn token_id_key(md: &Metadata, key: &str, n_vocab: usize) -> Result<Option<u32>,
 /// (SentencePiece yes, BPE only for the llama3-style pre-tokenizers). Cheap: reads
 /// no vocabulary; chat templates use it to avoid a doubled BOS.
 pub fn adds_bos(md: &Metadata) -> Result<bool, TokenizerError> {
+    let model: &str = md.get("tokenizer.ggml.model")?;
+    if model == "gemma4"
+        || (model == "gpt2"
+            && matches!(
+                md.get_opt("tokenizer.ggml.pre")?,
+                Some("gemma4" | "granite-embed-multi-311m")
+            ))
+    {
+        return Ok(true); // llama.cpp overrides a `false` for Gemma 4
+    }
     if let Some(v) = md.get_opt::<bool>("tokenizer.ggml.add_bos_token")? {
         return Ok(v);
     }
-    Ok(match md.get::<&str>("tokenizer.ggml.model")? {
+    Ok(match model {
         "llama" | "bert" => true,
         "gpt2" => bpe::pre_tokenizer(md.get_opt("tokenizer.ggml.pre")?)?
             .add_bos
@@ -193,7 +207,7 @@ impl Tokenizer {
         let model: &str = md.get("tokenizer.ggml.model")?;
         let kind = match model {
             "llama" => VocabKind::Spm,
-            "gpt2" => VocabKind::Bpe,
+            "gpt2" | "gemma4" => VocabKind::Bpe,
             "bert" => VocabKind::Wpm,
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
         };
@@ -217,21 +231,26 @@ impl Tokenizer {
         }
 
         // Defaults per vocabulary type, as llama.cpp sets them before reading keys.
-        let pre_name: Option<&str> = md.get_opt("tokenizer.ggml.pre")?;
+        // Gemma 4's tokenizer model implies its pre-tokenizer, as in llama.cpp.
+        let pre_name: Option<&str> = match model {
+            "gemma4" => Some("gemma4"),
+            _ => md.get_opt("tokenizer.ggml.pre")?,
+        };
         let (mut bos, mut eos, mut unk, mut add_eos, default_space_prefix, clean_spaces, pre) =
             match kind {
                 VocabKind::Spm => (Some(1), Some(2), Some(0), false, true, false, None),
                 VocabKind::Wpm => (Some(101), None, Some(100), false, false, true, None),
                 VocabKind::Bpe => {
                     let pre = bpe::pre_tokenizer(pre_name)?;
-                    let bos = if pre_name == Some("chatglm-bpe") {
-                        None
-                    } else {
-                        Some(11)
+                    // Gemma 4 reads its special ids from the file alone.
+                    let (bos, eos) = match (model, pre_name) {
+                        ("gemma4", _) => (None, None),
+                        (_, Some("chatglm-bpe")) => (None, Some(11)),
+                        _ => (Some(11), Some(11)),
                     };
                     (
                         bos,
-                        Some(11),
+                        eos,
                         None,
                         false,
                         false,
@@ -318,6 +337,7 @@ impl Tokenizer {
             .collect();
         special_tokens.sort_by(|&a, &b| texts[b as usize].len().cmp(&texts[a as usize].len()));
 
+        let spm_style_bpe = pre.as_ref().is_some_and(|p| p.spm_style);
         let bpe = match (kind, pre) {
             (VocabKind::Bpe, Some(pre)) => {
                 let merges: Vec<&str> = md
@@ -365,6 +385,7 @@ impl Tokenizer {
             add_eos,
             add_space_prefix,
             clean_spaces,
+            spm_style_bpe,
             bpe,
             wpm,
         })
