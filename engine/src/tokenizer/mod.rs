@@ -5,10 +5,10 @@
 //! "llama"`: score-driven merges, byte fallback, `add_space_prefix`), byte-level
 //! BPE (`"gpt2"`: a pre-tokenizer regex chosen by `tokenizer.ggml.pre`, then rank
 //! merges; `"gemma4"` is BPE over raw UTF-8 with `▁` for spaces) and WordPiece
-//! (`"bert"`: BERT's normalizer, then longest-match pieces). Before either runs, special tokens (CONTROL, USER_DEFINED and UNKNOWN
-//! types) are cut out of the raw text, longest first, as llama.cpp's
-//! `tokenizer_st_partition` does; CONTROL and UNKNOWN ones only when
-//! `parse_special` is set.
+//! (`"bert"`: BERT's normalizer, then longest-match pieces). Before any of them
+//! runs, special tokens (CONTROL, USER_DEFINED and UNKNOWN types) are cut out of
+//! the raw text, longest first, as llama.cpp's `tokenizer_st_partition` does;
+//! CONTROL and UNKNOWN ones only when `parse_special` is set.
 
 mod bpe;
 mod decoder;
