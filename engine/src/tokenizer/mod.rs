@@ -248,15 +248,7 @@ impl Tokenizer {
                         (_, Some("chatglm-bpe")) => (None, Some(11)),
                         _ => (Some(11), Some(11)),
                     };
-                    (
-                        bos,
-                        eos,
-                        None,
-                        false,
-                        false,
-                        pre.clean_spaces,
-                        Some(pre),
-                    )
+                    (bos, eos, None, false, false, pre.clean_spaces, Some(pre))
                 }
             };
         let valid = |id: Option<u32>| id.filter(|&i| (i as usize) < n_vocab);
