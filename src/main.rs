@@ -59,7 +59,8 @@ enum Command {
     /// Benchmark prompt processing (pp) and generation (tg) like llama-bench.
     Bench(bench::BenchArgs),
     /// Tokenize text with a model's tokenizer, exactly as llama.cpp does (BOS/EOS as
-    /// the model asks, special-token texts such as <|im_start|> parsed).
+    /// the model asks, special-token texts such as <|im_start|> parsed; each can be
+    /// turned off).
     Tokenize {
         /// Model name or path to a .gguf file (default: the lock's default model).
         #[arg(long, short)]
@@ -70,6 +71,13 @@ enum Command {
         /// Show each token id with its piece of text.
         #[arg(long)]
         pieces: bool,
+        /// Add no BOS/EOS (llama.cpp's add_special = false).
+        #[arg(long)]
+        no_special: bool,
+        /// Tokenize special-token texts such as <|im_start|> as plain text
+        /// (llama.cpp's parse_special = false).
+        #[arg(long)]
+        no_parse_special: bool,
         /// The text; `-` reads it from stdin, byte for byte.
         #[arg(allow_hyphen_values = true)]
         text: String,
@@ -138,8 +146,17 @@ fn main() -> ExitCode {
             model,
             json,
             pieces,
+            no_special,
+            no_parse_special,
             text,
-        } => cmd_tokenize(model.as_deref(), json, pieces, &text),
+        } => cmd_tokenize(
+            model.as_deref(),
+            json,
+            pieces,
+            !no_special,
+            !no_parse_special,
+            &text,
+        ),
         Command::Synth(a) => synth::cmd_synth(a),
         Command::Devices => cmd_devices(),
         Command::Embed(a) => embed::cmd_embed(a),
@@ -427,7 +444,14 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_tokenize(model: Option<&str>, json: bool, pieces: bool, text: &str) -> Result<ExitCode> {
+fn cmd_tokenize(
+    model: Option<&str>,
+    json: bool,
+    pieces: bool,
+    add_special: bool,
+    parse_special: bool,
+    text: &str,
+) -> Result<ExitCode> {
     use owl_engine::tokenizer::Tokenizer;
     use std::io::Read;
 
@@ -456,7 +480,9 @@ fn cmd_tokenize(model: Option<&str>, json: bool, pieces: bool, text: &str) -> Re
     let gguf = Gguf::open(&path).with_context(|| format!("cannot open {model}"))?;
     let tok = Tokenizer::from_gguf(&gguf)
         .with_context(|| format!("cannot build the tokenizer of {model}"))?;
-    let ids = tok.encode(text, true, true).context("cannot tokenize")?;
+    let ids = tok
+        .encode(text, add_special, parse_special)
+        .context("cannot tokenize")?;
 
     let mut out = io::BufWriter::new(io::stdout().lock());
     // A piece may be part of a UTF-8 character (byte fallback): shown as bytes then.

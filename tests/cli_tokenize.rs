@@ -126,6 +126,33 @@ fn tokenize_plain_and_pieces_output() {
 }
 
 #[test]
+fn tokenize_no_special_and_no_parse_special() {
+    // Gemma 3 adds BOS (2): --no-special leaves it out.
+    let gemma = model_path("gemma-3-270m-q4_k_m");
+    let gemma = gemma.to_str().unwrap();
+    let with = json_ids(&owl(&["tokenize", "-m", gemma, "--json", "Hello"], None));
+    assert_eq!(with.first(), Some(&2));
+    let without = json_ids(&owl(
+        &["tokenize", "-m", gemma, "--json", "--no-special", "Hello"],
+        None,
+    ));
+    assert_eq!(without, with[1..]);
+
+    // --no-parse-special spells <|im_start|> (id 1) out as plain text.
+    let smol = model_path("SmolLM2-135M-Instruct.Q4_1");
+    let smol = smol.to_str().unwrap();
+    let text = "<|im_start|>Hello";
+    let parsed = json_ids(&owl(&["tokenize", "-m", smol, "--json", text], None));
+    assert_eq!(parsed, [1, 19556]);
+    let literal = json_ids(&owl(
+        &["tokenize", "-m", smol, "--json", "--no-parse-special", text],
+        None,
+    ));
+    assert!(!literal.contains(&1) && literal.len() > 2, "{literal:?}");
+    assert_eq!(literal.last(), Some(&19556));
+}
+
+#[test]
 fn tokenize_reports_errors_in_one_line() {
     let out = owl(&["tokenize", "--model", "/no/such/model.gguf", "hi"], None);
     assert!(!out.status.success());

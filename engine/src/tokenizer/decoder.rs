@@ -47,7 +47,16 @@ impl Tokenizer {
             return text.as_bytes().to_vec();
         }
         match self.kind {
-            VocabKind::Spm => {
+            VocabKind::Spm | VocabKind::Wpm => {
+                if attr & ATTR_NORMAL != 0 {
+                    text.replace('▁', " ").into_bytes()
+                } else if attr & ATTR_BYTE != 0 {
+                    parse_byte_token(text).map(|b| vec![b]).unwrap_or_default()
+                } else {
+                    Vec::new()
+                }
+            }
+            VocabKind::Bpe if self.spm_style_bpe => {
                 if attr & ATTR_NORMAL != 0 {
                     text.replace('▁', " ").into_bytes()
                 } else if attr & ATTR_BYTE != 0 {

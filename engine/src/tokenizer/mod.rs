@@ -1,17 +1,19 @@
 //! Tokenizer built from GGUF metadata, token for token equal to llama.cpp's
 //! `llama_tokenize(add_special, parse_special)`.
 //!
-//! Two vocabulary types are supported: SentencePiece-style (`tokenizer.ggml.model =
-//! "llama"`: score-driven merges, byte fallback, `add_space_prefix`) and byte-level
+//! Three vocabulary types are supported: SentencePiece-style (`tokenizer.ggml.model =
+//! "llama"`: score-driven merges, byte fallback, `add_space_prefix`), byte-level
 //! BPE (`"gpt2"`: a pre-tokenizer regex chosen by `tokenizer.ggml.pre`, then rank
-//! merges). Before either runs, special tokens (CONTROL, USER_DEFINED and UNKNOWN
-//! types) are cut out of the raw text, longest first, as llama.cpp's
-//! `tokenizer_st_partition` does; CONTROL and UNKNOWN ones only when
-//! `parse_special` is set.
+//! merges; `"gemma4"` is BPE over raw UTF-8 with `▁` for spaces) and WordPiece
+//! (`"bert"`: BERT's normalizer, then longest-match pieces). Before any of them
+//! runs, special tokens (CONTROL, USER_DEFINED and UNKNOWN types) are cut out of
+//! the raw text, longest first, as llama.cpp's `tokenizer_st_partition` does;
+//! CONTROL and UNKNOWN ones only when `parse_special` is set.
 
 mod bpe;
 mod decoder;
 mod spm;
+mod wpm;
 
 use std::collections::HashMap;
 
@@ -25,7 +27,7 @@ pub use decoder::IncrementalDecoder;
 pub enum TokenizerError {
     #[error("tokenizer metadata: {0}")]
     Metadata(#[from] GgufError),
-    #[error("unsupported tokenizer model '{0}' (owl supports 'llama' (SentencePiece) and 'gpt2' (byte-level BPE))")]
+    #[error("unsupported tokenizer model '{0}' (owl supports 'llama' (SentencePiece), 'gpt2' (byte-level BPE), 'gemma4' (SentencePiece-style BPE) and 'bert' (WordPiece))")]
     UnsupportedModel(String),
     #[error("unknown pre-tokenizer '{0}' in tokenizer.ggml.pre")]
     UnknownPre(String),
@@ -56,8 +58,11 @@ pub enum TokenizerError {
 pub enum VocabKind {
     /// SentencePiece-style (`tokenizer.ggml.model = "llama"`).
     Spm,
-    /// Byte-level BPE (`tokenizer.ggml.model = "gpt2"`).
+    /// Byte-level BPE (`tokenizer.ggml.model = "gpt2"`), or Gemma 4's
+    /// SentencePiece-style BPE (`"gemma4"`).
     Bpe,
+    /// WordPiece (`tokenizer.ggml.model = "bert"`).
+    Wpm,
 }
 
 // Token attributes, from `tokenizer.ggml.token_type` (llama.cpp's llama_token_attr).
@@ -127,11 +132,17 @@ pub struct Tokenizer {
     eot: Option<u32>,
     eom: Option<u32>,
     unk: Option<u32>,
+    /// WordPiece's `[SEP]`, appended with `add_special`.
+    sep: Option<u32>,
     add_bos: bool,
     add_eos: bool,
     add_space_prefix: bool,
     clean_spaces: bool,
+    /// BPE whose tokens spell spaces as `▁` and bytes as `<0xNN>` (Gemma 4).
+    spm_style_bpe: bool,
     bpe: Option<bpe::BpeModel>,
+    /// WordPiece's normalizer options and its longest token in bytes.
+    wpm: Option<(wpm::Normalizer, usize)>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -163,11 +174,21 @@ fn token_id_key(md: &Metadata, key: &str, n_vocab: usize) -> Result<Option<u32>,
 /// (SentencePiece yes, BPE only for the llama3-style pre-tokenizers). Cheap: reads
 /// no vocabulary; chat templates use it to avoid a doubled BOS.
 pub fn adds_bos(md: &Metadata) -> Result<bool, TokenizerError> {
+    let model: &str = md.get("tokenizer.ggml.model")?;
+    if model == "gemma4"
+        || (model == "gpt2"
+            && matches!(
+                md.get_opt("tokenizer.ggml.pre")?,
+                Some("gemma4" | "granite-embed-multi-311m")
+            ))
+    {
+        return Ok(true); // llama.cpp overrides a `false` for Gemma 4
+    }
     if let Some(v) = md.get_opt::<bool>("tokenizer.ggml.add_bos_token")? {
         return Ok(v);
     }
-    Ok(match md.get::<&str>("tokenizer.ggml.model")? {
-        "llama" => true,
+    Ok(match model {
+        "llama" | "bert" => true,
         "gpt2" => bpe::pre_tokenizer(md.get_opt("tokenizer.ggml.pre")?)?
             .add_bos
             .unwrap_or(false),
@@ -186,7 +207,8 @@ impl Tokenizer {
         let model: &str = md.get("tokenizer.ggml.model")?;
         let kind = match model {
             "llama" => VocabKind::Spm,
-            "gpt2" => VocabKind::Bpe,
+            "gpt2" | "gemma4" => VocabKind::Bpe,
+            "bert" => VocabKind::Wpm,
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
         };
         let tokens: Vec<&str> = md.get("tokenizer.ggml.tokens")?;
@@ -209,26 +231,24 @@ impl Tokenizer {
         }
 
         // Defaults per vocabulary type, as llama.cpp sets them before reading keys.
-        let pre_name: Option<&str> = md.get_opt("tokenizer.ggml.pre")?;
+        // Gemma 4's tokenizer model implies its pre-tokenizer, as in llama.cpp.
+        let pre_name: Option<&str> = match model {
+            "gemma4" => Some("gemma4"),
+            _ => md.get_opt("tokenizer.ggml.pre")?,
+        };
         let (mut bos, mut eos, mut unk, mut add_eos, default_space_prefix, clean_spaces, pre) =
             match kind {
                 VocabKind::Spm => (Some(1), Some(2), Some(0), false, true, false, None),
+                VocabKind::Wpm => (Some(101), None, Some(100), false, false, true, None),
                 VocabKind::Bpe => {
                     let pre = bpe::pre_tokenizer(pre_name)?;
-                    let bos = if pre_name == Some("chatglm-bpe") {
-                        None
-                    } else {
-                        Some(11)
+                    // Gemma 4 reads its special ids from the file alone.
+                    let (bos, eos) = match (model, pre_name) {
+                        ("gemma4", _) => (None, None),
+                        (_, Some("chatglm-bpe")) => (None, Some(11)),
+                        _ => (Some(11), Some(11)),
                     };
-                    (
-                        bos,
-                        Some(11),
-                        None,
-                        false,
-                        false,
-                        pre.clean_spaces,
-                        Some(pre),
-                    )
+                    (bos, eos, None, false, false, pre.clean_spaces, Some(pre))
                 }
             };
         let valid = |id: Option<u32>| id.filter(|&i| (i as usize) < n_vocab);
@@ -243,6 +263,11 @@ impl Tokenizer {
         bos = key("tokenizer.ggml.bos_token_id")?.or(bos);
         eos = key("tokenizer.ggml.eos_token_id")?.or(eos);
         unk = key("tokenizer.ggml.unknown_token_id")?.or(unk);
+        // "seperator" is llama.cpp's spelling of the key.
+        let sep = match kind {
+            VocabKind::Wpm => key("tokenizer.ggml.seperator_token_id")?.or(valid(Some(102))),
+            _ => None,
+        };
         let mut eot = key("tokenizer.ggml.eot_token_id")?;
         let mut eom = key("tokenizer.ggml.eom_token_id")?;
         let mut fim_pad = key("tokenizer.ggml.fim_pad_token_id")?;
@@ -304,12 +329,32 @@ impl Tokenizer {
             .collect();
         special_tokens.sort_by(|&a, &b| texts[b as usize].len().cmp(&texts[a as usize].len()));
 
+        let spm_style_bpe = pre.as_ref().is_some_and(|p| p.spm_style);
         let bpe = match (kind, pre) {
             (VocabKind::Bpe, Some(pre)) => {
                 let merges: Vec<&str> = md
                     .get_opt("tokenizer.ggml.merges")?
                     .ok_or(TokenizerError::MissingMerges)?;
                 Some(bpe::BpeModel::new(&texts, &merges, &pre)?)
+            }
+            _ => None,
+        };
+        let wpm = match kind {
+            VocabKind::Wpm => {
+                let lowercase = md
+                    .get_opt::<bool>("tokenizer.ggml.normalizer.lowercase")?
+                    .unwrap_or(true);
+                let strip_accents = md
+                    .get_opt::<bool>("tokenizer.ggml.normalizer.strip_accents")?
+                    .unwrap_or(lowercase);
+                let max_len = texts.iter().map(String::len).max().unwrap_or(0);
+                Some((
+                    wpm::Normalizer {
+                        lowercase,
+                        strip_accents,
+                    },
+                    max_len,
+                ))
             }
             _ => None,
         };
@@ -327,11 +372,14 @@ impl Tokenizer {
             eot,
             eom,
             unk,
+            sep,
             add_bos,
             add_eos,
             add_space_prefix,
             clean_spaces,
+            spm_style_bpe,
             bpe,
+            wpm,
         })
     }
 
@@ -346,7 +394,7 @@ impl Tokenizer {
     ) -> Result<Vec<u32>, TokenizerError> {
         let fragments = self.partition(text, parse_special);
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
-        if add_special && self.add_bos {
+        if add_special && (self.add_bos || self.kind == VocabKind::Wpm) {
             out.push(self.bos.ok_or(TokenizerError::MissingSpecial("BOS"))?);
         }
         match self.kind {
@@ -380,6 +428,21 @@ impl Tokenizer {
                         Fragment::Text(s, e) => bpe.tokenize(&text[s..e], &mut out)?,
                         Fragment::Token(id) => out.push(id),
                     }
+                }
+            }
+            VocabKind::Wpm => {
+                let (norm, max_len) = self.wpm.ok_or(TokenizerError::EmptyVocab)?;
+                for fragment in fragments {
+                    match fragment {
+                        Fragment::Text(s, e) => {
+                            wpm::tokenize(self, norm, max_len, &text[s..e], &mut out)?
+                        }
+                        Fragment::Token(id) => out.push(id),
+                    }
+                }
+                // llama.cpp closes a WordPiece sequence with [SEP], whatever add_eos says.
+                if add_special {
+                    out.push(self.sep.ok_or(TokenizerError::MissingSpecial("SEP"))?);
                 }
             }
         }
