@@ -30,9 +30,12 @@ fn nomic_embeddings_match_llama_cpp() {
     let mut enc = encoder();
     assert_eq!((enc.cfg.n_embd, enc.cfg.n_layer, enc.cfg.pooling), (768, 12, Pooling::Mean));
     let refs = fixture();
+    let g = Gguf::open(&owl_engine::registry::models_dir().join("nomic-embed-text-v1.5.f16.gguf")).unwrap();
+    let tok = owl_engine::tokenizer::Tokenizer::from_gguf(&g).unwrap();
     let mut got_all = Vec::new();
     for d in &refs {
         let tokens: Vec<u32> = d["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(tok.encode(d["text"].as_str().unwrap(), true, false).unwrap(), tokens, "WordPiece tokens of {:?}", d["text"]);
         let want = floats(&d["embedding"]);
         let got = enc.embed(&tokens).unwrap();
         let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
