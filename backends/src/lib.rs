@@ -268,6 +268,23 @@ pub trait Backend: Send {
     fn softcap(&mut self, x: &Tensor, cap: f32) -> Result<()>;
     /// out[i] = x[rows[i]].
     fn get_rows(&mut self, x: &Tensor, rows: &[u32], out: &Tensor) -> Result<()>;
+    /// (optional) out[rows[i]] += scales[i] * y[i] for each row i of `y`, in order (mixture of
+    /// experts: an expert's outputs, weighted, into the rows of the tokens routed to it).
+    /// Defaults to reading both back, adding on the host and writing `out`.
+    fn add_rows_scaled(&mut self, out: &Tensor, y: &Tensor, rows: &[u32], scales: &[f32]) -> Result<()> {
+        if y.cols != out.cols || rows.len() != y.rows || scales.len() != y.rows || rows.iter().any(|&r| r as usize >= out.rows) {
+            return Err(shape_err("add_rows_scaled", format!("[{} x {}] into [{} x {}] at {} rows with {} scales", y.rows, y.cols, out.rows, out.cols, rows.len(), scales.len())));
+        }
+        let (mut o, mut v) = (vec![0f32; out.rows * out.cols], vec![0f32; y.rows * y.cols]);
+        self.read(out, &mut o)?;
+        self.read(y, &mut v)?;
+        for ((&r, &s), src) in rows.iter().zip(scales).zip(v.chunks_exact(y.cols)) {
+            for (d, &x) in o[r as usize * out.cols..][..out.cols].iter_mut().zip(src) {
+                *d += s * x;
+            }
+        }
+        self.write(out, &o)
+    }
     /// (optional) LayerNorm of each row (BERT encoders): (x - mean) / sqrt(var + eps) * w + b,
     /// mean and variance in f32 as ggml's `ggml_norm`; `w` and `b` are host copies of the
     /// `[cols]` weights (small F32 tensors in every encoder file). Defaults to reading `x`

@@ -261,3 +261,39 @@ fn unsupported_architecture_is_one_clear_error() {
     let e = e.to_string();
     assert!(e.contains("gpt2") && e.contains(owl_engine::models::SUPPORTED) && !e.contains('\n'), "{e}");
 }
+
+/// Mixtures of experts (Mixtral-style llama, qwen2moe with its shared expert, qwen3moe):
+/// generated with `owl synth --arch ARCH --experts N --experts-used 2 --type Q8_0 --seed 1`
+/// at test time (synth is deterministic: tests/cli_synth.rs), compared with what llama.cpp
+/// computed for the same files (fixtures/synthetic/tiny-*moe*.logits.jsonl). Also: a batch
+/// whose tokens pick different experts gives each sequence the logits it gets alone.
+#[test]
+fn moe_models_match_llama_cpp() {
+    use owl_engine::synth::{synth, Experts, Shape, SynthSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (arch, name, n_expert) in [("llama", "tiny-mixtral-Q8_0", 4), ("qwen2moe", "tiny-qwen2moe-Q8_0", 4), ("qwen3moe", "tiny-qwen3moe-Q8_0", 8)] {
+        let spec = SynthSpec { arch: arch.into(), shape_name: "tiny".into(), shape: Shape::named("tiny").unwrap(), ty: owl_engine::gguf::GgmlType::Q8_0, seed: 1, experts: Experts { n_expert, n_expert_used: 2 } };
+        let path = dir.path().join(format!("{name}.gguf"));
+        synth(&spec).unwrap().write_file(&path).unwrap();
+        let mut m = load(&path);
+        assert_eq!((m.cfg.n_expert, m.cfg.n_expert_used), (n_expert, 2), "{name}");
+        let refs = fixture_in("synthetic", &format!("{name}.logits.jsonl"));
+        let r = check_model(&mut m, &refs, 0);
+        eprintln!("{name}: argmax {}/{}, top20 max err {:.4}", r.argmax_agree, r.positions, r.max_top20_err);
+        if r.max_top20_err > 0.15 {
+            failures.push(format!("{name}: top-20 logits differ by {}", r.max_top20_err));
+        }
+        // Batched = solo: two prompts in one step route their tokens to different experts.
+        let a: Vec<u32> = vec![1, 259, 572, 565, 549, 405, 580];
+        let b: Vec<u32> = vec![1, 300, 301, 302];
+        let (solo_a, solo_b) = (all_logits(&mut m, &a).concat(), all_logits(&mut m, &b).concat());
+        let mut rows: Vec<BatchRow> = a.iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 0, pos: i as u32, logits: true }).collect();
+        rows.extend(b.iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 1, pos: i as u32, logits: true }));
+        let both = m.forward(&Batch { rows, seq_cells: vec![(0..a.len() as u32).collect(), (100..100 + b.len() as u32).collect()] }).unwrap();
+        let nv = m.cfg.n_vocab;
+        assert_eq!(&both[..a.len() * nv], &solo_a[..], "{name}: sequence a changed in a batch");
+        assert_eq!(&both[a.len() * nv..], &solo_b[..], "{name}: sequence b changed in a batch");
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

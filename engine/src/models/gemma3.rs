@@ -18,6 +18,9 @@ pub const ARCH: Arch = Arch {
     fused_gate_up: false,
     q_prescale: true,
     gelu: true,
+    moe: false,
+    shared_expert: false,
+    moe_norm_w: true,
     swa: true,
     swa_pattern: 6,
 };

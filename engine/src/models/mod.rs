@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod gemma3;
 pub mod llama;
+mod moe;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
@@ -35,6 +36,13 @@ pub struct Arch {
     pub fused_gate_up: bool,
     /// q scaled by 1/sqrt(head_dim) before the scores rather than the scores after (Gemma 3, Phi 3).
     pub q_prescale: bool,
+    /// Every block's FFN is routed experts (qwen2moe, qwen3moe); llama has them when
+    /// `expert_count` says so (Mixtral).
+    pub moe: bool,
+    /// A shared expert beside the routed ones, with a sigmoid gate (Qwen 2 MoE).
+    pub shared_expert: bool,
+    /// Renormalise the chosen experts' weights to sum to 1 (Mixtral, Qwen 3 MoE; not Qwen 2 MoE).
+    pub moe_norm_w: bool,
     /// Sliding-window layers alternate with global ones (Gemma 3).
     pub swa: bool,
     /// Default 1 of every `swa_pattern` layers is global.
@@ -48,9 +56,11 @@ pub fn arch(name: &str) -> Option<Arch> {
         "gemma3" => Some(gemma3::ARCH),
         "qwen2" => Some(qwen2::ARCH),
         "qwen3" => Some(qwen3::ARCH),
+        "qwen2moe" => Some(Arch { name: "qwen2moe", moe: true, shared_expert: true, moe_norm_w: false, ..qwen2::ARCH }),
+        "qwen3moe" => Some(Arch { name: "qwen3moe", moe: true, ..qwen3::ARCH }),
         "phi3" => Some(phi3::ARCH),
         _ => None,
     }
 }
 
-pub const SUPPORTED: &str = "llama, mistral, gemma3, qwen2, qwen3, phi3";
+pub const SUPPORTED: &str = "llama (and Mixtral-style experts), mistral, gemma3, qwen2, qwen3, qwen2moe, qwen3moe, phi3";

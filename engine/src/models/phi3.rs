@@ -18,6 +18,9 @@ pub const ARCH: Arch = Arch {
     fused_gate_up: true,
     q_prescale: true,
     gelu: false,
+    moe: false,
+    shared_expert: false,
+    moe_norm_w: true,
     swa: false,
     swa_pattern: 0,
 };

@@ -13,6 +13,9 @@ pub const ARCH: Arch = Arch {
     fused_gate_up: false,
     q_prescale: false,
     gelu: false,
+    moe: false,
+    shared_expert: false,
+    moe_norm_w: true,
     swa: false,
     swa_pattern: 0,
 };

@@ -3,6 +3,7 @@
 
 use owl_backends::{AttnBatch, AttnParams, Backend, RopeParams, Tensor, WeightData};
 
+use super::moe::Moe;
 use super::{gemma3, Arch};
 use crate::gguf::{Gguf, TensorInfo};
 use crate::EngineError;
@@ -29,6 +30,11 @@ pub struct Config {
     pub swa_pattern: usize,
     pub attn_softcap: Option<f32>,
     pub final_softcap: Option<f32>,
+    /// Routed experts per layer (0: a dense FFN) and how many each token uses.
+    pub n_expert: usize,
+    pub n_expert_used: usize,
+    /// Each expert's FFN width (`expert_feed_forward_length`, else `n_ff`).
+    pub n_ff_expert: usize,
 }
 
 impl Config {
@@ -72,7 +78,18 @@ impl Config {
             swa_pattern,
             attn_softcap: md.arch_get_opt::<f32>("attn_logit_softcapping")?.filter(|&c| c > 0.0),
             final_softcap: md.arch_get_opt::<f32>("final_logit_softcapping")?.filter(|&c| c > 0.0),
+            n_expert: md.arch_get_or("expert_count", 0usize)?,
+            n_expert_used: md.arch_get_or("expert_used_count", 0usize)?,
+            n_ff_expert: 0,
         };
+        let mut cfg = cfg;
+        cfg.n_ff_expert = md.arch_get_or("expert_feed_forward_length", cfg.n_ff)?;
+        if arch.moe && cfg.n_expert == 0 {
+            return Err(EngineError::BadModel(format!("{} needs {}.expert_count", arch.name, arch.name)));
+        }
+        if cfg.n_expert > 0 && (cfg.n_expert_used == 0 || cfg.n_expert_used > cfg.n_expert || cfg.n_ff_expert == 0) {
+            return Err(EngineError::BadModel(format!("{} experts with {} used each (width {}): the counts are inconsistent", cfg.n_expert, cfg.n_expert_used, cfg.n_ff_expert)));
+        }
         if cfg.n_head == 0 || cfg.n_head_kv == 0 || !cfg.n_head.is_multiple_of(cfg.n_head_kv) || cfg.head_dim == 0 || cfg.n_rot > cfg.head_dim {
             return Err(EngineError::BadModel(format!(
                 "inconsistent heads: {} heads, {} kv heads, head_dim {}, n_rot {}",
@@ -102,12 +119,20 @@ struct Layer {
     wo: Tensor,                    // [n_embd, n_head*head_dim]
     attn_post_norm: Option<Tensor>, // [1, n_embd] (gemma3)
     ffn_norm: Tensor,              // [1, n_embd]
-    w_gate: Tensor,                // [n_ff, n_embd] (phi3: first half of ffn_up)
-    w_up: Tensor,                  // [n_ff, n_embd] (phi3: second half of ffn_up)
-    w_down: Tensor,                // [n_embd, n_ff]
+    ffn: Ffn,
     ffn_post_norm: Option<Tensor>, // [1, n_embd] (gemma3)
     k_cache: Tensor,               // [n_cells, n_head_kv*head_dim] f16
     v_cache: Tensor,               // [n_cells, n_head_kv*head_dim] f16
+}
+
+/// A block's feed-forward: one SwiGLU/GeGLU, or routed experts.
+enum Ffn {
+    Dense {
+        gate: Tensor, // [n_ff, n_embd] (phi3: first half of ffn_up)
+        up: Tensor,   // [n_ff, n_embd] (phi3: second half of ffn_up)
+        down: Tensor, // [n_embd, n_ff]
+    },
+    Moe(Moe),
 }
 
 /// One token of a forward step.
@@ -191,11 +216,14 @@ impl Model {
             } else {
                 (up(&mut backend, &n("attn_q"), q, e)?, up(&mut backend, &n("attn_k"), kv, e)?, up(&mut backend, &n("attn_v"), kv, e)?)
             };
-            let (w_gate, w_up) = if a.fused_gate_up {
+            let ffn = if cfg.n_expert > 0 {
+                let shared = if a.shared_expert { Some(md_shared_ff(g, &cfg)?) } else { None };
+                Ffn::Moe(Moe::load(g, &mut backend, il, e, cfg.n_expert, cfg.n_expert_used, cfg.n_ff_expert, shared, a.moe_norm_w, g.metadata().arch_get_or("expert_weights_scale", 0f32)?)?)
+            } else if a.fused_gate_up {
                 let fu = n("ffn_up");
-                (up_part(&mut backend, &fu, "gate", 0, ff, 2 * ff, e)?, up_part(&mut backend, &fu, "up", ff, ff, 2 * ff, e)?)
+                Ffn::Dense { gate: up_part(&mut backend, &fu, "gate", 0, ff, 2 * ff, e)?, up: up_part(&mut backend, &fu, "up", ff, ff, 2 * ff, e)?, down: up(&mut backend, &n("ffn_down"), e, ff)? }
             } else {
-                (up(&mut backend, &n("ffn_gate"), ff, e)?, up(&mut backend, &n("ffn_up"), ff, e)?)
+                Ffn::Dense { gate: up(&mut backend, &n("ffn_gate"), ff, e)?, up: up(&mut backend, &n("ffn_up"), ff, e)?, down: up(&mut backend, &n("ffn_down"), e, ff)? }
             };
             layers.push(Layer {
                 attn_norm: up(&mut backend, &n("attn_norm"), 1, e)?,
@@ -210,9 +238,7 @@ impl Model {
                 wo: up(&mut backend, &n("attn_output"), e, q)?,
                 attn_post_norm: if a.post_norms { Some(up(&mut backend, &n("post_attention_norm"), 1, e)?) } else { None },
                 ffn_norm: up(&mut backend, &n("ffn_norm"), 1, e)?,
-                w_gate,
-                w_up,
-                w_down: up(&mut backend, &n("ffn_down"), e, ff)?,
+                ffn,
                 ffn_post_norm: if a.post_norms { Some(up(&mut backend, &n("post_ffw_norm"), 1, e)?) } else { None },
                 k_cache: backend.alloc_kv(n_cells, kv)?,
                 v_cache: backend.alloc_kv(n_cells, kv)?,
@@ -320,13 +346,18 @@ impl Model {
 
             // 4. Feed-forward: norm, gate and up, SwiGLU or GeGLU, down.
             be.rms_norm(&x, &l.ffn_norm, c.rms_eps, &h)?;
-            be.matmul_many(&h, &[(&l.w_gate, &g), (&l.w_up, &u)])?;
-            if c.arch.gelu {
-                be.geglu(&g, &u, &gu)?;
-            } else {
-                be.swiglu(&g, &u, &gu)?;
+            match &l.ffn {
+                Ffn::Dense { gate, up, down } => {
+                    be.matmul_many(&h, &[(gate, &g), (up, &u)])?;
+                    if c.arch.gelu {
+                        be.geglu(&g, &u, &gu)?;
+                    } else {
+                        be.swiglu(&g, &u, &gu)?;
+                    }
+                    be.matmul(&gu, down, &o)?;
+                }
+                Ffn::Moe(m) => m.forward(be, &h, &o)?,
             }
-            be.matmul(&gu, &l.w_down, &o)?;
             if let Some(pn) = &l.ffn_post_norm {
                 be.rms_norm(&o, pn, c.rms_eps, &o)?;
             }
@@ -350,4 +381,9 @@ impl Model {
         be.read(&logits, &mut out)?;
         Ok(out)
     }
+}
+
+/// Qwen 2 MoE's shared expert width (`expert_shared_feed_forward_length`, else n_ff).
+fn md_shared_ff(g: &Gguf, cfg: &Config) -> Result<usize, EngineError> {
+    Ok(g.metadata().arch_get_or("expert_shared_feed_forward_length", cfg.n_ff)?)
 }
