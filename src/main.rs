@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 mod bench;
+mod cost;
 mod embed;
 mod run;
 use clap::{Parser, Subcommand};
@@ -77,6 +78,8 @@ enum Command {
     Devices,
     /// Embeddings of texts from an embedding model (default nomic-embed-text-v1.5): one JSON array a line.
     Embed(embed::EmbedArgs),
+    /// API prices and the break-even of owning this machine (`owl cost prices`, `owl cost breakeven`).
+    Cost(cost::CostArgs),
 }
 
 #[derive(clap::Args)]
@@ -139,6 +142,7 @@ fn main() -> ExitCode {
         } => cmd_tokenize(model.as_deref(), json, pieces, &text),
         Command::Devices => cmd_devices(),
         Command::Embed(a) => embed::cmd_embed(a),
+        Command::Cost(a) => cost::cmd_cost(a, &registry::cache_dir()),
     };
     match result {
         Ok(code) => code,

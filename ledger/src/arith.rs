@@ -14,7 +14,7 @@ pub enum BreakEven {
 /// `fixed_monthly_usd / (api $/token - local $/token)`, prices given per 1M tokens.
 pub fn breakeven(fixed_monthly_usd: f64, api_per_1m: f64, local_per_1m: f64) -> BreakEven {
     let saving_per_token = (api_per_1m - local_per_1m) / 1e6;
-    if !(saving_per_token > 0.0) {
+    if saving_per_token.is_nan() || saving_per_token <= 0.0 {
         return BreakEven::Never;
     }
     BreakEven::Tokens(fixed_monthly_usd.max(0.0) / saving_per_token)

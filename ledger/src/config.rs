@@ -164,7 +164,11 @@ impl CostConfig {
         take(&mut c.hourly_usd, cost.hourly_usd, "hourly_usd")?;
         take(&mut c.watts, cost.watts, "watts")?;
         take(&mut c.kwh_usd, cost.kwh_usd, "kwh_usd")?;
-        take(&mut c.fixed_monthly_usd, cost.fixed_monthly_usd, "fixed_monthly_usd")?;
+        take(
+            &mut c.fixed_monthly_usd,
+            cost.fixed_monthly_usd,
+            "fixed_monthly_usd",
+        )?;
         if let Some(b) = cost.baseline {
             c.baseline = Sourced::new(b, origin());
         }
@@ -194,7 +198,11 @@ impl CostConfig {
             let (v, o) = f(s);
             out.push((name, v, o));
         }
-        out.push(("baseline", self.baseline.value.clone(), self.baseline.origin.to_string()));
+        out.push((
+            "baseline",
+            self.baseline.value.clone(),
+            self.baseline.origin.to_string(),
+        ));
         out
     }
 }
@@ -218,8 +226,11 @@ mod tests {
     fn config_file_values_say_they_came_from_it() {
         let dir = tempfile::tempdir().unwrap();
         let p = CostConfig::default_path(dir.path());
-        std::fs::write(&p, "[server]\nport = 1\n\n[cost]\nhourly_usd = 2.5\nbaseline = \"gpt-4.1\"\n")
-            .unwrap();
+        std::fs::write(
+            &p,
+            "[server]\nport = 1\n\n[cost]\nhourly_usd = 2.5\nbaseline = \"gpt-4.1\"\n",
+        )
+        .unwrap();
         let c = CostConfig::resolve(None, dir.path()).unwrap();
         assert_eq!(c.hourly_usd.value, 2.5);
         assert_eq!(c.hourly_usd.origin, Origin::Config(p.display().to_string()));
@@ -242,9 +253,15 @@ mod tests {
     #[test]
     fn bad_values_name_file_and_line() {
         let e = CostConfig::parse("[cost]\nwatts = 30\nkwh_usd = -0.1\n", "c.toml").unwrap_err();
-        assert!(e.to_string().starts_with("c.toml:3: cost.kwh_usd = -0.1"), "{e}");
+        assert!(
+            e.to_string().starts_with("c.toml:3: cost.kwh_usd = -0.1"),
+            "{e}"
+        );
         let e = CostConfig::parse("[cost]\nwatt = 30\n", "c.toml").unwrap_err();
-        assert!(e.to_string().starts_with("c.toml:2:") && e.to_string().contains("watt"), "{e}");
+        assert!(
+            e.to_string().starts_with("c.toml:2:") && e.to_string().contains("watt"),
+            "{e}"
+        );
         let e = CostConfig::parse("[cost\n", "c.toml").unwrap_err();
         assert!(e.to_string().starts_with("c.toml:1:"), "{e}");
     }

@@ -172,8 +172,14 @@ mod tests {
             let p = t.get(name).unwrap();
             assert_eq!((p.input_per_1m, p.output_per_1m), (i, o), "{name}");
             assert_eq!(p.as_of, as_of, "{name}");
-            assert!(p.source.ends_with("page") || p.source.contains("page ("), "{name}");
-            assert!(!p.source.contains("://") && !p.source.contains(".com"), "{name}");
+            assert!(
+                p.source.ends_with("page") || p.source.contains("page ("),
+                "{name}"
+            );
+            assert!(
+                !p.source.contains("://") && !p.source.contains(".com"),
+                "{name}"
+            );
         }
     }
 
@@ -196,7 +202,10 @@ mod tests {
         // 600k fresh at 2.0 + 400k cached at 0.5 + 0 output
         assert!((p.cost_usd(1_000_000, 400_000, 0) - 1.4).abs() < 1e-12);
         // no cached rate: cached tokens bill as input
-        let q = Price { cached_input_per_1m: None, ..p.clone() };
+        let q = Price {
+            cached_input_per_1m: None,
+            ..p.clone()
+        };
         assert!((q.cost_usd(1_000_000, 400_000, 0) - 2.0).abs() < 1e-12);
         assert!((p.blended_per_1m(0.75) - 3.5).abs() < 1e-12);
     }
@@ -234,10 +243,12 @@ mod tests {
 
     #[test]
     fn negative_price_is_rejected_with_its_line() {
-        let src = "[models.m]\ninput_per_1m = 2.0\noutput_per_1m = -8.0\nas_of = \"x\"\nsource = \"x\"\n";
+        let src =
+            "[models.m]\ninput_per_1m = 2.0\noutput_per_1m = -8.0\nas_of = \"x\"\nsource = \"x\"\n";
         let s = parse(src).unwrap_err().to_string();
         assert!(s.starts_with("p.toml:3: m.output_per_1m = -8"), "{s}");
-        let src = "[models.m]\ninput_per_1m = nan\noutput_per_1m = 8.0\nas_of = \"x\"\nsource = \"x\"\n";
+        let src =
+            "[models.m]\ninput_per_1m = nan\noutput_per_1m = 8.0\nas_of = \"x\"\nsource = \"x\"\n";
         assert!(parse(src).unwrap_err().to_string().starts_with("p.toml:2:"));
     }
 
