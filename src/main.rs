@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 mod bench;
+mod cost;
 mod embed;
 mod run;
 mod synth;
@@ -88,6 +89,8 @@ enum Command {
     Devices,
     /// Embeddings of texts from an embedding model (default nomic-embed-text-v1.5): one JSON array a line.
     Embed(embed::EmbedArgs),
+    /// API prices and the break-even of owning this machine (`owl cost prices`, `owl cost breakeven`).
+    Cost(cost::CostArgs),
 }
 
 #[derive(clap::Args)]
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
         Command::Synth(a) => synth::cmd_synth(a),
         Command::Devices => cmd_devices(),
         Command::Embed(a) => embed::cmd_embed(a),
+        Command::Cost(a) => cost::cmd_cost(a, &registry::cache_dir()),
     };
     match result {
         Ok(code) => code,
