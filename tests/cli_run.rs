@@ -11,9 +11,19 @@ fn raw_greedy_run_follows_llama_cpp_and_reports_speed() {
     let o = owl(&["run", "--raw", "--temp", "0", "-n", "6", "-t", "2", "The capital of France is"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    // llama.cpp's greedy continuation: " Paris.\n\nThe United States"
-    assert_eq!(String::from_utf8_lossy(&o.stdout), " Paris.\n\nThe United\n");
+    // The default, qwen2.5-coder-0.5b-instruct. llama.cpp's greedy continuation
+    // (fixtures/reference): " Paris. The capital of the United States is Washington D.C."
+    assert_eq!(String::from_utf8_lossy(&o.stdout), " Paris. The capital of the\n");
     assert!(err.contains("5 prompt tokens, 6 generated") && err.contains("tg "), "{err}");
+}
+
+/// SmolLM2 by name: llama.cpp continues " Paris.\n\nThe United States".
+#[test]
+fn smollm2_raw_greedy_run_follows_llama_cpp() {
+    let o = owl(&["run", "-m", "smollm2-135m-instruct", "--raw", "--temp", "0", "-n", "6", "-t", "2", "The capital of France is"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), " Paris.\n\nThe United\n");
 }
 
 /// Gemma 3 270M is a base model: at temperature 0 llama.cpp continues this

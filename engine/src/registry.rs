@@ -921,7 +921,7 @@ mod tests {
             }
             other => panic!("unexpected source {other}"),
         }
-        assert_eq!(lock.models.len(), 3);
+        assert_eq!(lock.models.len(), 5);
     }
 
     #[test]
