@@ -1,6 +1,6 @@
 //! The forward pass against llama.cpp's outputs (fixtures/reference for the real
 //! models, fixtures/synthetic for the synthetic ones; copied
-//! from ../shared/reference): teacher-forced argmax at every position, the
+//! from llama.cpp outputs, committed here): teacher-forced argmax at every position, the
 //! top-20 logits after the prompt, and greedy continuations.
 //!
 //! owl's CPU path follows llama.cpp's CPU arithmetic (activation quantization,

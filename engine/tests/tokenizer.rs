@@ -1,5 +1,5 @@
 //! Tokenization against llama.cpp's reference output (tests/fixtures/tokenizer/,
-//! taken from ../shared/reference), decoding, and the incremental decoder.
+//! taken from llama.cpp outputs, committed here), decoding, and the incremental decoder.
 //!
 //! The real models are read from the owl model cache ($OWL_HOME/models, default
 //! ~/.cache/owl/models; `owl pull` puts them there); the tiny synthetic models from

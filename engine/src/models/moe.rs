@@ -105,16 +105,32 @@ impl Moe {
             chosen.push(top);
         }
         be.write(out, &vec![0f32; n * e])?;
-        // 2. Each expert once, over its rows, for every rank; rank by rank so that each row
-        //    adds its experts in llama.cpp's order.
+        // 2. Each expert once, over every row routed to it (whatever the rank), so its
+        //    weights are read once per step; then the weighted outputs rank by rank, so
+        //    that each row adds its experts in llama.cpp's order.
+        let mut ran = Vec::new();
+        for (x, ex) in self.experts.iter().enumerate() {
+            let picks: Vec<(u32, usize, f32)> = chosen.iter().enumerate().filter_map(|(r, c)| c.iter().position(|t| t.0 == x).map(|k| (r as u32, k, c[k].1))).collect();
+            if !picks.is_empty() {
+                let rows: Vec<u32> = picks.iter().map(|p| p.0).collect();
+                ran.push((picks, self.expert(be, ex, h, &rows, self.n_ff)?));
+            }
+        }
         for rank in 0..self.n_used {
-            for (x, ex) in self.experts.iter().enumerate() {
-                let (rows, w): (Vec<u32>, Vec<f32>) = chosen.iter().enumerate().filter(|(_, c)| c[rank].0 == x).map(|(r, c)| (r as u32, c[rank].1)).unzip();
-                if rows.is_empty() {
+            for (picks, y) in &ran {
+                let sel: Vec<u32> = (0..picks.len() as u32).filter(|&i| picks[i as usize].1 == rank).collect();
+                if sel.is_empty() {
                     continue;
                 }
-                let y = self.expert(be, ex, h, &rows, self.n_ff)?;
-                be.add_rows_scaled(out, &y, &rows, &w)?;
+                let (rows, w): (Vec<u32>, Vec<f32>) = sel.iter().map(|&i| (picks[i as usize].0, picks[i as usize].2)).unzip();
+                let part = if sel.len() == picks.len() {
+                    *y
+                } else {
+                    let t = be.alloc(sel.len(), e)?;
+                    be.get_rows(y, &sel, &t)?;
+                    t
+                };
+                be.add_rows_scaled(out, &part, &rows, &w)?;
             }
         }
         // 3. Qwen 2 MoE: + sigmoid(h · gate_inp_shexp) * shared_ffn(h).
