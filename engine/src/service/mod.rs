@@ -4,6 +4,7 @@
 //!
 //! Front ends (`owl run`, the TUI, the server, `owl bench`) use only this API.
 
+mod busy;
 mod embed;
 mod types;
 mod worker;

@@ -178,6 +178,19 @@ pub struct Timings {
     pub prompt_tps: f64,
     /// Generated tokens per second after the first.
     pub gen_tps: f64,
+    /// This request's share of the engine's busy time spent on its prompt, seconds:
+    /// each step's wall time is split among its sequences by the tokens each processed.
+    pub prefill_s: f64,
+    /// Its share of busy time spent generating, seconds (same split).
+    pub decode_s: f64,
+}
+
+impl Timings {
+    /// The request's whole share of the engine's busy time (prefill + decode), seconds:
+    /// what its local cost is charged on. Idle time is never in it.
+    pub fn busy_s(&self) -> f64 {
+        self.prefill_s + self.decode_s
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -279,4 +292,8 @@ pub struct MetricsSnapshot {
     pub itl_buckets: Vec<(f64, u64)>,
     pub itl_sum: f64,
     pub itl_count: u64,
+    /// Wall time of forward steps, seconds: the sum of every request's prefill_s + decode_s.
+    pub busy_seconds_total: f64,
+    /// Time the engine waited with nothing to run, seconds (capacity not used; charged to no one).
+    pub idle_seconds_total: f64,
 }

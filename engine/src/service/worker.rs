@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::busy::{self, StepRows};
 use super::*;
 use crate::gguf::Gguf;
 use crate::kv::{KvPages, SeqKv, PAGE};
@@ -78,11 +79,13 @@ pub(super) struct Shared {
     pages_used: AtomicUsize,
     pages_total: usize,
     hist: Mutex<(Hist, Hist)>,
+    clock: Mutex<busy::Clock>,
 }
 
 impl Shared {
     pub fn snapshot(&self) -> MetricsSnapshot {
         let h = self.hist.lock().unwrap_or_else(|e| e.into_inner());
+        let clock = *self.clock.lock().unwrap_or_else(|e| e.into_inner());
         MetricsSnapshot {
             requests_total: self.requests.load(Ordering::Relaxed),
             requests_cancelled: self.cancelled.load(Ordering::Relaxed),
@@ -99,6 +102,8 @@ impl Shared {
             itl_buckets: h.1.buckets(&ITL_BOUNDS),
             itl_sum: h.1.sum,
             itl_count: h.1.n,
+            busy_seconds_total: clock.busy_s,
+            idle_seconds_total: clock.idle_s,
         }
     }
 }
@@ -122,6 +127,9 @@ struct Seq {
     t_first: Option<Instant>,
     t_prompt_start: Instant,
     t_last: Option<Instant>,
+    /// This sequence's shares of busy time so far (busy.rs), seconds.
+    prefill_s: f64,
+    decode_s: f64,
 }
 
 pub(super) fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
@@ -182,6 +190,7 @@ pub(super) fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
         pages_used: AtomicUsize::new(0),
         pages_total: kv.n_pages(),
         hist: Mutex::new((Hist::default(), Hist::default())),
+        clock: Mutex::new(busy::Clock::default()),
     });
     let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity.max(1));
     let mut w = Worker {
@@ -226,7 +235,10 @@ impl Worker {
         loop {
             // 1. Take new requests: block only when idle.
             if self.active.is_empty() && self.waiting.is_empty() {
-                match self.rx.recv() {
+                let t_idle = Instant::now();
+                let cmd = self.rx.recv();
+                self.clock().idle_s += t_idle.elapsed().as_secs_f64();
+                match cmd {
                     Ok(Command::Generate(j)) => self.enqueue(*j),
                     Ok(Command::Shutdown) | Err(_) => return,
                 }
@@ -261,6 +273,10 @@ impl Worker {
         }
     }
 
+    fn clock(&self) -> std::sync::MutexGuard<'_, busy::Clock> {
+        self.shared.clock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn enqueue(&mut self, j: Job) {
         self.shared.requests.fetch_add(1, Ordering::Relaxed);
         self.waiting.push_back(j);
@@ -281,7 +297,8 @@ impl Worker {
             if is_gone(&self.active[i].job) {
                 let s = self.active.swap_remove(i);
                 let usage = Usage { prompt_tokens: s.n_prompt, completion_tokens: s.generated, cached_tokens: s.cached };
-                let _ = s.job.tx.send(Event::Done { finish_reason: FinishReason::Cancelled, usage, timings: Timings::default() });
+                let timings = Timings { prefill_s: s.prefill_s, decode_s: s.decode_s, ..Timings::default() };
+                let _ = s.job.tx.send(Event::Done { finish_reason: FinishReason::Cancelled, usage, timings });
                 self.kv.drop_seq(s.kv);
                 n += 1;
             } else {
@@ -331,6 +348,8 @@ impl Worker {
                 t_first: None,
                 t_prompt_start: Instant::now(),
                 t_last: None,
+                prefill_s: 0.0,
+                decode_s: 0.0,
             });
         }
         self.publish();
@@ -338,6 +357,8 @@ impl Worker {
 
     fn step(&mut self) -> Result<(), EngineError> {
         // Every decoding sequence gets one row; prompts share the rest of the step's budget in order.
+        let t_step = Instant::now();
+        let mut step_rows = vec![StepRows::default(); self.active.len()];
         let mut batch = Batch::default();
         let mut budget = STEP_TOKENS;
         let mut out_of_room = Vec::new();
@@ -355,6 +376,8 @@ impl Worker {
             }
             let seq = batch.seq_cells.len() as u32;
             batch.seq_cells.push(s.kv.cells(end));
+            let prefill = end.min(s.n_prompt).saturating_sub(s.n_past);
+            step_rows[si] = StepRows { prefill, decode: take - prefill };
             for pos in s.n_past..end {
                 batch.rows.push(BatchRow { token: s.tokens[pos], seq, pos: pos as u32, logits: pos + 1 == end && end >= s.n_prompt });
             }
@@ -425,6 +448,15 @@ impl Worker {
                 finished.push((si, FinishReason::Length));
             }
         }
+        // Charge the step's wall time before anything finishes, so every Done carries its whole share.
+        if !stalled {
+            let elapsed = t_step.elapsed().as_secs_f64();
+            for (s, (p, d)) in self.active.iter_mut().zip(busy::split(elapsed, &step_rows)) {
+                s.prefill_s += p;
+                s.decode_s += d;
+            }
+            self.clock().busy_s += elapsed;
+        }
         finished.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (si, reason) in finished {
             let mut s = self.active.swap_remove(si);
@@ -447,6 +479,8 @@ impl Worker {
                 gen_ms,
                 prompt_tps: if prompt_ms > 0.0 { (s.n_prompt - s.cached) as f64 / (prompt_ms / 1e3) } else { 0.0 },
                 gen_tps: if gen_ms > 0.0 && s.generated > 1 { (s.generated - 1) as f64 / (gen_ms / 1e3) } else { 0.0 },
+                prefill_s: s.prefill_s,
+                decode_s: s.decode_s,
             };
             let usage = Usage { prompt_tokens: s.n_prompt, completion_tokens: s.generated, cached_tokens: s.cached };
             let _ = s.job.tx.send(Event::Done { finish_reason: reason, usage, timings });
