@@ -1,15 +1,21 @@
 //! owl-ledger: what tokens cost. It knows tokens, seconds and dollars, nothing of
 //! models or HTTP: the API price table ([`prices`]), the cost of owning this machine
-//! ([`config`]) and the arithmetic between them ([`arith`]). The per-request ledger
-//! will live here too.
+//! ([`config`]) and the arithmetic between them ([`arith`]); one [`Record`] per request
+//! served ([`record`]), appended to the ledger on disk ([`store`]) and summed ([`report`]).
 
 pub mod arith;
 pub mod config;
 pub mod prices;
+pub mod record;
+pub mod report;
+pub mod store;
 
 pub use arith::{breakeven, format_tokens, local_per_1m, BreakEven};
 pub use config::{CostConfig, Origin, Sourced};
 pub use prices::{Price, PriceTable};
+pub use record::{now_unix, Charger, Pricer, Record, Served};
+pub use report::{GroupBy, Totals};
+pub use store::Ledger;
 
 use std::path::PathBuf;
 
