@@ -1,6 +1,6 @@
-//! `owl cost`: API prices and the break-even of owning this machine. The arithmetic
-//! lives in owl-ledger; this file reads flags, prints the inputs it used and where
-//! each came from, then the result.
+//! `owl cost`: API prices and the break-even of owning this machine (the ledger's
+//! summary and `estimate` are in cost_report.rs). The arithmetic lives in owl-ledger;
+//! this file reads flags, prints the inputs it used and where each came from, then the result.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,7 +18,10 @@ pub struct CostArgs {
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    command: CostCommand,
+    command: Option<CostCommand>,
+    /// Without a subcommand: the ledger's requests, tokens, local and baseline cost, savings.
+    #[command(flatten)]
+    report: crate::cost_report::ReportArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -32,6 +35,9 @@ enum CostCommand {
     /// Tokens a month from which owning costs less than the API: fixed monthly cost
     /// / (API $/token - local $/token). Prints every input and where it came from.
     Breakeven(BreakevenArgs),
+    /// What N tokens a month would cost on this machine (from the ledger's measured
+    /// throughput, or a short bench run when it is empty) against every API in the price table.
+    Estimate(crate::cost_report::EstimateArgs),
 }
 
 #[derive(clap::Args)]
@@ -70,16 +76,26 @@ pub fn cmd_cost(a: CostArgs, owl_home: &Path) -> Result<ExitCode> {
         Ok(PriceTable::resolve(a.prices.as_deref(), env.as_deref())?)
     };
     match &a.command {
-        CostCommand::Prices { output } => print_prices(&prices()?, output),
-        CostCommand::Breakeven(b) => {
+        Some(CostCommand::Prices { output }) => print_prices(&prices()?, output),
+        Some(CostCommand::Breakeven(b)) => {
             let cfg = CostConfig::resolve(a.config.as_deref(), owl_home)?;
-            cmd_breakeven(b, cfg, prices)
+            let (dir, records) = crate::cost_report::ledger_records(owl_home);
+            let measured = owl_ledger::Totals::of(&records);
+            cmd_breakeven(b, cfg, prices, (dir.display().to_string(), measured))
+        }
+        Some(CostCommand::Estimate(e)) => {
+            let cfg = CostConfig::resolve(a.config.as_deref(), owl_home)?;
+            crate::cost_report::cmd_estimate(e, &cfg, &prices()?, owl_home)
+        }
+        None => {
+            let cfg = CostConfig::resolve(a.config.as_deref(), owl_home)?;
+            crate::cost_report::cmd_report(&a.report, &cfg, prices, owl_home)
         }
     }
 }
 
 /// Dollars as people write them: cents, or more digits below a cent.
-fn usd(x: f64) -> String {
+pub(crate) fn usd(x: f64) -> String {
     if x.abs() >= 0.01 || x == 0.0 {
         format!("${x:.2}")
     } else {
@@ -88,7 +104,7 @@ fn usd(x: f64) -> String {
 }
 
 /// A number without float noise: at most 6 decimals, trailing zeros dropped.
-fn num(x: f64) -> String {
+pub(crate) fn num(x: f64) -> String {
     let s = format!("{x:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     if s == "-0" {
@@ -98,7 +114,7 @@ fn num(x: f64) -> String {
     }
 }
 
-fn table_origin(t: &PriceTable) -> String {
+pub(crate) fn table_origin(t: &PriceTable) -> String {
     match &t.origin {
         Origin::Default => "built-in ledger/prices.toml".to_string(),
         o => format!("{} ({o})", t.file),
@@ -154,7 +170,7 @@ fn print_prices(t: &PriceTable, output: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_md(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+pub(crate) fn print_md(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
     let rows: Vec<Vec<String>> = rows.into_iter().collect();
     let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
@@ -196,13 +212,18 @@ fn cmd_breakeven(
     b: &BreakevenArgs,
     mut cfg: CostConfig,
     prices: impl FnOnce() -> Result<PriceTable>,
+    (ledger_dir, measured): (String, owl_ledger::Totals),
 ) -> Result<ExitCode> {
+    let from_ledger = |what: &str| format!("the ledger {ledger_dir} ({} requests, {what})", measured.requests);
     cfg.fixed_monthly_usd.set_flag(
         "--fixed-monthly",
         check("--fixed-monthly", b.fixed_monthly)?,
     );
     cfg.baseline.set_flag("--baseline", b.baseline.clone());
-    let mut share = Sourced::default(DEFAULT_INPUT_SHARE);
+    let mut share = match measured.input_share() {
+        Some(s) => Sourced::new(s, Origin::Derived(from_ledger("prompt / all tokens"))),
+        None => Sourced::default(DEFAULT_INPUT_SHARE),
+    };
     share.set_flag("--input-share", b.input_share);
     if !(0.0..=1.0).contains(&share.value) {
         bail!(
@@ -251,7 +272,8 @@ fn cmd_breakeven(
     };
     push("api_per_1m", num(api.value), api.origin.to_string());
 
-    let local = match (check("--local-per-1m", b.local_per_1m)?, b.tokens_per_second) {
+    let measured_tps = measured.tokens_per_busy_s();
+    let local = match (check("--local-per-1m", b.local_per_1m)?, b.tokens_per_second.or(measured_tps)) {
         (Some(x), _) => Sourced::new(x, Origin::Flag("--local-per-1m".into())),
         (None, Some(tps)) => {
             if !(tps.is_finite() && tps > 0.0) {
@@ -260,7 +282,8 @@ fn cmd_breakeven(
             for (name, v, from) in cfg.sources().into_iter().take(3) {
                 push(name, v, from);
             }
-            push("tokens_per_second", num(tps), "flag --tokens-per-second".into());
+            let tps_from = if b.tokens_per_second.is_some() { "flag --tokens-per-second".to_string() } else { from_ledger("tokens per busy second") };
+            push("tokens_per_second", num(tps), tps_from);
             let how = format!(
                 "busy ${}/h over {} tok/s",
                 num(cfg.busy_usd_per_hour()),

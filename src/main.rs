@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 mod bench;
+mod charge;
 mod cost;
+mod cost_report;
 mod embed;
 mod run;
 mod synth;
@@ -89,7 +91,7 @@ enum Command {
     Devices,
     /// Embeddings of texts from an embedding model (default nomic-embed-text-v1.5): one JSON array a line.
     Embed(embed::EmbedArgs),
-    /// API prices and the break-even of owning this machine (`owl cost prices`, `owl cost breakeven`).
+    /// What serving cost and saved (the ledger, `owl cost --by day`), API prices, break-even, estimates.
     Cost(cost::CostArgs),
 }
 
@@ -128,6 +130,8 @@ struct ChatArgs {
     /// Longest answer in tokens (default: until the model stops or the context is full).
     #[arg(long)]
     max_tokens: Option<usize>,
+    #[command(flatten)]
+    charge: charge::ChargeArgs,
 }
 
 fn main() -> ExitCode {
@@ -354,6 +358,7 @@ fn cmd_chat(a: ChatArgs) -> Result<ExitCode> {
         device: a.device,
         n_ctx: a.ctx,
         threads: a.threads,
+        charger: Some(std::sync::Arc::new(charge::local_charger(&a.charge, &registry::cache_dir(), "chat")?)),
     };
     let opts = owl_tui::runtime::ChatOptions {
         model: a.model.unwrap_or_else(|| registry::default_model().to_string()),
@@ -385,9 +390,16 @@ struct ServeArgs {
     /// Port to listen on (0: any free port, printed when listening).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Require `Authorization: Bearer KEY` on every endpoint but /health [default: $OWL_API_KEY].
-    #[arg(long)]
-    api_key: Option<String>,
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health and /dashboard
+    /// [default: $OWL_API_KEY]. Repeat as LABEL:KEY for several keys; the ledger records each
+    /// request under its key's label.
+    #[arg(long, value_name = "[LABEL:]KEY")]
+    api_key: Vec<String>,
+    /// A file of API keys, one LABEL:KEY a line (# comments).
+    #[arg(long, value_name = "FILE")]
+    api_keys: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    charge: charge::ChargeArgs,
     /// Most sequences decoded at once.
     #[arg(long, default_value_t = 4)]
     parallel: usize,
@@ -414,7 +426,22 @@ struct ServeArgs {
 fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
     anyhow::ensure!(args.parallel >= 1, "--parallel must be at least 1");
     anyhow::ensure!(args.ctx >= 16, "--ctx must be at least 16 tokens");
-    let api_key = args.api_key.or_else(|| std::env::var("OWL_API_KEY").ok()).filter(|k| !k.is_empty());
+    let mut keys = Vec::new();
+    for k in &args.api_key {
+        keys.push(charge::parse_key(k)?);
+    }
+    if keys.is_empty() {
+        if let Some(k) = std::env::var("OWL_API_KEY").ok().filter(|k| !k.is_empty()) {
+            keys.push(charge::parse_key(&k)?);
+        }
+    }
+    if let Some(f) = &args.api_keys {
+        keys.extend(charge::read_keys_file(f)?);
+    }
+    let owl_home = registry::cache_dir();
+    let (cost_cfg, prices) = charge::setup(&args.charge, &owl_home)?;
+    let ledger = charge::open_ledger(&args.charge, &owl_home)?;
+    let cost = std::sync::Arc::new(owl_server::cost::CostBook::new(cost_cfg, prices, ledger)?);
     let chat_template = match &args.chat_template {
         Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("cannot read chat template {}", p.display()))?),
         None => None,
@@ -441,7 +468,7 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         },
         host: args.host,
         port: args.port,
-        options: owl_server::ServerOptions { api_key, cors: args.cors, known_models, ..Default::default() },
+        options: owl_server::ServerOptions { api_keys: keys, cost: Some(cost), cors: args.cors, known_models, ..Default::default() },
         embedding_model: args.embedding_model,
     };
     owl_server::run_blocking(cfg)?;

@@ -51,6 +51,8 @@ pub struct RunArgs {
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
+    #[command(flatten)]
+    pub charge: crate::charge::ChargeArgs,
 }
 
 pub fn engine_config(model: Option<&str>, device: &str, ctx: usize, threads: Option<usize>, parallel: usize, template: Option<&std::path::Path>) -> Result<EngineConfig> {
@@ -82,6 +84,7 @@ pub fn cmd_run(a: RunArgs) -> Result<ExitCode> {
         a.prompt.clone()
     };
     let cfg = engine_config(a.model.as_deref(), &a.device, a.ctx, a.threads, 1, a.chat_template.as_deref())?;
+    let charger = crate::charge::local_charger(&a.charge, &owl_engine::registry::cache_dir(), "run")?;
     let engine = Engine::start(cfg)?;
     let prompt = if a.raw {
         Prompt::Text(text)
@@ -113,13 +116,24 @@ pub fn cmd_run(a: RunArgs) -> Result<ExitCode> {
                     FinishReason::Length => "length",
                     FinishReason::Cancelled => "cancelled",
                 };
+                let served = owl_ledger::Served {
+                    prompt_tokens: usage.prompt_tokens as u64,
+                    cached_tokens: usage.cached_tokens as u64,
+                    completion_tokens: usage.completion_tokens as u64,
+                    prefill_s: timings.prefill_s,
+                    decode_s: timings.decode_s,
+                };
+                let rec = charger.charge(&engine.info().name, "local", &served);
                 eprintln!(
-                    "owl: {} prompt tokens, {} generated ({why}); pp {:.1} t/s, tg {:.1} t/s [{}]",
+                    "owl: {} prompt tokens, {} generated ({why}); pp {:.1} t/s, tg {:.1} t/s [{}]; cost ${:.8} here, ${:.8} on {}",
                     usage.prompt_tokens,
                     usage.completion_tokens,
                     timings.prompt_tps,
                     timings.gen_tps,
-                    engine.info().device
+                    engine.info().device,
+                    rec.cost_usd,
+                    rec.baseline_usd,
+                    rec.baseline_model,
                 );
                 return Ok(ExitCode::SUCCESS);
             }

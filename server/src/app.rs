@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::openai::{parse_body, parse_json, ChatParams};
 use crate::service::LlmService;
-use crate::{embeddings, generate, metrics};
+use crate::cost::{Client, CostBook};
+use crate::{cost, dashboard, embeddings, generate, metrics};
 use owl_engine::service::Embedder;
 
 /// Default request body limit.
@@ -46,8 +47,14 @@ impl KnownModel {
 /// Settings of the HTTP layer.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Required as `Authorization: Bearer <key>` on every endpoint but /health.
+    /// Required as `Authorization: Bearer <key>` on every endpoint but /health and /dashboard
+    /// (its requests are labelled "default" in the ledger).
     pub api_key: Option<String>,
+    /// More keys, each with the label the ledger records its requests under (`--api-key LABEL:KEY`,
+    /// `--api-keys FILE`). Any of them, or `api_key`, is accepted.
+    pub api_keys: Vec<(String, String)>,
+    /// Prices, the cost config and the ledger; None: laptop defaults, built-in prices, no ledger.
+    pub cost: Option<Arc<CostBook>>,
     /// An allowed origin, or "*"; None leaves CORS off.
     pub cors: Option<String>,
     /// models.lock entries, for `/v1/models` and model-name checks.
@@ -61,6 +68,8 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             api_key: None,
+            api_keys: Vec::new(),
+            cost: None,
             cors: None,
             known_models: Vec::new(),
             model_arg: String::new(),
@@ -86,6 +95,7 @@ struct Inner {
     /// Requests answered, by (route, status).
     http: Mutex<BTreeMap<(String, u16), u64>>,
     created: u64,
+    cost: Arc<CostBook>,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -97,7 +107,9 @@ pub(crate) fn unix_now() -> u64 {
 
 impl AppState {
     pub fn new(opts: ServerOptions) -> AppState {
+        let cost = opts.cost.clone().unwrap_or_else(|| Arc::new(CostBook::in_memory()));
         AppState(Arc::new(Inner {
+            cost,
             opts,
             engine: OnceLock::new(),
             embedder: OnceLock::new(),
@@ -141,6 +153,10 @@ impl AppState {
         names.dedup();
         let _ = self.0.loaded_names.set(names);
         let _ = self.0.engine.set(engine);
+    }
+
+    pub fn cost(&self) -> Arc<CostBook> {
+        self.0.cost.clone()
     }
 
     pub fn engine(&self) -> Result<Arc<dyn LlmService>, ApiError> {
@@ -258,9 +274,11 @@ pub fn router(state: AppState) -> Router {
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route("/apply-template", post(apply_template))
+        .route("/v1/owl/cost", get(cost::cost_summary))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))
+        .route("/dashboard", get(dashboard::page))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -270,16 +288,28 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(key) = &st.0.opts.api_key {
+async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let opts = &st.0.opts;
+    if opts.api_key.is_some() || !opts.api_keys.is_empty() {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
-            return ApiError::unauthorized().into_response();
+        let keys = opts.api_key.iter().map(|k| ("default", k.as_str())).chain(opts.api_keys.iter().map(|(l, k)| (l.as_str(), k.as_str())));
+        // Every key is compared, so the time taken says nothing about which one matched.
+        let mut label = None;
+        for (l, k) in keys {
+            if given.is_some_and(|g| constant_time_eq(g.as_bytes(), k.as_bytes())) && label.is_none() {
+                label = Some(l.to_string());
+            }
+        }
+        match label {
+            Some(l) => {
+                req.extensions_mut().insert(Client(l));
+            }
+            None => return ApiError::unauthorized().into_response(),
         }
     }
     next.run(req).await
@@ -391,7 +421,9 @@ async fn models(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
 
 async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
-    let text = metrics::render(&engine.metrics(), &st.http_counts());
+    let m = engine.metrics();
+    let mut text = metrics::render(&m, &st.http_counts());
+    text.push_str(&st.cost().metrics_text(&m));
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

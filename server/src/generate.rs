@@ -19,6 +19,7 @@ use owl_engine::service::{
 use serde_json::{json, Value};
 
 use crate::app::{unix_now, AppState, JsonBody};
+use crate::cost::{self, Client, CostBook};
 use crate::error::ApiError;
 use crate::openai::{parse_body, ChatParams, CompletionParams, Generation, GenerationParams};
 use crate::service::LlmService;
@@ -31,20 +32,22 @@ enum Kind {
 
 pub async fn chat_completions(
     State(st): State<AppState>,
+    client: Client,
     JsonBody(v): JsonBody,
 ) -> Result<Response, ApiError> {
     let gen = parse_body::<GenerationParams>(&v)?.validate()?;
     let (messages, logprobs) = parse_body::<ChatParams>(&v)?.validate()?;
-    run(st, Kind::Chat, Prompt::Chat(messages), gen, logprobs).await
+    run(st, client, Kind::Chat, Prompt::Chat(messages), gen, logprobs).await
 }
 
 pub async fn completions(
     State(st): State<AppState>,
+    client: Client,
     JsonBody(v): JsonBody,
 ) -> Result<Response, ApiError> {
     let gen = parse_body::<GenerationParams>(&v)?.validate()?;
     let (prompt, logprobs) = parse_body::<CompletionParams>(&v)?.validate()?;
-    run(st, Kind::Text, prompt, gen, logprobs).await
+    run(st, client, Kind::Text, prompt, gen, logprobs).await
 }
 
 fn new_id(kind: Kind) -> String {
@@ -93,6 +96,9 @@ struct Ctx {
     id: String,
     created: u64,
     model: String,
+    /// Where the request is charged (cost.rs), and to whom.
+    cost: Arc<CostBook>,
+    client: String,
 }
 
 impl Ctx {
@@ -157,6 +163,7 @@ impl Ctx {
 
 async fn run(
     st: AppState,
+    client: Client,
     kind: Kind,
     prompt: Prompt,
     gen: Generation,
@@ -198,6 +205,8 @@ async fn run(
         id: new_id(kind),
         created: unix_now(),
         model: engine.info().name.clone(),
+        cost: st.cost(),
+        client: client.0,
     };
     if gen.stream {
         Ok(stream_response(
@@ -259,9 +268,17 @@ async fn collect(
         }
     };
     let mut body = ctx.envelope(false, json!([choice]));
+    let charged = ctx.cost.charge(&ctx.model, &ctx.client, &usage, &timings).await;
     body["usage"] = usage_json(&usage);
+    body["usage"]["owl"] = cost::usage_owl(&charged);
     body["timings"] = timings_json(&timings);
-    Ok(Json(body).into_response())
+    let mut resp = Json(body).into_response();
+    for (name, v) in [("x-owl-cost-usd", charged.cost_usd), ("x-owl-savings-usd", charged.savings_usd)] {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&v.to_string()) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    Ok(resp)
 }
 
 /// State of one SSE response: the request handle and the chunks not sent yet.
@@ -320,13 +337,15 @@ impl Streamer {
             Some(Event::Done {
                 finish_reason,
                 usage,
-                ..
+                timings,
             }) => {
+                let charged = self.ctx.cost.charge(&self.ctx.model, &self.ctx.client, &usage, &timings).await;
                 let c = self.chunk(self.delta("", Value::Null, Some(finish_str(finish_reason))));
                 self.queue.push_back(c);
                 if self.include_usage {
                     let mut u = self.ctx.envelope(true, json!([]));
                     u["usage"] = usage_json(&usage);
+                    u["usage"]["owl"] = cost::usage_owl(&charged);
                     self.queue.push_back(u.to_string());
                 }
                 self.queue.push_back("[DONE]".into());

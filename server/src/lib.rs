@@ -7,9 +7,12 @@
 //! Endpoints: `POST /v1/chat/completions`, `POST /v1/completions`,
 //! `POST /v1/embeddings` (with `--embedding-model`), `GET /v1/models`, `GET /health` (503 while loading), `GET /metrics`
 //! (Prometheus), and llama-server's `POST /tokenize`, `POST /detokenize`,
-//! `POST /apply-template`.
+//! `POST /apply-template`; the cost of what was served: `GET /v1/owl/cost` and the
+//! page `GET /dashboard` that draws it.
 
 mod app;
+pub mod cost;
+mod dashboard;
 mod embeddings;
 mod error;
 mod generate;

@@ -112,11 +112,13 @@ impl Entry {
 }
 
 /// The loaded model, as the status line shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModelStatus {
     pub name: String,
     pub device: String,
     pub n_ctx: usize,
+    /// The API model answers are priced against ("" when the backend does not price them).
+    pub baseline: String,
 }
 
 /// Speeds and sizes of the last finished request.
@@ -127,6 +129,35 @@ pub struct LastRun {
     pub completion_tokens: usize,
     pub prompt_tps: f64,
     pub gen_tps: f64,
+    /// Its local cost (its share of busy time at this machine's rate) and what the
+    /// same tokens cost on the baseline API, USD.
+    pub cost_usd: f64,
+    pub baseline_usd: f64,
+}
+
+/// What this conversation's answers cost so far, USD.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Spent {
+    pub cost_usd: f64,
+    pub baseline_usd: f64,
+    pub answers: usize,
+}
+
+impl Spent {
+    pub fn savings_usd(&self) -> f64 {
+        self.baseline_usd - self.cost_usd
+    }
+}
+
+/// Dollars as people read them: cents, or two significant digits below a cent.
+pub fn usd(x: f64) -> String {
+    let a = x.abs();
+    if a >= 0.01 || a == 0.0 {
+        format!("${x:.2}")
+    } else {
+        let decimals = (-a.log10()).ceil() as usize + 1;
+        format!("${x:.decimals$}")
+    }
 }
 
 /// The request in flight.
@@ -315,6 +346,8 @@ pub struct App {
     /// Tokens the conversation holds in the context (last prompt + answer).
     pub ctx_used: usize,
     pub last: Option<LastRun>,
+    /// This conversation's cost and savings (reset with it).
+    pub spent: Spent,
     /// A message the context had no room for, sent again after `/drop`.
     pub held: Option<String>,
     /// Info and errors not yet taken by the front end (the REPL prints them).
@@ -340,6 +373,7 @@ impl App {
             next_id: 1,
             ctx_used: 0,
             last: None,
+            spent: Spent::default(),
             held: None,
             notices: Vec::new(),
             quit: false,
@@ -442,6 +476,9 @@ impl App {
                     return vec![];
                 };
                 self.last = Some(run);
+                self.spent.cost_usd += run.cost_usd;
+                self.spent.baseline_usd += run.baseline_usd;
+                self.spent.answers += 1;
                 self.ctx_used = run.prompt_tokens + run.completion_tokens;
                 let note = match finish {
                     Finish::Stop => None,
@@ -657,6 +694,7 @@ impl App {
                 let fx = self.stop();
                 self.transcript.clear();
                 self.ctx_used = 0;
+                self.spent = Spent::default();
                 match self.held.take() {
                     Some(text) if self.input.is_empty() => {
                         self.input.set_text(&text);
@@ -825,6 +863,17 @@ impl App {
                     )),
                     None => s.push_str("No answer yet\n"),
                 }
+                let baseline = self.model.as_ref().map_or("", |m| m.baseline.as_str());
+                if !baseline.is_empty() {
+                    let sp = self.spent;
+                    s.push_str(&format!(
+                        "Cost of this conversation: {} on this machine ({} answers), {} on {baseline}: saved {}\n",
+                        usd(sp.cost_usd),
+                        sp.answers,
+                        usd(sp.baseline_usd),
+                        usd(sp.savings_usd())
+                    ));
+                }
                 let st = &self.settings;
                 s.push_str(&format!(
                     "Sampling: temp {} · top-k {} · top-p {} · min-p {} · seed {} · max-tokens {}",
@@ -962,6 +1011,7 @@ impl App {
         self.stop();
         self.transcript.clear();
         self.ctx_used = 0;
+        self.spent = Spent::default();
         if s.system.is_some() {
             self.system = s.system;
         }

@@ -1,5 +1,5 @@
-//! The chat's backend on the owl Engine service: `impl ChatBackend for Engine`
-//! and the [`Loader`] that pulls and starts engines.
+//! The chat's backend on the owl Engine service: `impl ChatBackend for ChatEngine`
+//! (an engine and what prices its answers) and the [`Loader`] that pulls and starts engines.
 
 use std::sync::Arc;
 
@@ -19,6 +19,14 @@ pub struct EngineLoader {
     /// KV budget in tokens.
     pub n_ctx: usize,
     pub threads: Option<usize>,
+    /// Prices each answer and records it in the cost ledger (None: answers are not priced).
+    pub charger: Option<Arc<owl_ledger::Charger>>,
+}
+
+/// An engine, and what prices its answers.
+pub struct ChatEngine {
+    pub engine: Engine,
+    pub charger: Option<Arc<owl_ledger::Charger>>,
 }
 
 impl Loader for EngineLoader {
@@ -37,7 +45,8 @@ impl Loader for EngineLoader {
             pull_if_missing: true,
             ..EngineConfig::default()
         };
-        Ok(Box::new(Engine::start(cfg).map_err(|e| e.to_string())?))
+        let engine = Engine::start(cfg).map_err(|e| e.to_string())?;
+        Ok(Box::new(ChatEngine { engine, charger: self.charger.clone() }))
     }
 
     fn models(&self, current: Option<&str>) -> Result<String, String> {
@@ -115,7 +124,7 @@ fn to_request(turns: &[Turn], s: &Settings) -> Request {
     req
 }
 
-fn reply(ev: Event) -> Reply {
+fn reply(ev: Event, model: &str, charger: Option<&owl_ledger::Charger>) -> Reply {
     match ev {
         Event::Started {
             prompt_tokens,
@@ -129,7 +138,21 @@ fn reply(ev: Event) -> Reply {
             finish_reason,
             usage,
             timings,
-        } => Reply::Done {
+        } => {
+            let priced = charger.map(|c| {
+                c.charge(
+                    model,
+                    "local",
+                    &owl_ledger::Served {
+                        prompt_tokens: usage.prompt_tokens as u64,
+                        cached_tokens: usage.cached_tokens as u64,
+                        completion_tokens: usage.completion_tokens as u64,
+                        prefill_s: timings.prefill_s,
+                        decode_s: timings.decode_s,
+                    },
+                )
+            });
+            Reply::Done {
             finish: match finish_reason {
                 FinishReason::Stop => Finish::Stop,
                 FinishReason::Length => Finish::Length,
@@ -141,19 +164,23 @@ fn reply(ev: Event) -> Reply {
                 completion_tokens: usage.completion_tokens,
                 prompt_tps: timings.prompt_tps,
                 gen_tps: timings.gen_tps,
+                cost_usd: priced.as_ref().map_or(0.0, |r| r.cost_usd),
+                baseline_usd: priced.as_ref().map_or(0.0, |r| r.baseline_usd),
             },
-        },
+        }
+        }
         Event::Error(e) => Reply::Failed(e),
     }
 }
 
-impl ChatBackend for Engine {
+impl ChatBackend for ChatEngine {
     fn status(&self) -> ModelStatus {
-        let i = self.info();
+        let i = self.engine.info();
         ModelStatus {
             name: i.name.clone(),
             device: i.device.clone(),
             n_ctx: i.n_ctx,
+            baseline: self.charger.as_ref().map_or(String::new(), |c| c.pricer.baseline_model.clone()),
         }
     }
 
@@ -161,8 +188,9 @@ impl ChatBackend for Engine {
     /// (the prompt as the engine will tokenize it), then submits it.
     fn submit(&self, turns: &[Turn], settings: &Settings) -> Result<ReplyStream, Refusal> {
         let req = to_request(turns, settings);
-        let n_ctx = self.info().n_ctx;
+        let n_ctx = self.engine.info().n_ctx;
         let n_prompt = self
+            .engine
             .prompt_tokens(&req.prompt)
             .map_err(|e| Refusal::Other(e.to_string()))?
             .len();
@@ -174,7 +202,7 @@ impl ChatBackend for Engine {
                 n_ctx,
             });
         }
-        let mut handle = Engine::submit(self, req).map_err(|e| match e {
+        let mut handle = self.engine.submit(req).map_err(|e| match e {
             SubmitError::PromptTooLong {
                 n_prompt, n_ctx, ..
             } => Refusal::ContextFull {
@@ -185,14 +213,16 @@ impl ChatBackend for Engine {
             other => Refusal::Other(other.to_string()),
         })?;
         let token = handle.cancel.clone();
+        let model = self.engine.info().name.clone();
+        let charger = self.charger.clone();
         Ok(ReplyStream {
-            next: Box::new(move || handle.next_blocking().map(reply)),
+            next: Box::new(move || handle.next_blocking().map(|ev| reply(ev, &model, charger.as_deref()))),
             cancel: Arc::new(move || token.cancel()),
         })
     }
 
     fn stats(&self) -> String {
-        let m = self.metrics();
+        let m = self.engine.metrics();
         let ttft = if m.ttft_count > 0 {
             format!("{:.0} ms", 1000.0 * m.ttft_sum / m.ttft_count as f64)
         } else {
@@ -203,7 +233,7 @@ impl ChatBackend for Engine {
         } else {
             "–".into()
         };
-        let i = self.info();
+        let i = self.engine.info();
         format!(
             "Engine: {} {} on {} · {} requests ({} cancelled) · {} prompt and {} generated tokens · \
              mean time to first token {ttft}, between tokens {itl} · KV pages {}/{} of {} tokens",

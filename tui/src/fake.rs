@@ -64,6 +64,7 @@ impl ChatBackend for EchoBackend {
             name: self.name.clone(),
             device: "cpu".into(),
             n_ctx: self.n_ctx,
+            ..ModelStatus::default()
         }
     }
 
@@ -121,6 +122,7 @@ impl ChatBackend for EchoBackend {
                 completion_tokens: sent,
                 prompt_tps: 500.0,
                 gen_tps: 25.0,
+                ..LastRun::default()
             };
             Some(Reply::Done { finish, run })
         };

@@ -299,6 +299,10 @@ fn status_line(app: &App) -> Line<'static> {
                 .join(" · ")
         )
     };
+    // This conversation's cost and savings, once something was priced.
+    let cost = (app.spent.answers > 0 && app.model.as_ref().is_some_and(|m| !m.baseline.is_empty())).then(|| {
+        format!("{} · saved {}", crate::app::usd(app.spent.cost_usd), crate::app::usd(app.spent.savings_usd()))
+    });
     let long_speed = format!("pp {pp} tok/s · tg {tg} tok/s");
     let short_speed = format!("pp {pp} · tg {tg} tok/s");
     let tg_speed = format!("tg {tg} tok/s");
@@ -309,7 +313,16 @@ fn status_line(app: &App) -> Line<'static> {
                 device.as_deref(),
                 ctx.as_deref(),
                 Some(&long_speed),
+                cost.as_deref(),
             ]),
+            &right,
+        ),
+        (
+            join(&[Some(&name), ctx.as_deref(), Some(&short_speed), cost.as_deref()]),
+            &right,
+        ),
+        (
+            join(&[Some(&name), device.as_deref(), ctx.as_deref(), Some(&long_speed)]),
             &right,
         ),
         (

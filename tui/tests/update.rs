@@ -21,6 +21,7 @@ fn ready_app() -> App {
         name: "tiny".into(),
         device: "cpu".into(),
         n_ctx: 512,
+        ..Default::default()
     }));
     app
 }
@@ -65,6 +66,7 @@ fn answer(app: &mut App, id: u64, text: &str) {
         completion_tokens: 3,
         prompt_tps: 100.0,
         gen_tps: 50.0,
+        ..Default::default()
     };
     app.update(Msg::Done {
         id,
@@ -91,6 +93,7 @@ fn enter_sends_the_whole_conversation_and_tokens_stream_in() {
         name: "tiny".into(),
         device: "cpu".into(),
         n_ctx: 512,
+        ..Default::default()
     }));
     let fx = send(&mut app, "hi there");
     assert!(app.input.is_empty(), "the input is cleared after sending");
@@ -135,6 +138,7 @@ fn enter_sends_the_whole_conversation_and_tokens_stream_in() {
         completion_tokens: 2,
         prompt_tps: 300.0,
         gen_tps: 40.0,
+        ..Default::default()
     };
     app.update(Msg::Done {
         id: *id,
@@ -531,4 +535,40 @@ fn page_keys_scroll_and_sending_returns_to_the_bottom() {
     assert_eq!(app.scroll, 14);
     send(&mut app, "hi");
     assert_eq!(app.scroll, 0);
+}
+
+fn priced_answer(app: &mut App, id: u64, cost_usd: f64, baseline_usd: f64) {
+    app.update(Msg::Started { id, prompt_tokens: 20, cached_tokens: 0 });
+    app.update(Msg::Token { id, text: "ok".into() });
+    let run = LastRun { prompt_tokens: 20, completion_tokens: 3, cost_usd, baseline_usd, ..Default::default() };
+    app.update(Msg::Done { id, finish: Finish::Stop, run });
+}
+
+#[test]
+fn stats_show_this_conversations_cost_and_savings_until_cleared() {
+    let mut app = App::new(None, Settings::default());
+    app.update(Msg::ModelReady(ModelStatus { name: "tiny".into(), device: "cpu".into(), n_ctx: 512, baseline: "gpt-4.1-mini".into() }));
+    let id = submit_id(&send(&mut app, "one"));
+    priced_answer(&mut app, id, 0.000012, 0.0015);
+    let id = submit_id(&send(&mut app, "two"));
+    priced_answer(&mut app, id, 0.000018, 0.0025);
+    send(&mut app, "/stats");
+    let s = last_info(&app);
+    assert!(
+        s.contains("Cost of this conversation: $0.000030 on this machine (2 answers), $0.0040 on gpt-4.1-mini: saved $0.0040"),
+        "{s}"
+    );
+    send(&mut app, "/clear");
+    send(&mut app, "/stats");
+    let s = last_info(&app);
+    assert!(s.contains("Cost of this conversation: $0.00 on this machine (0 answers)"), "{s}");
+}
+
+#[test]
+fn an_unpriced_backend_shows_no_cost_line() {
+    let mut app = ready_app();
+    let id = submit_id(&send(&mut app, "one"));
+    answer(&mut app, id, "fine thanks");
+    send(&mut app, "/stats");
+    assert!(!last_info(&app).contains("Cost of this conversation"), "{}", last_info(&app));
 }

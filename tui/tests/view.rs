@@ -13,6 +13,7 @@ fn app(w: u16, h: u16) -> App {
         name: "smol".into(),
         device: "cpu".into(),
         n_ctx: 512,
+        ..Default::default()
     }));
     app
 }
@@ -59,6 +60,7 @@ fn exchange(app: &mut App, question: &str, answer: &str) {
         completion_tokens: 12,
         prompt_tps: 812.34,
         gen_tps: 95.67,
+        ..Default::default()
     };
     app.update(Msg::Done {
         id,
@@ -267,4 +269,23 @@ fn scrolled_up_view_stays_put_while_an_answer_streams() {
     assert!(rows(&draw(&app).0)[..6]
         .iter()
         .any(|l| l.contains("word word word")));
+}
+
+#[test]
+fn the_status_line_shows_the_conversations_cost_and_savings() {
+    let mut app = App::new(None, Settings::default());
+    app.update(Msg::Resize(100, 8));
+    app.update(Msg::ModelReady(ModelStatus { name: "smol".into(), device: "cpu".into(), n_ctx: 512, baseline: "gpt-4.1-mini".into() }));
+    let fx = app.update(Msg::Submit("hi".into()));
+    let id = match fx.first() {
+        Some(owl_tui::app::Effect::Submit { id, .. }) => *id,
+        other => panic!("{other:?}"),
+    };
+    app.update(Msg::Started { id, prompt_tokens: 30, cached_tokens: 0 });
+    app.update(Msg::Token { id, text: "hello".into() });
+    let run = LastRun { prompt_tokens: 30, completion_tokens: 12, prompt_tps: 800.0, gen_tps: 95.0, cost_usd: 0.000021, baseline_usd: 0.0000312, ..Default::default() };
+    app.update(Msg::Done { id, finish: Finish::Stop, run });
+    let (buf, _) = draw(&app);
+    let status = rows(&buf).last().unwrap().clone();
+    assert_eq!(status, " smol · cpu · ctx 42/512 · pp 800.0 tok/s · tg 95.0 tok/s · $0.000021 · saved $0.000010       /help");
 }
