@@ -26,7 +26,9 @@ pub struct ChargeArgs {
 
 /// The price table: `--prices`, else OWL_PRICES, else the built-in one.
 pub fn prices(flag: Option<&Path>) -> Result<PriceTable> {
-    let env = std::env::var_os("OWL_PRICES").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = std::env::var_os("OWL_PRICES")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
     Ok(PriceTable::resolve(flag, env.as_deref())?)
 }
 
@@ -45,7 +47,8 @@ pub fn open_ledger(a: &ChargeArgs, owl_home: &Path) -> Result<Option<Ledger>> {
         return Ok(None);
     }
     let dir = owl_ledger::store::default_dir(owl_home);
-    let (l, warnings) = Ledger::open(&dir, Default::default()).with_context(|| format!("cannot open the cost ledger in {}", dir.display()))?;
+    let (l, warnings) = Ledger::open(&dir, Default::default())
+        .with_context(|| format!("cannot open the cost ledger in {}", dir.display()))?;
     for w in warnings {
         eprintln!("owl: warning: {w}");
     }
@@ -55,7 +58,11 @@ pub fn open_ledger(a: &ChargeArgs, owl_home: &Path) -> Result<Option<Ledger>> {
 /// The charger of `owl run` / `owl chat` (source "run" / "chat").
 pub fn local_charger(a: &ChargeArgs, owl_home: &Path, source: &'static str) -> Result<Charger> {
     let (cfg, prices) = setup(a, owl_home)?;
-    Ok(Charger { pricer: Pricer::new(&cfg, &prices)?, ledger: open_ledger(a, owl_home)?, source })
+    Ok(Charger {
+        pricer: Pricer::new(&cfg, &prices)?,
+        ledger: open_ledger(a, owl_home)?,
+        source,
+    })
 }
 
 /// One `LABEL:KEY` (a bare KEY is labelled "default").
@@ -73,7 +80,8 @@ pub fn parse_key(s: &str) -> Result<(String, String)> {
 
 /// A keys file: one `LABEL:KEY` a line; blank lines and `#` comments are skipped.
 pub fn read_keys_file(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the API keys file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the API keys file {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -86,7 +94,10 @@ pub fn read_keys_file(path: &Path) -> Result<Vec<(String, String)>> {
         out.push(parse_key(line).with_context(|| format!("{}:{}", path.display(), i + 1))?);
     }
     if out.is_empty() {
-        bail!("the API keys file {} holds no LABEL:KEY line", path.display());
+        bail!(
+            "the API keys file {} holds no LABEL:KEY line",
+            path.display()
+        );
     }
     Ok(out)
 }

@@ -79,20 +79,39 @@ impl Row {
             usd(self.t.cost_usd),
             usd(self.baseline_usd),
             usd(self.savings()),
-            self.t.local_per_1m().map_or("-".into(), |x| format!("{x:.4}")),
+            self.t
+                .local_per_1m()
+                .map_or("-".into(), |x| format!("{x:.4}")),
             format!("{:.2}%", 100.0 * self.utilisation()),
         ]
     }
 }
 
-const HEADER: [&str; 10] =
-    ["group", "requests", "prompt tokens", "completion tokens", "busy s", "local $", "baseline $", "saved $", "local $/1M", "utilisation"];
+const HEADER: [&str; 10] = [
+    "group",
+    "requests",
+    "prompt tokens",
+    "completion tokens",
+    "busy s",
+    "local $",
+    "baseline $",
+    "saved $",
+    "local $/1M",
+    "utilisation",
+];
 
-pub fn cmd_report(a: &ReportArgs, cfg: &CostConfig, prices: impl FnOnce() -> Result<PriceTable>, owl_home: &Path) -> Result<ExitCode> {
+pub fn cmd_report(
+    a: &ReportArgs,
+    cfg: &CostConfig,
+    prices: impl FnOnce() -> Result<PriceTable>,
+    owl_home: &Path,
+) -> Result<ExitCode> {
     let now = owl_ledger::now_unix();
     let since = match a.since.as_str() {
         "all" => None,
-        s => Some(report::parse_duration(s).ok_or_else(|| anyhow::anyhow!("--since {s:?}: expected a duration like 30m, 12h, 7d or 4w, or all"))?),
+        s => Some(report::parse_duration(s).ok_or_else(|| {
+            anyhow::anyhow!("--since {s:?}: expected a duration like 30m, 12h, 7d or 4w, or all")
+        })?),
     };
     let cutoff = since.map_or(f64::NEG_INFINITY, |s| now - s);
     let (dir, all) = ledger_records(owl_home);
@@ -109,10 +128,21 @@ pub fn cmd_report(a: &ReportArgs, cfg: &CostConfig, prices: impl FnOnce() -> Res
     // Utilisation is busy time over the window: from the cutoff (or the first record) to now.
     let start = records.first().map_or(now, |r| r.time).max(cutoff).min(now);
     let row = |key: String, t: Totals, window_s: f64| {
-        let baseline_usd = baseline_price.as_ref().map_or(t.baseline_usd, |(_, p)| t.priced_on(p));
-        Row { key, t, baseline_usd, window_s }
+        let baseline_usd = baseline_price
+            .as_ref()
+            .map_or(t.baseline_usd, |(_, p)| t.priced_on(p));
+        Row {
+            key,
+            t,
+            baseline_usd,
+            window_s,
+        }
     };
-    let total = row("total".into(), Totals::of(records.iter().copied()), now - start);
+    let total = row(
+        "total".into(),
+        Totals::of(records.iter().copied()),
+        now - start,
+    );
     let by = match a.by.as_deref() {
         Some("day") => Some(GroupBy::Day),
         Some("model") => Some(GroupBy::Model),
@@ -125,7 +155,10 @@ pub fn cmd_report(a: &ReportArgs, cfg: &CostConfig, prices: impl FnOnce() -> Res
             .into_iter()
             .map(|(k, t)| {
                 let w = if b == GroupBy::Day {
-                    let d0 = records.iter().find(|r| report::day(r.time) == k).map_or(start, |r| (r.time / 86_400.0).floor() * 86_400.0);
+                    let d0 = records
+                        .iter()
+                        .find(|r| report::day(r.time) == k)
+                        .map_or(start, |r| (r.time / 86_400.0).floor() * 86_400.0);
                     (d0 + 86_400.0).min(now) - d0.max(start)
                 } else {
                     now - start
@@ -148,7 +181,11 @@ pub fn cmd_report(a: &ReportArgs, cfg: &CostConfig, prices: impl FnOnce() -> Res
         num(cfg.kwh_usd.value),
         cfg.kwh_usd.origin
     );
-    let baseline_from = if a.baseline.is_some() { "flag --baseline".to_string() } else { "as each request was priced".to_string() };
+    let baseline_from = if a.baseline.is_some() {
+        "flag --baseline".to_string()
+    } else {
+        "as each request was priced".to_string()
+    };
     match a.output.as_str() {
         "json" => {
             let doc = json!({
@@ -173,20 +210,29 @@ pub fn cmd_report(a: &ReportArgs, cfg: &CostConfig, prices: impl FnOnce() -> Res
                     r.t.cost_usd,
                     r.baseline_usd,
                     r.savings(),
-                    c["local_per_1m"].as_f64().map_or(String::new(), |x| x.to_string()),
+                    c["local_per_1m"]
+                        .as_f64()
+                        .map_or(String::new(), |x| x.to_string()),
                     r.utilisation()
                 );
             }
         }
         _ => {
-            println!("ledger {} · {window} · {} requests", dir.display(), total.t.requests);
+            println!(
+                "ledger {} · {window} · {} requests",
+                dir.display(),
+                total.t.requests
+            );
             println!("local cost: {rate}");
             println!("baseline: {baseline_name} ({baseline_from})\n");
             if records.is_empty() {
                 println!("no requests in {window}: serve some with owl serve, owl run or owl chat (unless --no-ledger)");
                 return Ok(ExitCode::SUCCESS);
             }
-            print_md(&HEADER, rows.iter().chain(std::iter::once(&total)).map(Row::cells));
+            print_md(
+                &HEADER,
+                rows.iter().chain(std::iter::once(&total)).map(Row::cells),
+            );
             println!(
                 "\nlocal $/1M = local cost / (prompt + completion tokens) x 1M, from measured busy time; \
                  utilisation = busy s / wall s of the window"
@@ -232,13 +278,17 @@ struct Measured {
 /// after a warm-up: its tokens over its busy seconds.
 fn bench(model: &str, device: &str) -> Result<Measured> {
     use owl_engine::{Engine, Event, Prompt, Request, SamplingParams};
-    eprintln!("owl: the ledger has no requests to measure; running a short bench of {model} on {device}…");
+    eprintln!(
+        "owl: the ledger has no requests to measure; running a short bench of {model} on {device}…"
+    );
     let cfg = crate::run::engine_config(Some(model), device, 1024, None, 1, None)?;
     let engine = Engine::start(cfg)?;
     let n_vocab = engine.info().n_vocab as u32;
     let mut last = None;
     for rep in 0..2u32 {
-        let tokens: Vec<u32> = (0..192u32).map(|i| (1000 + 7 * i + rep * 13) % n_vocab).collect();
+        let tokens: Vec<u32> = (0..192u32)
+            .map(|i| (1000 + 7 * i + rep * 13) % n_vocab)
+            .collect();
         let mut req = Request::new(Prompt::Tokens(tokens));
         req.max_tokens = Some(64);
         req.stop_at_eog = false;
@@ -247,7 +297,10 @@ fn bench(model: &str, device: &str) -> Result<Measured> {
         loop {
             match h.next_blocking() {
                 Some(Event::Done { usage, timings, .. }) => {
-                    last = Some(((usage.prompt_tokens + usage.completion_tokens) as f64, timings.busy_s()));
+                    last = Some((
+                        (usage.prompt_tokens + usage.completion_tokens) as f64,
+                        timings.busy_s(),
+                    ));
                     break;
                 }
                 Some(Event::Error(e)) => bail!("{e}"),
@@ -264,17 +317,28 @@ fn bench(model: &str, device: &str) -> Result<Measured> {
     Ok(Measured {
         tokens_per_s: tokens / busy,
         input_share: 0.75,
-        from: format!("a bench run of {} on {} (192 prompt + 64 generated tokens, {} threads)", info.name, info.device, info.threads),
+        from: format!(
+            "a bench run of {} on {} (192 prompt + 64 generated tokens, {} threads)",
+            info.name, info.device, info.threads
+        ),
     })
 }
 
-pub fn cmd_estimate(a: &EstimateArgs, cfg: &CostConfig, prices: &PriceTable, owl_home: &Path) -> Result<ExitCode> {
+pub fn cmd_estimate(
+    a: &EstimateArgs,
+    cfg: &CostConfig,
+    prices: &PriceTable,
+    owl_home: &Path,
+) -> Result<ExitCode> {
     let n = a.tokens_per_month;
     if !(n.is_finite() && n > 0.0) {
         bail!("--tokens-per-month must be more than 0 (got {n})");
     }
     let (dir, all) = ledger_records(owl_home);
-    let mine: Vec<&Record> = all.iter().filter(|r| a.model.as_ref().is_none_or(|m| &r.model == m)).collect();
+    let mine: Vec<&Record> = all
+        .iter()
+        .filter(|r| a.model.as_ref().is_none_or(|m| &r.model == m))
+        .collect();
     let t = Totals::of(mine.iter().copied());
     let m = match (t.tokens_per_busy_s(), t.input_share()) {
         (Some(tps), Some(share)) => Measured {
@@ -284,12 +348,19 @@ pub fn cmd_estimate(a: &EstimateArgs, cfg: &CostConfig, prices: &PriceTable, owl
                 "the ledger {} ({} requests{}, {} tokens in {:.2} busy s)",
                 dir.display(),
                 t.requests,
-                a.model.as_ref().map_or(String::new(), |m| format!(" of {m}")),
+                a.model
+                    .as_ref()
+                    .map_or(String::new(), |m| format!(" of {m}")),
                 t.tokens(),
                 t.busy_s()
             ),
         },
-        _ => bench(a.model.as_deref().unwrap_or(owl_engine::registry::default_model()), &a.device)?,
+        _ => bench(
+            a.model
+                .as_deref()
+                .unwrap_or(owl_engine::registry::default_model()),
+            &a.device,
+        )?,
     };
     let busy_s = n / m.tokens_per_s;
     let capacity = m.tokens_per_s * HOURS_PER_MONTH * 3600.0;
@@ -300,16 +371,58 @@ pub fn cmd_estimate(a: &EstimateArgs, cfg: &CostConfig, prices: &PriceTable, owl
     let fixed = cfg.fixed_monthly_usd.value;
     let owning = hardware + energy + fixed;
     let local_per_1m = owl_ledger::local_per_1m(cfg.local_usd_per_second(), m.tokens_per_s);
-    let apis: Vec<(String, f64, f64)> = prices.models.iter().map(|(name, p)| (name.clone(), p.blended_per_1m(m.input_share), p.blended_per_1m(m.input_share) * n / 1e6)).collect();
+    let apis: Vec<(String, f64, f64)> = prices
+        .models
+        .iter()
+        .map(|(name, p)| {
+            (
+                name.clone(),
+                p.blended_per_1m(m.input_share),
+                p.blended_per_1m(m.input_share) * n / 1e6,
+            )
+        })
+        .collect();
     let inputs: Vec<(&str, String, String)> = vec![
-        ("tokens_per_month", format!("{n:.0}"), "flag --tokens-per-month".into()),
-        ("tokens_per_busy_second", format!("{:.1}", m.tokens_per_s), m.from.clone()),
-        ("input_share", num(m.input_share), if m.from.starts_with("the ledger") { "the ledger's prompt/(prompt+completion)".into() } else { "default 3:1".into() }),
-        ("hourly_usd", num(cfg.hourly_usd.value), cfg.hourly_usd.origin.to_string()),
+        (
+            "tokens_per_month",
+            format!("{n:.0}"),
+            "flag --tokens-per-month".into(),
+        ),
+        (
+            "tokens_per_busy_second",
+            format!("{:.1}", m.tokens_per_s),
+            m.from.clone(),
+        ),
+        (
+            "input_share",
+            num(m.input_share),
+            if m.from.starts_with("the ledger") {
+                "the ledger's prompt/(prompt+completion)".into()
+            } else {
+                "default 3:1".into()
+            },
+        ),
+        (
+            "hourly_usd",
+            num(cfg.hourly_usd.value),
+            cfg.hourly_usd.origin.to_string(),
+        ),
         ("watts", num(cfg.watts.value), cfg.watts.origin.to_string()),
-        ("kwh_usd", num(cfg.kwh_usd.value), cfg.kwh_usd.origin.to_string()),
-        ("fixed_monthly_usd", num(fixed), cfg.fixed_monthly_usd.origin.to_string()),
-        ("hours_per_month", num(HOURS_PER_MONTH), "8766 h a year / 12".into()),
+        (
+            "kwh_usd",
+            num(cfg.kwh_usd.value),
+            cfg.kwh_usd.origin.to_string(),
+        ),
+        (
+            "fixed_monthly_usd",
+            num(fixed),
+            cfg.fixed_monthly_usd.origin.to_string(),
+        ),
+        (
+            "hours_per_month",
+            num(HOURS_PER_MONTH),
+            "8766 h a year / 12".into(),
+        ),
         ("prices", table_origin(prices), String::new()),
     ];
     if a.output == "json" {
@@ -324,7 +437,12 @@ pub fn cmd_estimate(a: &EstimateArgs, cfg: &CostConfig, prices: &PriceTable, owl
         return Ok(ExitCode::SUCCESS);
     }
     println!("inputs:\n");
-    print_md(&["input", "value", "from"], inputs.into_iter().map(|(k, v, f)| vec![k.to_string(), v, f]));
+    print_md(
+        &["input", "value", "from"],
+        inputs
+            .into_iter()
+            .map(|(k, v, f)| vec![k.to_string(), v, f]),
+    );
     println!(
         "\nthis machine: {:.1} tokens/s busy, {} tokens a month at most; {} tokens a month needs {machines} machine{} like it \
          ({:.1}% busy), {:.1} busy hours",
@@ -345,10 +463,23 @@ pub fn cmd_estimate(a: &EstimateArgs, cfg: &CostConfig, prices: &PriceTable, owl
         usd(fixed),
         usd(local_per_1m)
     );
-    let mut rows: Vec<Vec<String>> = vec![vec!["this machine (measured)".into(), format!("{:.4}", owning / n * 1e6), usd(owning), "-".into()]];
+    let mut rows: Vec<Vec<String>> = vec![vec![
+        "this machine (measured)".into(),
+        format!("{:.4}", owning / n * 1e6),
+        usd(owning),
+        "-".into(),
+    ]];
     for (name, per1m, cost) in &apis {
-        rows.push(vec![name.clone(), format!("{per1m:.4}"), usd(*cost), usd(cost - owning)]);
+        rows.push(vec![
+            name.clone(),
+            format!("{per1m:.4}"),
+            usd(*cost),
+            usd(cost - owning),
+        ]);
     }
-    print_md(&["where", "$ per 1M tokens", "a month", "owning saves"], rows);
+    print_md(
+        &["where", "$ per 1M tokens", "a month", "owning saves"],
+        rows,
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use owl_engine::service::{Engine, EngineConfig, Event, Prompt, Request, RequestHandle, SamplingParams, Timings};
+use owl_engine::service::{
+    Engine, EngineConfig, Event, Prompt, Request, RequestHandle, SamplingParams, Timings,
+};
 
 fn engine(parallel: usize) -> Engine {
     Engine::start(EngineConfig {
@@ -63,13 +65,26 @@ fn equal_requests_in_the_same_steps_pay_equal_shares() {
         assert!(t.prefill_s > 0.0 && t.decode_s > 0.0, "{t:?}");
     }
     let rel = (ta.busy_s() - tb.busy_s()).abs() / ta.busy_s().max(tb.busy_s());
-    assert!(rel < 0.05, "equal requests paid {:.6}s and {:.6}s ({:.1}% apart)", ta.busy_s(), tb.busy_s(), rel * 100.0);
+    assert!(
+        rel < 0.05,
+        "equal requests paid {:.6}s and {:.6}s ({:.1}% apart)",
+        ta.busy_s(),
+        tb.busy_s(),
+        rel * 100.0
+    );
     // The long prompt pays for its prefill: 400 prompt tokens against 48.
-    assert!(tl.prefill_s > 4.0 * ta.prefill_s, "long {tl:?} vs short {ta:?}");
+    assert!(
+        tl.prefill_s > 4.0 * ta.prefill_s,
+        "long {tl:?} vs short {ta:?}"
+    );
     // Nothing else ran: the three shares add up to the engine's busy time.
     let m = e.metrics();
     let sum = ta.busy_s() + tb.busy_s() + tl.busy_s();
-    assert!((sum - m.busy_seconds_total).abs() < 1e-9 * m.busy_seconds_total.max(1.0), "{sum} vs {}", m.busy_seconds_total);
+    assert!(
+        (sum - m.busy_seconds_total).abs() < 1e-9 * m.busy_seconds_total.max(1.0),
+        "{sum} vs {}",
+        m.busy_seconds_total
+    );
 }
 
 #[test]
@@ -82,8 +97,19 @@ fn a_request_alone_gets_the_whole_busy_time_and_idle_is_not_charged() {
     let after = e.metrics();
     let busy = after.busy_seconds_total - before.busy_seconds_total;
     assert!(busy > 0.0);
-    assert!((t.busy_s() - busy).abs() < 1e-9, "alone it paid {} of {busy} busy seconds", t.busy_s());
+    assert!(
+        (t.busy_s() - busy).abs() < 1e-9,
+        "alone it paid {} of {busy} busy seconds",
+        t.busy_s()
+    );
     // The 300 ms before it were idle, and its share holds none of them.
-    assert!(after.idle_seconds_total >= 0.25, "idle {}", after.idle_seconds_total);
-    assert!(t.busy_s() < t.ttft_ms / 1e3 + t.gen_ms / 1e3 + 0.05, "{t:?}");
+    assert!(
+        after.idle_seconds_total >= 0.25,
+        "idle {}",
+        after.idle_seconds_total
+    );
+    assert!(
+        t.busy_s() < t.ttft_ms / 1e3 + t.gen_ms / 1e3 + 0.05,
+        "{t:?}"
+    );
 }

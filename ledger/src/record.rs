@@ -65,12 +65,18 @@ impl Pricer {
     }
 
     pub fn with_baseline(cfg: &CostConfig, prices: &PriceTable, baseline: &str) -> Result<Pricer> {
-        Ok(Pricer { usd_per_s: cfg.local_usd_per_second(), baseline_model: baseline.to_string(), baseline: prices.get(baseline)?.clone() })
+        Ok(Pricer {
+            usd_per_s: cfg.local_usd_per_second(),
+            baseline_model: baseline.to_string(),
+            baseline: prices.get(baseline)?.clone(),
+        })
     }
 
     pub fn record(&self, time: f64, source: &str, model: &str, client: &str, s: &Served) -> Record {
         let cost_usd = (s.prefill_s + s.decode_s) * self.usd_per_s;
-        let baseline_usd = self.baseline.cost_usd(s.prompt_tokens, s.cached_tokens, s.completion_tokens);
+        let baseline_usd =
+            self.baseline
+                .cost_usd(s.prompt_tokens, s.cached_tokens, s.completion_tokens);
         Record {
             time,
             source: source.to_string(),
@@ -102,7 +108,9 @@ pub struct Charger {
 impl Charger {
     /// The record of one finished request (also appended; a failed write is a warning on stderr).
     pub fn charge(&self, model: &str, client: &str, s: &Served) -> Record {
-        let rec = self.pricer.record(now_unix(), self.source, model, client, s);
+        let rec = self
+            .pricer
+            .record(now_unix(), self.source, model, client, s);
         if let Some(l) = &self.ledger {
             if let Err(e) = l.append_sync(rec.clone()) {
                 eprintln!("owl: warning: {e}");
@@ -114,7 +122,10 @@ impl Charger {
 
 /// Unix seconds now, with a fraction.
 pub fn now_unix() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]
@@ -126,7 +137,13 @@ mod tests {
         let cfg = CostConfig::default();
         let prices = PriceTable::builtin();
         let p = Pricer::with_baseline(&cfg, &prices, "gpt-4.1").unwrap();
-        let s = Served { prompt_tokens: 1_000_000, cached_tokens: 0, completion_tokens: 1_000_000, prefill_s: 1800.0, decode_s: 1800.0 };
+        let s = Served {
+            prompt_tokens: 1_000_000,
+            cached_tokens: 0,
+            completion_tokens: 1_000_000,
+            prefill_s: 1800.0,
+            decode_s: 1800.0,
+        };
         let r = p.record(1.0, "server", "m", "local", &s);
         // gpt-4.1: $2 + $8; one busy hour at the laptop default $0.0245/h.
         assert!((r.baseline_usd - 10.0).abs() < 1e-9);

@@ -66,7 +66,11 @@ impl Totals {
 
     /// What these tokens would have cost on `price` (another baseline than the recorded one).
     pub fn priced_on(&self, price: &Price) -> f64 {
-        price.cost_usd(self.prompt_tokens, self.cached_tokens, self.completion_tokens)
+        price.cost_usd(
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.completion_tokens,
+        )
     }
 }
 
@@ -91,7 +95,10 @@ impl GroupBy {
 }
 
 /// Totals per group, in key order (days and hours sort in time order).
-pub fn group<'a>(records: impl IntoIterator<Item = &'a Record>, by: GroupBy) -> BTreeMap<String, Totals> {
+pub fn group<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+    by: GroupBy,
+) -> BTreeMap<String, Totals> {
     let mut out: BTreeMap<String, Totals> = BTreeMap::new();
     for r in records {
         out.entry(by.key(r)).or_default().add(r);
@@ -128,7 +135,10 @@ pub fn hour(t: f64) -> String {
 pub fn parse_duration(s: &str) -> Option<f64> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.')?);
-    let n: f64 = num.parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
     let mul = match unit {
         "s" => 1.0,
         "m" => 60.0,

@@ -36,7 +36,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_bytes: DEFAULT_MAX_BYTES }
+        Options {
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
     }
 }
 
@@ -62,7 +64,10 @@ impl std::fmt::Debug for Ledger {
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> crate::Error {
-    crate::Error::Read { path: path.to_path_buf(), source }
+    crate::Error::Read {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Ledger {
@@ -71,7 +76,12 @@ impl Ledger {
     pub fn open(dir: &Path, opts: Options) -> crate::Result<(Ledger, Vec<String>)> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let path = dir.join(CURRENT);
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
         let mut warnings = Vec::new();
         if let Some(cut) = torn_tail(&mut file).map_err(|e| io_err(&path, e))? {
             file.set_len(cut.keep).map_err(|e| io_err(&path, e))?;
@@ -88,7 +98,14 @@ impl Ledger {
             .name("owl-ledger".into())
             .spawn(move || writer(rx, file, d, opts))
             .map_err(|e| io_err(dir, e))?;
-        Ok((Ledger { tx, dir: dir.to_path_buf(), thread: Some(thread) }, warnings))
+        Ok((
+            Ledger {
+                tx,
+                dir: dir.to_path_buf(),
+                thread: Some(thread),
+            },
+            warnings,
+        ))
     }
 
     pub fn dir(&self) -> &Path {
@@ -97,7 +114,9 @@ impl Ledger {
 
     /// Queues a record; `ack` runs once it is fsynced (or failed).
     pub fn append(&self, rec: Record, ack: Option<Ack>) {
-        if let Err(mpsc::SendError(Msg::Append(_, Some(ack)))) = self.tx.send(Msg::Append(Box::new(rec), ack)) {
+        if let Err(mpsc::SendError(Msg::Append(_, Some(ack)))) =
+            self.tx.send(Msg::Append(Box::new(rec), ack))
+        {
             ack(Err("the ledger writer has stopped".into()));
         }
     }
@@ -106,7 +125,8 @@ impl Ledger {
     pub fn append_sync(&self, rec: Record) -> Result<(), String> {
         let (tx, rx) = mpsc::channel();
         self.append(rec, Some(Box::new(move |r| drop(tx.send(r)))));
-        rx.recv().unwrap_or_else(|_| Err("the ledger writer has stopped".into()))
+        rx.recv()
+            .unwrap_or_else(|_| Err("the ledger writer has stopped".into()))
     }
 }
 
@@ -143,10 +163,16 @@ fn torn_tail(f: &mut File) -> std::io::Result<Option<Cut>> {
         }
         if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
             let keep = start + i as u64 + 1;
-            return Ok(Some(Cut { keep, dropped: len - keep }));
+            return Ok(Some(Cut {
+                keep,
+                dropped: len - keep,
+            }));
         }
         if start == 0 {
-            return Ok(Some(Cut { keep: 0, dropped: len }));
+            return Ok(Some(Cut {
+                keep: 0,
+                dropped: len,
+            }));
         }
         end = start;
     }
@@ -181,7 +207,9 @@ fn writer(rx: mpsc::Receiver<Msg>, mut file: File, dir: PathBuf, opts: Options) 
         let result = if bytes.is_empty() {
             Ok(())
         } else {
-            file.write_all(&bytes).and_then(|()| file.sync_data()).map_err(|e| format!("cannot write the ledger {}: {e}", path.display()))
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| format!("cannot write the ledger {}: {e}", path.display()))
         };
         if result.is_ok() {
             size += bytes.len() as u64;
@@ -209,7 +237,10 @@ fn writer(rx: mpsc::Receiver<Msg>, mut file: File, dir: PathBuf, opts: Options) 
 
 /// Renames `ledger.jsonl` to `ledger.<unix-ms>.jsonl` and opens a fresh one.
 fn rotate(dir: &Path) -> std::io::Result<File> {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let mut target = dir.join(format!("ledger.{ms}.jsonl"));
     let mut n = ms;
     while target.exists() {
@@ -217,7 +248,11 @@ fn rotate(dir: &Path) -> std::io::Result<File> {
         target = dir.join(format!("ledger.{n}.jsonl"));
     }
     std::fs::rename(dir.join(CURRENT), &target)?;
-    let f = OpenOptions::new().create(true).read(true).append(true).open(dir.join(CURRENT))?;
+    let f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(dir.join(CURRENT))?;
     // The rename and the new file survive a crash only once the folder is synced.
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -233,7 +268,11 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let n = name.strip_prefix("ledger.")?.strip_suffix(".jsonl")?.parse::<u128>().ok()?;
+            let n = name
+                .strip_prefix("ledger.")?
+                .strip_suffix(".jsonl")?
+                .parse::<u128>()
+                .ok()?;
             Some((n, e.path()))
         })
         .collect();

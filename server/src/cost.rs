@@ -4,13 +4,13 @@
 //! `usage.owl` / `x-owl-*` headers each request's own figures.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::Json;
-use owl_engine::service::{MetricsSnapshot, Timings, Usage};
+use owl_engine::service::{Event, MetricsSnapshot, RequestHandle, Timings, Usage};
 use owl_ledger::{CostConfig, GroupBy, Ledger, PriceTable, Pricer, Record, Served, Totals};
 use serde_json::{json, Value};
 
@@ -28,7 +28,11 @@ impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Client>().cloned().unwrap_or_else(|| Client("local".into())))
+        Ok(parts
+            .extensions
+            .get::<Client>()
+            .cloned()
+            .unwrap_or_else(|| Client("local".into())))
     }
 }
 
@@ -75,14 +79,21 @@ pub struct CostBook {
 
 impl std::fmt::Debug for CostBook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CostBook").field("baseline", &self.pricer.baseline_model).field("ledger", &self.ledger).finish()
+        f.debug_struct("CostBook")
+            .field("baseline", &self.pricer.baseline_model)
+            .field("ledger", &self.ledger)
+            .finish()
     }
 }
 
 impl CostBook {
     /// `ledger`: the opened ledger, whose records so far are read into the sums
     /// (a line that is not a record is skipped with a warning on stderr).
-    pub fn new(cfg: CostConfig, prices: PriceTable, ledger: Option<Ledger>) -> Result<CostBook, owl_ledger::Error> {
+    pub fn new(
+        cfg: CostConfig,
+        prices: PriceTable,
+        ledger: Option<Ledger>,
+    ) -> Result<CostBook, owl_ledger::Error> {
         let pricer = Pricer::new(&cfg, &prices)?;
         let mut sums = Sums::default();
         if let Some(l) = &ledger {
@@ -94,12 +105,21 @@ impl CostBook {
                 sums.add(r);
             }
         }
-        Ok(CostBook { pricer, prices, cfg, ledger, sums: Mutex::new(sums), process: Mutex::new(Totals::default()), started: Instant::now() })
+        Ok(CostBook {
+            pricer,
+            prices,
+            cfg,
+            ledger,
+            sums: Mutex::new(sums),
+            process: Mutex::new(Totals::default()),
+            started: Instant::now(),
+        })
     }
 
     /// Laptop defaults, the built-in prices, no ledger.
     pub fn in_memory() -> CostBook {
-        CostBook::new(CostConfig::default(), PriceTable::builtin(), None).expect("the built-in prices hold the default baseline")
+        CostBook::new(CostConfig::default(), PriceTable::builtin(), None)
+            .expect("the built-in prices hold the default baseline")
     }
 
     /// Prices a finished request, adds it to the sums and, with a ledger, waits until
@@ -112,7 +132,9 @@ impl CostBook {
             prefill_s: t.prefill_s,
             decode_s: t.decode_s,
         };
-        let rec = self.pricer.record(owl_ledger::now_unix(), "server", model, client, &served);
+        let rec = self
+            .pricer
+            .record(owl_ledger::now_unix(), "server", model, client, &served);
         if let Some(l) = &self.ledger {
             let (tx, rx) = tokio::sync::oneshot::channel();
             l.append(rec.clone(), Some(Box::new(move |r| drop(tx.send(r)))));
@@ -144,7 +166,9 @@ impl CostBook {
     pub fn summary(&self, m: Option<&MetricsSnapshot>) -> Value {
         let s = lock(&self.sums);
         let all = s.all;
-        let list = |map: &BTreeMap<String, Totals>| -> Vec<Value> { map.iter().map(|(k, t)| totals_json(Some(k), t)).collect() };
+        let list = |map: &BTreeMap<String, Totals>| -> Vec<Value> {
+            map.iter().map(|(k, t)| totals_json(Some(k), t)).collect()
+        };
         let input_share = all.input_share().unwrap_or(DEFAULT_INPUT_SHARE);
         let local_per_1m = all.local_per_1m();
         let apis: Vec<Value> = self
@@ -224,6 +248,69 @@ fn totals_json(key: Option<&str>, t: &Totals) -> Value {
         v["key"] = json!(k);
     }
     v
+}
+
+/// A request handle that still gets charged when its client goes away: dropped before
+/// the engine's `Done`, it cancels the request and hands the events to a task that
+/// waits for the `Done` (Cancelled, with the busy time spent so far) and records it.
+pub struct Guarded {
+    handle: Option<RequestHandle>,
+    cost: Arc<CostBook>,
+    model: String,
+    client: String,
+}
+
+impl CostBook {
+    pub fn guard(self: &Arc<Self>, handle: RequestHandle, model: &str, client: &str) -> Guarded {
+        Guarded {
+            handle: Some(handle),
+            cost: self.clone(),
+            model: model.to_string(),
+            client: client.to_string(),
+        }
+    }
+}
+
+impl std::ops::Deref for Guarded {
+    type Target = RequestHandle;
+    fn deref(&self) -> &RequestHandle {
+        self.handle
+            .as_ref()
+            .expect("a guarded handle is only taken on drop")
+    }
+}
+
+impl std::ops::DerefMut for Guarded {
+    fn deref_mut(&mut self) -> &mut RequestHandle {
+        self.handle
+            .as_mut()
+            .expect("a guarded handle is only taken on drop")
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let Some(mut h) = self.handle.take() else {
+            return;
+        };
+        // After a Done the engine has dropped its sender: the task ends at once, nothing charged twice.
+        h.cancel.cancel();
+        let (cost, model, client) = (
+            self.cost.clone(),
+            std::mem::take(&mut self.model),
+            std::mem::take(&mut self.client),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                while let Some(ev) = h.events.recv().await {
+                    if let Event::Done { usage, timings, .. } = ev {
+                        cost.charge(&model, &client, &usage, &timings).await;
+                        return;
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// `usage.owl` of a response.

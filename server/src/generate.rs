@@ -224,9 +224,10 @@ async fn run(
 /// goes away, axum drops this future and the handle with it (cancelling).
 async fn collect(
     ctx: Ctx,
-    mut handle: RequestHandle,
+    handle: RequestHandle,
     want_logprobs: bool,
 ) -> Result<Response, ApiError> {
+    let mut handle = ctx.cost.guard(handle, &ctx.model, &ctx.client);
     let mut text = String::new();
     let mut lps: Vec<(u32, TokenLogprob)> = Vec::new();
     let (finish, usage, timings) = loop {
@@ -284,7 +285,7 @@ async fn collect(
 /// State of one SSE response: the request handle and the chunks not sent yet.
 struct Streamer {
     ctx: Ctx,
-    handle: RequestHandle,
+    handle: cost::Guarded,
     include_usage: bool,
     want_logprobs: bool,
     /// Bytes of text sent so far (completions' text_offset).
@@ -379,6 +380,7 @@ fn stream_response(
     include_usage: bool,
     want_logprobs: bool,
 ) -> Response {
+    let handle = ctx.cost.guard(handle, &ctx.model, &ctx.client);
     let mut s = Streamer {
         ctx,
         handle,

@@ -229,6 +229,10 @@ def test_a_bad_price_file_is_one_error_naming_the_line(tmp_path):
     assert out.returncode != 0
     assert f"{bad}:3" in out.stderr, out.stderr
     assert "panicked" not in out.stderr
+    out = subprocess.run([OWL, "serve", "--model", MODEL, "--port", "0", "--baseline", "gpt-9"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "unknown model \"gpt-9\"" in out.stderr and "gpt-4.1-mini" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 def test_kill_9_loses_no_acknowledged_record_and_restarts_cleanly(tmp_path_factory):
@@ -281,3 +285,30 @@ def test_kill_9_loses_no_acknowledged_record_and_restarts_cleanly(tmp_path_facto
     missing = [c for c in acknowledged if c not in costs]
     assert not missing, f"{len(missing)} acknowledged records lost"
     assert c["totals"]["requests"] == len(recs)
+
+
+def test_a_client_that_goes_away_is_still_charged(tmp_path_factory):
+    home = fresh_home(tmp_path_factory, "gone-home")
+    s = Server(env={"OWL_HOME": str(home)})
+    try:
+        body = {"model": MODEL, "max_tokens": 200, "temperature": 0, "stream": True, "ignore_eos": True,
+                "messages": [{"role": "user", "content": "Tell a long story."}]}
+        with rawhttp.stream("POST", s.url + "/v1/chat/completions", json=body) as r:
+            seen = 0
+            for line in r.iter_lines():
+                if line.startswith("data: ") and '"content"' in line:
+                    seen += 1
+                    if seen == 4:
+                        break  # leaving the block closes the connection mid-answer
+        deadline = time.time() + 30
+        while time.time() < deadline and not ledger_records(home):
+            time.sleep(0.1)
+        recs = ledger_records(home)
+        assert len(recs) == 1, recs
+        assert 1 <= recs[0]["completion_tokens"] < 200 and recs[0]["decode_s"] > 0
+        m = s.metrics()
+        assert m["owl_active_sequences"] == 0
+        assert close(m["owl_busy_seconds_total"], recs[0]["prefill_s"] + recs[0]["decode_s"], 1e-6)
+        assert close(m["owl_cost_usd_total"], recs[0]["cost_usd"])
+    finally:
+        s.stop()

@@ -18,7 +18,9 @@ pub(super) fn split(elapsed: f64, rows: &[StepRows]) -> Vec<(f64, f64)> {
         return vec![(0.0, 0.0); rows.len()];
     }
     let per_row = elapsed / total as f64;
-    rows.iter().map(|r| (r.prefill as f64 * per_row, r.decode as f64 * per_row)).collect()
+    rows.iter()
+        .map(|r| (r.prefill as f64 * per_row, r.decode as f64 * per_row))
+        .collect()
 }
 
 /// The engine's running totals of busy and idle time, seconds.
@@ -34,7 +36,20 @@ mod tests {
 
     #[test]
     fn split_is_by_tokens_and_adds_up() {
-        let rows = [StepRows { prefill: 6, decode: 0 }, StepRows { prefill: 0, decode: 1 }, StepRows { prefill: 0, decode: 1 }];
+        let rows = [
+            StepRows {
+                prefill: 6,
+                decode: 0,
+            },
+            StepRows {
+                prefill: 0,
+                decode: 1,
+            },
+            StepRows {
+                prefill: 0,
+                decode: 1,
+            },
+        ];
         let parts = split(0.8, &rows);
         assert!((parts[0].0 - 0.6).abs() < 1e-12 && parts[0].1 == 0.0);
         assert!((parts[1].1 - 0.1).abs() < 1e-12 && parts[1].0 == 0.0);
@@ -42,7 +57,16 @@ mod tests {
         let sum: f64 = parts.iter().map(|p| p.0 + p.1).sum();
         assert!((sum - 0.8).abs() < 1e-12);
         // Alone in a step: the whole step.
-        assert_eq!(split(0.25, &[StepRows { prefill: 3, decode: 0 }]), vec![(0.25, 0.0)]);
+        assert_eq!(
+            split(
+                0.25,
+                &[StepRows {
+                    prefill: 3,
+                    decode: 0
+                }]
+            ),
+            vec![(0.25, 0.0)]
+        );
         assert_eq!(split(0.25, &[StepRows::default()]), vec![(0.0, 0.0)]);
     }
 }
