@@ -205,9 +205,12 @@ def test_no_ledger_writes_nothing(tmp_path_factory):
 
 def test_keys_label_clients_and_guard_the_cost_endpoint(tmp_path_factory):
     home = fresh_home(tmp_path_factory, "keys-home")
-    s = Server("--api-key", "alice:key-a", "--api-key", "bob:key-b", env={"OWL_HOME": str(home)})
+    keys = home / "keys.txt"
+    keys.write_text("# label:key\nops:key-c\n\n")
+    s = Server("--api-key", "alice:key-a", "--api-key", "bob:key-b", "--api-keys", str(keys), env={"OWL_HOME": str(home)})
     try:
         chat(s.url, 1, headers={"Authorization": "Bearer key-a"})
+        chat(s.url, 4, headers={"Authorization": "Bearer key-c"})
         chat(s.url, 2, headers={"Authorization": "Bearer key-b"})
         chat(s.url, 3, headers={"Authorization": "Bearer key-b"})
         assert rawhttp.get(s.url + "/v1/owl/cost").status_code == 401
@@ -215,10 +218,10 @@ def test_keys_label_clients_and_guard_the_cost_endpoint(tmp_path_factory):
         page = rawhttp.get(s.url + "/dashboard")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         c = rawhttp.get(s.url + "/v1/owl/cost", headers={"Authorization": "Bearer key-a"}).json()
-        assert {g["key"]: g["requests"] for g in c["by_client"]} == {"alice": 1, "bob": 2}
+        assert {g["key"]: g["requests"] for g in c["by_client"]} == {"alice": 1, "bob": 2, "ops": 1}
     finally:
         s.stop()
-    assert sorted(r["client"] for r in ledger_records(home)) == ["alice", "bob", "bob"]
+    assert sorted(r["client"] for r in ledger_records(home)) == ["alice", "bob", "bob", "ops"]
 
 
 def test_a_bad_price_file_is_one_error_naming_the_line(tmp_path):
