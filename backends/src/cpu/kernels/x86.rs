@@ -673,6 +673,85 @@ macro_rules! x86_int8_kernels {
             out
         }
 
+        /// Prefetches the bytes of weight block `i + ahead` of a row (K-quant
+        /// blocks span several cache lines: one hint per line).
+        #[inline(always)]
+        unsafe fn prefetch_block<W>(x: &[W], i: usize, lines: usize) {
+            let p = (x.as_ptr() as *const i8).wrapping_add(i * std::mem::size_of::<W>() + 2048);
+            for l in 0..lines {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * l));
+            }
+        }
+
+        /// Four Q4_K rows: per row exactly the operations of `tile_q4_k::<1>`.
+        #[target_feature(enable = $feat)]
+        unsafe fn rows4_q4_k(x: [&[BlockQ4K]; 4], y: &[BlockQ8K], d: &[f32], _s: &[f32]) -> [f32; 4] {
+            let mut acc = [0f32; 4];
+            let mut acc_min = [0f32; 4];
+            let m4 = _mm256_set1_epi8(0x0F);
+            for (i, b) in y.iter().enumerate() {
+                let dd = *d.get_unchecked(i);
+                let bs = load(b.bsums.as_ptr() as *const u8);
+                for w in 0..4 {
+                    prefetch_block(x[w], i, 3);
+                    let a = x[w].get_unchecked(i);
+                    let (sc, mn) = unpack_scales_mins_k4(&a.scales);
+                    let m8 = _mm_loadl_epi64(mn.as_ptr() as *const __m128i);
+                    let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+                    let (wd, wmin) = f16_pair(a);
+                    let mut summ = [0i32; 8];
+                    _mm256_storeu_si256(summ.as_mut_ptr() as *mut __m256i, _mm256_madd_epi16(mins, bs));
+                    for j in 0..4 {
+                        let q4 = load(a.qs.as_ptr().add(32 * j));
+                        let lo = _mm256_and_si256(q4, m4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                        let (s0, s1) = (sc[2 * j] as i32, sc[2 * j + 1] as i32);
+                        let ylo = load_i8(b.qs.as_ptr().add(64 * j));
+                        let yhi = load_i8(b.qs.as_ptr().add(64 * j + 32));
+                        let p = _mm256_add_epi32(mul_u8i8_s(lo, ylo, s0, s0), mul_u8i8_s(hi, yhi, s1, s1));
+                        acc[w] = (hsum_i32(p) as f32).mul_add(wd * dd, acc[w]);
+                        let m = summ[2 * j] + summ[2 * j + 1];
+                        acc_min[w] = (m as f32).mul_add(wmin * dd, acc_min[w]);
+                    }
+                }
+            }
+            let mut out = [0f32; 4];
+            for w in 0..4 {
+                out[w] = acc[w] - acc_min[w];
+            }
+            out
+        }
+
+        /// Four Q6_K rows: per row exactly the operations of `tile_q6_k::<1>`.
+        #[target_feature(enable = $feat)]
+        unsafe fn rows4_q6_k(x: [&[BlockQ6K]; 4], y: &[BlockQ8K], d: &[f32], _s: &[f32]) -> [f32; 4] {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let m4 = _mm256_set1_epi8(0x0F);
+            for (i, b) in y.iter().enumerate() {
+                let yd = *d.get_unchecked(i);
+                let bs = load(b.bsums.as_ptr() as *const u8);
+                for w in 0..4 {
+                    prefetch_block(x[w], i, 4);
+                    let a = x[w].get_unchecked(i);
+                    let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr() as *const __m128i));
+                    let off = _mm256_madd_epi16(scales, bs);
+                    let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
+                    for n in 0..2 {
+                        let v = q6k_quants(a, n, m4);
+                        for (k, vk) in v.iter().enumerate() {
+                            let is = 8 * n + 2 * k;
+                            let (s0, s1) = (a.scales[is] as i32, a.scales[is + 1] as i32);
+                            let yv = load_i8(b.qs.as_ptr().add(128 * n + 32 * k));
+                            sumi = _mm256_add_epi32(sumi, mul_u8i8_s(*vk, yv, s0, s1));
+                        }
+                    }
+                    let wd = f16_mul_f32(a.d, 1.0);
+                    acc[w] = _mm256_fmadd_ps(_mm256_set1_ps(wd * yd), _mm256_cvtepi32_ps(sumi), acc[w]);
+                }
+            }
+            acc.map(|v| hsum_ps(v))
+        }
+
         type Rows4<W, A> = unsafe fn([&[W]; 4], &[A], &[f32], &[f32]) -> [f32; 4];
 
         type Tile<W, A, const R: usize> = unsafe fn(&[W], [&[A]; R], [&[f32]; R], [&[f32]; R]) -> [f32; R];
@@ -766,8 +845,8 @@ macro_rules! x86_int8_kernels {
         tile_entry!(t_q4_0, tile_q4_0, BlockQ4_0, BlockQ8_0, scales_q8_0, Some(rows4_q4_0));
         tile_entry!(t_q4_1, tile_q4_1, BlockQ4_1, BlockQ8_1, scales_q8_1, Some(rows4_q4_1));
         tile_entry!(t_q5_0, tile_q5_0, BlockQ5_0, BlockQ8_0, scales_q8_0, Some(rows4_q5_0));
-        tile_entry!(t_q4_k, tile_q4_k, BlockQ4K, BlockQ8K, scales_q8_k, None);
-        tile_entry!(t_q6_k, tile_q6_k, BlockQ6K, BlockQ8K, scales_q8_k, None);
+        tile_entry!(t_q4_k, tile_q4_k, BlockQ4K, BlockQ8K, scales_q8_k, Some(rows4_q4_k));
+        tile_entry!(t_q6_k, tile_q6_k, BlockQ6K, BlockQ8K, scales_q8_k, Some(rows4_q6_k));
 
         /// Four vectors of 8 i32 -> 32 i8 in element order.
         #[inline]
