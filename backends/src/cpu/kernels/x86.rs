@@ -497,6 +497,18 @@ macro_rules! x86_int8_kernels {
         }
 
         #[target_feature(enable = $feat)]
+        unsafe fn tile_iq4_nl<const R: usize>(x: &[BlockIQ4NL], y: [&[BlockQ8_0]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+            let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+            let table = _mm256_set_m128i(t, t);
+            let mut acc = [_mm256_setzero_ps(); R];
+            for (i, a) in x.iter().enumerate() {
+                let qx = _mm256_shuffle_epi8(table, nibbles32(a.qs.as_ptr()));
+                tile_signed(qx, f16_pair(a).0, i, &y, &d, &mut acc);
+            }
+            acc.map(|v| hsum_ps(v))
+        }
+
+        #[target_feature(enable = $feat)]
         unsafe fn tile_q4_1<const R: usize>(x: &[BlockQ4_1], y: [&[BlockQ8_1]; R], d: [&[f32]; R], s: [&[f32]; R]) -> [f32; R] {
             let mut acc = [_mm256_setzero_ps(); R];
             let mut summs = [0f32; R];
@@ -647,6 +659,13 @@ macro_rules! x86_int8_kernels {
                 let qx = _mm256_or_si256(nibbles32(a.qs.as_ptr()), _mm256_andnot_si256(bits32(a.qh), hi));
                 (qx, f16_pair(a).0)
             })
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn rows4_iq4_nl(x: [&[BlockIQ4NL]; 4], y: &[BlockQ8_0], d: &[f32], _s: &[f32]) -> [f32; 4] {
+            let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+            let table = _mm256_set_m128i(t, t);
+            rows_signed(x, y, d, |a| (_mm256_shuffle_epi8(table, nibbles32(a.qs.as_ptr())), f16_pair(a).0))
         }
 
         #[target_feature(enable = $feat)]
@@ -845,6 +864,7 @@ macro_rules! x86_int8_kernels {
         tile_entry!(t_q4_0, tile_q4_0, BlockQ4_0, BlockQ8_0, scales_q8_0, Some(rows4_q4_0));
         tile_entry!(t_q4_1, tile_q4_1, BlockQ4_1, BlockQ8_1, scales_q8_1, Some(rows4_q4_1));
         tile_entry!(t_q5_0, tile_q5_0, BlockQ5_0, BlockQ8_0, scales_q8_0, Some(rows4_q5_0));
+        tile_entry!(t_iq4_nl, tile_iq4_nl, BlockIQ4NL, BlockQ8_0, scales_q8_0, Some(rows4_iq4_nl));
         tile_entry!(t_q4_k, tile_q4_k, BlockQ4K, BlockQ8K, scales_q8_k, Some(rows4_q4_k));
         tile_entry!(t_q6_k, tile_q6_k, BlockQ6K, BlockQ8K, scales_q8_k, Some(rows4_q6_k));
 
@@ -1005,6 +1025,7 @@ macro_rules! x86_int8_kernels {
             k.set_tile(GgmlType::Q4_0, t_q4_0);
             k.set_tile(GgmlType::Q4_1, t_q4_1);
             k.set_tile(GgmlType::Q5_0, t_q5_0);
+            k.set_tile(GgmlType::IQ4_NL, t_iq4_nl);
             k.set_tile(GgmlType::Q4_K, t_q4_k);
             k.set_tile(GgmlType::Q6_K, t_q6_k);
             k.set_quant(GgmlType::Q8_0, q_q8_0);
