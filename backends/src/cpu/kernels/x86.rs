@@ -274,44 +274,52 @@ macro_rules! x86_int8_kernels {
             tile_q4_k::<1>(x, [y], [&[]], [&[]])[0]
         }
 
+        /// One Q5_K weight block against one activation block: the integer sum
+        /// into `acc` (one FMA) and the min correction into `sum_min`. The dot,
+        /// the tile and the decode kernel all run this, so they agree bit for bit.
+        #[inline(always)]
+        unsafe fn block_q5_k(a: &BlockQ5K, b: &BlockQ8K, acc: &mut __m256, sum_min: &mut f32) {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let b4 = _mm256_set1_epi8(0x10);
+            let (sc, mn) = unpack_scales_mins_k4(&a.scales);
+            let mut summ = 0i32;
+            for j in 0..16 {
+                summ += mn[j / 2] as i32 * b.bsum(j) as i32;
+            }
+            *sum_min += f16_mul_f32(a.dmin, b.d()) * summ as f32;
+            let mut hb = load(a.qh.as_ptr());
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..4 {
+                let q4 = load(a.qs.as_ptr().add(32 * j));
+                let lo = _mm256_or_si256(
+                    _mm256_and_si256(q4, m4),
+                    _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4),
+                );
+                hb = _mm256_srli_epi16(hb, 1);
+                let hi = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4),
+                    _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4),
+                );
+                hb = _mm256_srli_epi16(hb, 1);
+                let ylo = load_i8(b.qs.as_ptr().add(64 * j));
+                let yhi = load_i8(b.qs.as_ptr().add(64 * j + 32));
+                let (s0, s1) = (sc[2 * j] as i32, sc[2 * j + 1] as i32);
+                sumi = _mm256_add_epi32(sumi, mul_u8i8_s(lo, ylo, s0, s0));
+                sumi = _mm256_add_epi32(sumi, mul_u8i8_s(hi, yhi, s1, s1));
+            }
+            *acc = _mm256_fmadd_ps(
+                _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
+                _mm256_cvtepi32_ps(sumi),
+                *acc,
+            );
+        }
+
         #[target_feature(enable = $feat)]
         unsafe fn dot_q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let mut sum_min = 0f32;
-            let m4 = _mm256_set1_epi8(0x0F);
-            let b4 = _mm256_set1_epi8(0x10);
             for (a, b) in x.iter().zip(y) {
-                let (sc, mn) = unpack_scales_mins_k4(&a.scales);
-                let mut summ = 0i32;
-                for j in 0..16 {
-                    summ += mn[j / 2] as i32 * b.bsum(j) as i32;
-                }
-                sum_min += f16_mul_f32(a.dmin, b.d()) * summ as f32;
-                let mut hb = load(a.qh.as_ptr());
-                let mut sumi = _mm256_setzero_si256();
-                for j in 0..4 {
-                    let q4 = load(a.qs.as_ptr().add(32 * j));
-                    let lo = _mm256_or_si256(
-                        _mm256_and_si256(q4, m4),
-                        _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4),
-                    );
-                    hb = _mm256_srli_epi16(hb, 1);
-                    let hi = _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4),
-                        _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4),
-                    );
-                    hb = _mm256_srli_epi16(hb, 1);
-                    let ylo = load_i8(b.qs.as_ptr().add(64 * j));
-                    let yhi = load_i8(b.qs.as_ptr().add(64 * j + 32));
-                    let (s0, s1) = (sc[2 * j] as i32, sc[2 * j + 1] as i32);
-                    sumi = _mm256_add_epi32(sumi, mul_u8i8_s(lo, ylo, s0, s0));
-                    sumi = _mm256_add_epi32(sumi, mul_u8i8_s(hi, yhi, s1, s1));
-                }
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
-                    _mm256_cvtepi32_ps(sumi),
-                    acc,
-                );
+                block_q5_k(a, b, &mut acc, &mut sum_min);
             }
             hsum_ps(acc) - sum_min
         }
@@ -506,6 +514,22 @@ macro_rules! x86_int8_kernels {
                 tile_signed(qx, f16_pair(a).0, i, &y, &d, &mut acc);
             }
             acc.map(|v| hsum_ps(v))
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q5_k<const R: usize>(x: &[BlockQ5K], y: [&[BlockQ8K]; R], _d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut sum_min = [0f32; R];
+            for (i, a) in x.iter().enumerate() {
+                for r in 0..R {
+                    block_q5_k(a, y[r].get_unchecked(i), &mut acc[r], &mut sum_min[r]);
+                }
+            }
+            let mut out = [0f32; R];
+            for r in 0..R {
+                out[r] = hsum_ps(acc[r]) - sum_min[r];
+            }
+            out
         }
 
         #[target_feature(enable = $feat)]
@@ -771,6 +795,21 @@ macro_rules! x86_int8_kernels {
             acc.map(|v| hsum_ps(v))
         }
 
+        /// Four Q5_K rows: per row exactly the operations of `dot_q5_k`.
+        #[target_feature(enable = $feat)]
+        unsafe fn rows4_q5_k(x: [&[BlockQ5K]; 4], y: &[BlockQ8K], _d: &[f32], _s: &[f32]) -> [f32; 4] {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut sum_min = [0f32; 4];
+            for (i, b) in y.iter().enumerate() {
+                for w in 0..4 {
+                    // 176-byte blocks: three lines.
+                    prefetch_block(x[w], i, 3);
+                    block_q5_k(x[w].get_unchecked(i), b, &mut acc[w], &mut sum_min[w]);
+                }
+            }
+            [0, 1, 2, 3].map(|w| hsum_ps(acc[w]) - sum_min[w])
+        }
+
         type Rows4<W, A> = unsafe fn([&[W]; 4], &[A], &[f32], &[f32]) -> [f32; 4];
 
         type Tile<W, A, const R: usize> = unsafe fn(&[W], [&[A]; R], [&[f32]; R], [&[f32]; R]) -> [f32; R];
@@ -865,6 +904,7 @@ macro_rules! x86_int8_kernels {
         tile_entry!(t_q4_1, tile_q4_1, BlockQ4_1, BlockQ8_1, scales_q8_1, Some(rows4_q4_1));
         tile_entry!(t_q5_0, tile_q5_0, BlockQ5_0, BlockQ8_0, scales_q8_0, Some(rows4_q5_0));
         tile_entry!(t_iq4_nl, tile_iq4_nl, BlockIQ4NL, BlockQ8_0, scales_q8_0, Some(rows4_iq4_nl));
+        tile_entry!(t_q5_k, tile_q5_k, BlockQ5K, BlockQ8K, scales_q8_k, Some(rows4_q5_k));
         tile_entry!(t_q4_k, tile_q4_k, BlockQ4K, BlockQ8K, scales_q8_k, Some(rows4_q4_k));
         tile_entry!(t_q6_k, tile_q6_k, BlockQ6K, BlockQ8K, scales_q8_k, Some(rows4_q6_k));
 
@@ -1026,6 +1066,7 @@ macro_rules! x86_int8_kernels {
             k.set_tile(GgmlType::Q4_1, t_q4_1);
             k.set_tile(GgmlType::Q5_0, t_q5_0);
             k.set_tile(GgmlType::IQ4_NL, t_iq4_nl);
+            k.set_tile(GgmlType::Q5_K, t_q5_k);
             k.set_tile(GgmlType::Q4_K, t_q4_k);
             k.set_tile(GgmlType::Q6_K, t_q6_k);
             k.set_quant(GgmlType::Q8_0, q_q8_0);
