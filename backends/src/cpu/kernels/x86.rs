@@ -369,26 +369,66 @@ macro_rules! x86_int8_kernels {
             hsum_ps(acc)
         }
 
+        /// One IQ4_XS weight block against one activation block into `acc`
+        /// (shared by the dot, the tile and the decode kernel).
+        #[inline(always)]
+        unsafe fn block_iq4_xs(a: &BlockIQ4XS, b: &BlockQ8K, table: __m256i, acc: &mut __m256) {
+            let mut sumi = _mm256_setzero_si256();
+            for ib in 0..8 {
+                let qx = _mm256_shuffle_epi8(table, nibbles32(a.qs.as_ptr().add(16 * ib)));
+                let yv = load_i8(b.qs.as_ptr().add(32 * ib));
+                let ls = a.scale(ib);
+                sumi = _mm256_add_epi32(sumi, mul_i8i8_s(qx, yv, ls, ls));
+            }
+            *acc = _mm256_fmadd_ps(
+                _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
+                _mm256_cvtepi32_ps(sumi),
+                *acc,
+            );
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn iq4_table() -> __m256i {
+            let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+            _mm256_set_m128i(t, t)
+        }
+
         #[target_feature(enable = $feat)]
         unsafe fn dot_iq4_xs(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> f32 {
-            let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
-            let table = _mm256_set_m128i(t, t);
+            let table = iq4_table();
             let mut acc = _mm256_setzero_ps();
             for (a, b) in x.iter().zip(y) {
-                let mut sumi = _mm256_setzero_si256();
-                for ib in 0..8 {
-                    let qx = _mm256_shuffle_epi8(table, nibbles32(a.qs.as_ptr().add(16 * ib)));
-                    let yv = load_i8(b.qs.as_ptr().add(32 * ib));
-                    let ls = a.scale(ib);
-                    sumi = _mm256_add_epi32(sumi, mul_i8i8_s(qx, yv, ls, ls));
-                }
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
-                    _mm256_cvtepi32_ps(sumi),
-                    acc,
-                );
+                block_iq4_xs(a, b, table, &mut acc);
             }
             hsum_ps(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_iq4_xs<const R: usize>(x: &[BlockIQ4XS], y: [&[BlockQ8K]; R], _d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+            let table = iq4_table();
+            let mut acc = [_mm256_setzero_ps(); R];
+            for (i, a) in x.iter().enumerate() {
+                for r in 0..R {
+                    block_iq4_xs(a, y[r].get_unchecked(i), table, &mut acc[r]);
+                }
+            }
+            acc.map(|v| hsum_ps(v))
+        }
+
+        /// Four IQ4_XS rows: per row exactly the operations of `dot_iq4_xs`.
+        #[target_feature(enable = $feat)]
+        unsafe fn rows4_iq4_xs(x: [&[BlockIQ4XS]; 4], y: &[BlockQ8K], _d: &[f32], _s: &[f32]) -> [f32; 4] {
+            let table = iq4_table();
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, b) in y.iter().enumerate() {
+                for w in 0..4 {
+                    // 136-byte blocks: three lines.
+                    prefetch_block(x[w], i, 3);
+                    block_iq4_xs(x[w].get_unchecked(i), b, table, &mut acc[w]);
+                }
+            }
+            acc.map(|v| hsum_ps(v))
         }
 
         // ---- Matmul tiles: one weight row against R (1..=4) activation rows. ----
@@ -905,6 +945,7 @@ macro_rules! x86_int8_kernels {
         tile_entry!(t_q5_0, tile_q5_0, BlockQ5_0, BlockQ8_0, scales_q8_0, Some(rows4_q5_0));
         tile_entry!(t_iq4_nl, tile_iq4_nl, BlockIQ4NL, BlockQ8_0, scales_q8_0, Some(rows4_iq4_nl));
         tile_entry!(t_q5_k, tile_q5_k, BlockQ5K, BlockQ8K, scales_q8_k, Some(rows4_q5_k));
+        tile_entry!(t_iq4_xs, tile_iq4_xs, BlockIQ4XS, BlockQ8K, scales_q8_k, Some(rows4_iq4_xs));
         tile_entry!(t_q4_k, tile_q4_k, BlockQ4K, BlockQ8K, scales_q8_k, Some(rows4_q4_k));
         tile_entry!(t_q6_k, tile_q6_k, BlockQ6K, BlockQ8K, scales_q8_k, Some(rows4_q6_k));
 
@@ -1067,6 +1108,7 @@ macro_rules! x86_int8_kernels {
             k.set_tile(GgmlType::Q5_0, t_q5_0);
             k.set_tile(GgmlType::IQ4_NL, t_iq4_nl);
             k.set_tile(GgmlType::Q5_K, t_q5_k);
+            k.set_tile(GgmlType::IQ4_XS, t_iq4_xs);
             k.set_tile(GgmlType::Q4_K, t_q4_k);
             k.set_tile(GgmlType::Q6_K, t_q6_k);
             k.set_quant(GgmlType::Q8_0, q_q8_0);
