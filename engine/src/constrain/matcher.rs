@@ -59,7 +59,10 @@ impl SeqConstraint {
         if !self.is_active() {
             return Ok(());
         }
-        let mask = self.matcher.compute_mask().map_err(|e| e.to_string())?;
+        let mask = self
+            .matcher
+            .compute_mask_or_eos()
+            .map_err(|e| e.to_string())?;
         if mask.num_set() == 0 {
             return Err("the grammar allows no further token".into());
         }

@@ -117,7 +117,18 @@ mod tests {
             !a[n] && !a[n + 2],
             "ids past the vocabulary are never allowed"
         );
-        assert_eq!(c.advance(id(&words, "true")).unwrap(), Advance::Continue);
+        assert_eq!(c.advance(id(&words, "t")).unwrap(), Advance::Continue);
+        assert!(
+            !allowed(&mut c, n)[env.eos as usize],
+            "`t` is not a value yet"
+        );
+        c.advance(b'r' as u32).unwrap();
+        c.advance(b'u' as u32).unwrap();
+        assert_eq!(
+            c.advance(b'e' as u32).unwrap(),
+            Advance::Complete,
+            "`true` completes the grammar"
+        );
         let a = allowed(&mut c, n);
         assert!(a[env.eos as usize], "after `true` the grammar accepts");
         assert!(!a[b'x' as usize]);
@@ -132,8 +143,12 @@ mod tests {
             .unwrap();
         let a = allowed(&mut c, words.len());
         assert!(a[id(&words, "yes") as usize] && !a[id(&words, "true") as usize]);
-        c.advance(id(&words, "yes")).unwrap();
-        assert!(allowed(&mut c, words.len())[env.eos as usize]);
+        assert_eq!(c.advance(id(&words, "yes")).unwrap(), Advance::Complete);
+        let a = allowed(&mut c, words.len());
+        assert!(
+            a[env.eos as usize] && a.iter().filter(|&&x| x).count() == 1,
+            "a complete grammar allows only the end"
+        );
         // With a trigger, anything goes until the trigger text has been produced.
         let t = Constraint {
             grammar: Grammar::Regex("[0-9]+".into()),
