@@ -1,6 +1,7 @@
 //! owl-engine: GGUF, tokenizer, chat templates, model architectures, KV cache,
 //! sampler, scheduler and the Engine service that front ends talk to.
 pub mod chat;
+pub mod constrain;
 mod error;
 pub mod gguf;
 pub mod kv;

@@ -121,7 +121,7 @@ impl From<SubmitError> for ApiError {
                 param: Some("messages".into()),
                 ..ApiError::bad_request(message)
             },
-            SubmitError::EmptyPrompt | SubmitError::Invalid(_) => ApiError::bad_request(message),
+            SubmitError::EmptyPrompt | SubmitError::Invalid(_) | SubmitError::Constraint(_) => ApiError::bad_request(message),
             SubmitError::Stopped => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable_error",

@@ -186,6 +186,7 @@ async fn run(
         stop: gen.stop.clone(),
         logprobs,
         stop_at_eog: !gen.ignore_eos,
+        constraint: None,
     };
     // Tokenizing and templating a long prompt is CPU work: keep it off the async workers.
     let submitter = engine.clone();

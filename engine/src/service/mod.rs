@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::chat::ChatTemplate;
+use crate::constrain::{ConstraintEnv, SeqConstraint};
 use crate::tokenizer::Tokenizer;
 use crate::EngineError;
 
@@ -30,6 +31,8 @@ pub struct Engine {
     template: Arc<ChatTemplate>,
     shared: Arc<Shared>,
     queue_capacity: usize,
+    /// The vocabulary trie for constrained decoding, built on the first constrained request.
+    constrain_env: std::sync::OnceLock<Result<Arc<ConstraintEnv>, String>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -89,10 +92,15 @@ impl Engine {
         if tokens.len() >= limit {
             return Err(SubmitError::PromptTooLong { n_prompt: tokens.len(), n_ctx: limit, over: tokens.len() + 1 - limit });
         }
+        // The grammar compiles here, on the caller's thread, before any token is generated.
+        let constraint = match &req.constraint {
+            Some(c) => Some(self.compile(c)?),
+            None => None,
+        };
         let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
         let cancel = CancelToken::default();
         let n = tokens.len();
-        let cmd = Command::Generate(Box::new(worker::Job::new(req, tokens, etx, cancel.clone())));
+        let cmd = Command::Generate(Box::new(worker::Job::new(req, tokens, constraint, etx, cancel.clone())));
         match self.tx.try_send(cmd) {
             Ok(()) => {
                 self.shared.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -101,6 +109,13 @@ impl Engine {
             Err(mpsc::TrySendError::Full(_)) => Err(SubmitError::QueueFull { capacity: self.queue_capacity }),
             Err(mpsc::TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
         }
+    }
+
+    /// A matcher for one sequence; Err carries llguidance's message.
+    pub fn compile(&self, c: &crate::constrain::Constraint) -> Result<SeqConstraint, SubmitError> {
+        let env = self.constrain_env.get_or_init(|| ConstraintEnv::new(&self.tokenizer).map(Arc::new));
+        let env = env.as_ref().map_err(|e| SubmitError::Constraint(e.clone()))?;
+        env.matcher(c).map_err(SubmitError::Constraint)
     }
 
     /// Counters for /metrics and /stats.

@@ -133,6 +133,8 @@ pub struct Request {
     pub logprobs: Option<usize>,
     /// Stop at the model's end-of-generation tokens (true for chat; `owl bench` turns it off).
     pub stop_at_eog: bool,
+    /// Limits the output to a grammar (JSON Schema, regex, Lark); checked at submit.
+    pub constraint: Option<crate::constrain::Constraint>,
 }
 
 impl Request {
@@ -144,6 +146,7 @@ impl Request {
             stop: Vec::new(),
             logprobs: None,
             stop_at_eog: true,
+            constraint: None,
         }
     }
 }
@@ -268,6 +271,9 @@ pub enum SubmitError {
     EmptyPrompt,
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The constraint's grammar does not compile; the text is llguidance's message.
+    #[error("invalid grammar or schema: {0}")]
+    Constraint(String),
     #[error("the engine has stopped")]
     Stopped,
 }

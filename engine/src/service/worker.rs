@@ -11,6 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::busy::{self, StepRows};
 use super::*;
+use crate::constrain::{Advance, SeqConstraint};
 use crate::gguf::Gguf;
 use crate::kv::{KvPages, SeqKv, PAGE};
 use crate::models::{Batch, BatchRow, Model};
@@ -28,14 +29,15 @@ pub(super) enum Command {
 pub(super) struct Job {
     req: Request,
     tokens: Vec<u32>,
+    constraint: Option<SeqConstraint>,
     tx: UnboundedSender<Event>,
     cancel: CancelToken,
     submitted: Instant,
 }
 
 impl Job {
-    pub(super) fn new(req: Request, tokens: Vec<u32>, tx: UnboundedSender<Event>, cancel: CancelToken) -> Job {
-        Job { req, tokens, tx, cancel, submitted: Instant::now() }
+    pub(super) fn new(req: Request, tokens: Vec<u32>, constraint: Option<SeqConstraint>, tx: UnboundedSender<Event>, cancel: CancelToken) -> Job {
+        Job { req, tokens, constraint, tx, cancel, submitted: Instant::now() }
     }
 }
 
@@ -119,6 +121,8 @@ struct Seq {
     n_past: usize,
     cached: usize,
     sampler: Sampler,
+    /// The grammar this sequence must follow, if any.
+    constraint: Option<SeqConstraint>,
     decoder: IncrementalDecoder,
     /// Text decoded but held back (it may start a stop string).
     pending: String,
@@ -212,7 +216,7 @@ pub(super) fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
             None => w.run(),
         })
         .map_err(|e| EngineError::Internal(format!("cannot start the engine thread: {e}")))?;
-    Ok(Engine { tx, info, tokenizer, template, shared, queue_capacity: cfg.queue_capacity.max(1), thread: Some(thread) })
+    Ok(Engine { tx, info, tokenizer, template, shared, queue_capacity: cfg.queue_capacity.max(1), constrain_env: Default::default(), thread: Some(thread) })
 }
 
 struct Worker {
@@ -333,6 +337,8 @@ impl Worker {
             let _ = job.tx.send(Event::Started { prompt_tokens: n_prompt, cached_tokens: cached });
             self.shared.prompt_tokens.fetch_add(n_prompt as u64, Ordering::Relaxed);
             let sampler = Sampler::new(job.req.sampling.clone());
+            let mut job = job;
+            let constraint = job.constraint.take();
             self.active.push(Seq {
                 tokens: job.tokens.clone(),
                 job,
@@ -341,6 +347,7 @@ impl Worker {
                 n_past: cached,
                 cached,
                 sampler,
+                constraint,
                 decoder: IncrementalDecoder::new(),
                 pending: String::new(),
                 generated: 0,
@@ -391,6 +398,8 @@ impl Worker {
         let mut li = 0;
         let mut seq_idx = 0;
         let mut finished: Vec<(usize, FinishReason)> = Vec::new();
+        // Sequences whose grammar failed (a matcher error): they end with Event::Error.
+        let mut errored: Vec<(usize, String)> = Vec::new();
         for (si, s) in self.active.iter_mut().enumerate() {
             if out_of_room.contains(&si) {
                 if stalled {
@@ -410,6 +419,13 @@ impl Worker {
             }
             let l = &mut logits[li * n_vocab..(li + 1) * n_vocab].to_vec();
             li += 1;
+            // The grammar's mask goes on before penalties, top-k/p and temperature.
+            if let Some(c) = s.constraint.as_mut() {
+                if let Err(e) = c.apply(l) {
+                    errored.push((si, e));
+                    continue;
+                }
+            }
             let id = s.sampler.sample(l, &s.tokens);
             let now = Instant::now();
             {
@@ -423,9 +439,19 @@ impl Worker {
                 s.t_first = Some(now);
             }
             s.t_last = Some(now);
-            if s.job.req.stop_at_eog && self.tok.is_eog(id) {
+            if (s.job.req.stop_at_eog && self.tok.is_eog(id)) || s.constraint.as_ref().is_some_and(|c| c.ends_with(id)) {
                 finished.push((si, FinishReason::Stop));
                 continue;
+            }
+            let mut complete = false;
+            if let Some(c) = s.constraint.as_mut() {
+                match c.advance(id) {
+                    Ok(a) => complete = a == Advance::Complete,
+                    Err(e) => {
+                        errored.push((si, e));
+                        continue;
+                    }
+                }
             }
             s.tokens.push(id);
             s.generated += 1;
@@ -444,6 +470,8 @@ impl Worker {
             if stopped {
                 s.stopped_by_string = true;
                 finished.push((si, FinishReason::Stop));
+            } else if complete {
+                finished.push((si, FinishReason::Stop));
             } else if s.job.req.max_tokens.is_some_and(|m| s.generated >= m) || s.tokens.len() >= self.model.n_cells {
                 finished.push((si, FinishReason::Length));
             }
@@ -456,6 +484,18 @@ impl Worker {
                 s.decode_s += d;
             }
             self.clock().busy_s += elapsed;
+        }
+        errored.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (si, e) in errored {
+            // `finished` never holds an errored sequence; shift the later indices it does hold.
+            for f in finished.iter_mut() {
+                if f.0 > si {
+                    f.0 -= 1;
+                }
+            }
+            let s = self.active.remove(si);
+            let _ = s.job.tx.send(Event::Error(format!("constrained decoding failed: {e}")));
+            self.kv.drop_seq(s.kv);
         }
         finished.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (si, reason) in finished {

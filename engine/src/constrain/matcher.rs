@@ -1,0 +1,123 @@
+//! One sequence's constraint: an llguidance matcher, plus the optional trigger
+//! that holds it back until the output contains a given text.
+
+use std::sync::Arc;
+
+use llguidance::toktrie::TokTrie;
+use llguidance::Matcher;
+
+use super::ConstraintEnv;
+
+/// What a sampled token did to the constraint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Advance {
+    /// Generation goes on.
+    Continue,
+    /// The grammar is complete and allows nothing more: stop after this token.
+    Complete,
+}
+
+pub struct SeqConstraint {
+    env: Arc<ConstraintEnv>,
+    matcher: Matcher,
+    /// Text that switches the grammar on; None once it has been seen (or there was none).
+    trigger: Option<String>,
+    /// Output bytes so far while waiting for the trigger.
+    seen: Vec<u8>,
+}
+
+impl std::fmt::Debug for SeqConstraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeqConstraint")
+            .field("trigger", &self.trigger)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeqConstraint {
+    pub(super) fn new(
+        env: Arc<ConstraintEnv>,
+        matcher: Matcher,
+        trigger: Option<String>,
+    ) -> SeqConstraint {
+        SeqConstraint {
+            env,
+            matcher,
+            trigger,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Whether the grammar applies to the next token (false while waiting for the trigger).
+    pub fn is_active(&self) -> bool {
+        self.trigger.is_none()
+    }
+
+    /// Sets every logit the grammar does not allow to -inf (ids past the vocabulary too).
+    /// The end-of-sequence token is allowed only where the grammar accepts.
+    pub fn apply(&mut self, logits: &mut [f32]) -> Result<(), String> {
+        if !self.is_active() {
+            return Ok(());
+        }
+        let mask = self
+            .matcher
+            .compute_mask_or_eos()
+            .map_err(|e| e.to_string())?;
+        if mask.num_set() == 0 {
+            return Err("the grammar allows no further token".into());
+        }
+        for (i, l) in logits.iter_mut().enumerate() {
+            if i >= self.env.n_vocab || !mask.is_allowed(i as u32) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        Ok(())
+    }
+
+    /// The grammar ended the sequence with this token (its EOS, allowed only when it accepts):
+    /// the token is not part of the output.
+    pub fn ends_with(&self, id: u32) -> bool {
+        self.is_active() && id == self.env.eos
+    }
+
+    /// Feeds a sampled token (not the one `ends_with` stopped at).
+    pub fn advance(&mut self, id: u32) -> Result<Advance, String> {
+        let trie = self.env.tok_env().tok_trie();
+        if let Some(trigger) = &self.trigger {
+            let bytes = if (id as usize) < self.env.n_vocab {
+                trie.token(id)
+            } else {
+                &[]
+            };
+            let bytes = bytes
+                .strip_prefix(&[TokTrie::SPECIAL_TOKEN_MARKER])
+                .unwrap_or(bytes);
+            self.seen.extend_from_slice(bytes);
+            let t = trigger.as_bytes();
+            let Some(at) = self.seen.windows(t.len().max(1)).position(|w| w == t) else {
+                return Ok(Advance::Continue);
+            };
+            // The grammar applies to what follows the trigger, including the rest of this token.
+            let rest = self.seen[at + t.len()..].to_vec();
+            self.trigger = None;
+            self.seen = Vec::new();
+            if !rest.is_empty() {
+                let toks = self.env.tok_env().tokenize_bytes(&rest);
+                self.matcher.consume_tokens(&toks).map_err(|e| {
+                    format!("the text after the trigger does not fit the grammar: {e}")
+                })?;
+            }
+            return Ok(self.state());
+        }
+        self.matcher.consume_token(id).map_err(|e| e.to_string())?;
+        Ok(self.state())
+    }
+
+    fn state(&self) -> Advance {
+        if self.matcher.is_stopped() {
+            Advance::Complete
+        } else {
+            Advance::Continue
+        }
+    }
+}
