@@ -249,6 +249,54 @@ impl ChatTemplate {
         Ok(text)
     }
 
+    /// Renders a conversation given as OpenAI-shaped JSON messages (assistant
+    /// `tool_calls`, `role: "tool"` results) with `tools` (the OpenAI function
+    /// list) in the template's context. A template that does not render tools
+    /// gets them in the system prompt instead ([`crate::tools::generic_messages`]).
+    pub fn render_with_tools(
+        &self,
+        messages: &[serde_json::Value],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
+        let family = self.tool_family();
+        let rewritten;
+        let messages = if family.template_renders_tools() || tools.is_empty() {
+            messages
+        } else {
+            rewritten = crate::tools::generic_messages(messages, tools);
+            &rewritten
+        };
+        let tmpl = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| self.render_error(&e))?;
+        let tools_value = if tools.is_empty() || !family.template_renders_tools() {
+            Value::UNDEFINED
+        } else {
+            Value::from(minijinja::value::Serde(tools))
+        };
+        let ctx = minijinja::context! {
+            messages => Value::from(minijinja::value::Serde(messages)),
+            tools => tools_value,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token.as_str(),
+            eos_token => self.eos_token.as_str(),
+        };
+        let text = tmpl.render(ctx).map_err(|e| self.render_error(&e))?;
+        if self.strip_leading_bos {
+            if let Some(rest) = text.strip_prefix(self.bos_token.as_str()) {
+                return Ok(rest.to_string());
+            }
+        }
+        Ok(text)
+    }
+
+    /// How this template's model writes tool calls.
+    pub fn tool_family(&self) -> crate::tools::Family {
+        crate::tools::Family::detect(&self.source)
+    }
+
     fn render_error(&self, e: &JinjaError) -> ChatError {
         ChatError::Render {
             origin: self.origin,

@@ -11,6 +11,7 @@ pub mod sampler;
 pub mod service;
 pub mod synth;
 pub mod tokenizer;
+pub mod tools;
 
 pub use error::EngineError;
 pub use service::*;

@@ -7,12 +7,16 @@ use owl_engine::chat::{ChatMessage, ChatTemplate, TemplateOrigin};
 use owl_engine::gguf::Gguf;
 use owl_engine::tokenizer::Tokenizer;
 
-fn model(name: &str) -> Gguf {
-    let dir = match std::env::var_os("OWL_HOME") {
+fn model_dir() -> PathBuf {
+    match std::env::var_os("OWL_HOME") {
         Some(home) => PathBuf::from(home).join("models"),
         None => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
             .join(".cache/owl/models"),
-    };
+    }
+}
+
+fn model(name: &str) -> Gguf {
+    let dir = model_dir();
     let path = dir.join(format!("{name}.gguf"));
     assert!(
         path.exists(),
@@ -95,4 +99,43 @@ fn override_template_wins_over_the_file() {
         "[system] You are a helpful assistant.\n[user] What is 2+2?\n[assistant] "
     );
     assert!(ChatTemplate::from_gguf(&gguf, Some("{{ unclosed".into())).is_err());
+}
+
+#[test]
+fn qwen_coder_renders_tools_and_a_tool_result() {
+    let name = std::fs::read_dir(model_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| {
+            n.to_lowercase().starts_with("qwen2.5-coder-0.5b-instruct") && n.ends_with(".gguf")
+        })
+        .expect("qwen2.5-coder-0.5b-instruct is missing (`owl pull` fetches it)");
+    let t = ChatTemplate::from_gguf(&model(name.trim_end_matches(".gguf")), None).unwrap();
+    assert_eq!(t.tool_family(), owl_engine::tools::Family::Hermes);
+    let tools = vec![
+        serde_json::json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}),
+    ];
+    let msgs = vec![
+        serde_json::json!({"role": "user", "content": "Weather in Paris?"}),
+        serde_json::json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}),
+        serde_json::json!({"role": "tool", "tool_call_id": "c1", "content": "21 C"}),
+    ];
+    let text = t.render_with_tools(&msgs, &tools, true).unwrap();
+    assert!(
+        text.contains("<tools>") && text.contains("\"name\": \"get_weather\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("<tool_response>\n21 C\n</tool_response>"),
+        "{text}"
+    );
+    assert!(text.ends_with("<|im_start|>assistant\n"), "{text}");
 }

@@ -65,6 +65,16 @@ impl Engine {
         Ok(self.template.render(messages, add_generation_prompt)?)
     }
 
+    /// Renders OpenAI-shaped JSON messages with `tools` (see [`ChatTemplate::render_with_tools`]).
+    pub fn apply_chat_template_tools(&self, messages: &[serde_json::Value], tools: &[serde_json::Value]) -> Result<String, EngineError> {
+        Ok(self.template.render_with_tools(messages, tools, true)?)
+    }
+
+    /// How the model's template writes tool calls.
+    pub fn tool_family(&self) -> crate::tools::Family {
+        self.template.tool_family()
+    }
+
     /// Tokens of a prompt as a request would see them.
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
         match prompt {

@@ -1,0 +1,234 @@
+//! The model's answer parsed into content and tool calls, per [`Family`].
+//! A call whose JSON does not parse, or has no name, stays in the content as
+//! text: nothing is dropped, and only well-formed calls become calls.
+
+use serde_json::Value;
+
+use super::Family;
+
+/// One call the model made: `arguments` is the JSON text of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// An answer split into its text and its calls.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Parsed {
+    pub content: String,
+    pub calls: Vec<ToolCall>,
+}
+
+/// A call from a JSON object with `name` and `arguments` (or Llama's `parameters`).
+fn call_from(v: &Value) -> Option<ToolCall> {
+    let name = v.get("name")?.as_str()?.to_string();
+    let args = v.get("arguments").or_else(|| v.get("parameters"));
+    let arguments = match args {
+        None | Some(Value::Null) => "{}".to_string(),
+        Some(Value::Object(_)) => args?.to_string(),
+        // Some models write the arguments as a JSON string; it must hold an object.
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(o @ Value::Object(_)) => o.to_string(),
+            _ => return None,
+        },
+        Some(_) => return None,
+    };
+    Some(ToolCall { name, arguments })
+}
+
+fn calls_from_json(text: &str) -> Option<Vec<ToolCall>> {
+    match serde_json::from_str::<Value>(text.trim()).ok()? {
+        Value::Array(items) => items.iter().map(call_from).collect(),
+        v @ Value::Object(_) => Some(vec![call_from(&v)?]),
+        _ => None,
+    }
+}
+
+fn hermes(text: &str) -> Parsed {
+    const OPEN: &str = "<tool_call>";
+    const CLOSE: &str = "</tool_call>";
+    let mut out = Parsed::default();
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        let body_start = start + OPEN.len();
+        let (body, next) = match rest[body_start..].find(CLOSE) {
+            Some(end) => (
+                &rest[body_start..body_start + end],
+                body_start + end + CLOSE.len(),
+            ),
+            None => (&rest[body_start..], rest.len()),
+        };
+        match calls_from_json(body) {
+            Some(calls) => {
+                out.content.push_str(&rest[..start]);
+                out.calls.extend(calls);
+            }
+            None => out.content.push_str(&rest[..next]),
+        }
+        rest = &rest[next..];
+    }
+    out.content.push_str(rest);
+    out.content = out.content.trim().to_string();
+    out
+}
+
+fn prefixed(text: &str, tag: &str) -> Parsed {
+    if let Some(start) = text.find(tag) {
+        if let Some(calls) = calls_from_json(&text[start + tag.len()..]) {
+            return Parsed {
+                content: text[..start].trim().to_string(),
+                calls,
+            };
+        }
+    }
+    Parsed {
+        content: text.to_string(),
+        calls: Vec::new(),
+    }
+}
+
+fn llama3(text: &str) -> Parsed {
+    if text.contains("<|python_tag|>") {
+        return prefixed(text, "<|python_tag|>");
+    }
+    let t = text.trim();
+    if t.starts_with('{') {
+        if let Some(calls) = calls_from_json(t) {
+            return Parsed {
+                content: String::new(),
+                calls,
+            };
+        }
+    }
+    Parsed {
+        content: text.to_string(),
+        calls: Vec::new(),
+    }
+}
+
+fn generic(text: &str) -> Parsed {
+    let raw = Parsed {
+        content: text.to_string(),
+        calls: Vec::new(),
+    };
+    let Ok(v) = serde_json::from_str::<Value>(text.trim()) else {
+        return raw;
+    };
+    if let Some(items) = v.get("tool_calls").and_then(Value::as_array) {
+        if let Some(calls) = items.iter().map(call_from).collect::<Option<Vec<_>>>() {
+            return Parsed {
+                content: String::new(),
+                calls,
+            };
+        }
+        return raw;
+    }
+    match v.get("response") {
+        Some(Value::String(s)) => Parsed {
+            content: s.clone(),
+            calls: Vec::new(),
+        },
+        Some(other) => Parsed {
+            content: other.to_string(),
+            calls: Vec::new(),
+        },
+        None => raw,
+    }
+}
+
+/// Splits a whole answer into content and calls as `family` writes them.
+pub fn parse(family: Family, text: &str) -> Parsed {
+    match family {
+        Family::Hermes => hermes(text),
+        Family::Llama3 => llama3(text),
+        Family::Mistral => prefixed(text, "[TOOL_CALLS]"),
+        Family::Generic => generic(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(name: &str, args: &str) -> ToolCall {
+        ToolCall {
+            name: name.into(),
+            arguments: args.into(),
+        }
+    }
+
+    #[test]
+    fn hermes_calls_leave_no_markup_in_content() {
+        let text = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>";
+        let p = parse(Family::Hermes, text);
+        assert_eq!(p.content, "Let me check.");
+        assert_eq!(
+            p.calls,
+            vec![
+                call("get_weather", "{\"city\":\"Paris\"}"),
+                call("get_time", "{}")
+            ]
+        );
+        // Cut off before the closing tag: the call still parses.
+        let p = parse(
+            Family::Hermes,
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}",
+        );
+        assert_eq!(p.calls, vec![call("f", "{\"a\":1}")]);
+        assert_eq!(p.content, "");
+    }
+
+    #[test]
+    fn bad_json_stays_content() {
+        let text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": </tool_call>";
+        let p = parse(Family::Hermes, text);
+        assert!(p.calls.is_empty());
+        assert_eq!(p.content, text);
+        let p = parse(Family::Mistral, "[TOOL_CALLS][{\"name\": 3}]");
+        assert!(p.calls.is_empty());
+        // Arguments given as a string must hold an object.
+        assert!(parse(
+            Family::Generic,
+            r#"{"tool_calls":[{"name":"f","arguments":"[1]"}]}"#
+        )
+        .calls
+        .is_empty());
+        assert_eq!(
+            parse(
+                Family::Generic,
+                r#"{"tool_calls":[{"name":"f","arguments":"{\"x\":2}"}]}"#
+            )
+            .calls,
+            vec![call("f", "{\"x\":2}")]
+        );
+    }
+
+    #[test]
+    fn llama3_mistral_and_generic() {
+        let p = parse(
+            Family::Llama3,
+            "{\"name\": \"f\", \"parameters\": {\"x\": 1}}",
+        );
+        assert_eq!(p.calls, vec![call("f", "{\"x\":1}")]);
+        let p = parse(
+            Family::Llama3,
+            "<|python_tag|>{\"name\": \"f\", \"parameters\": {}}",
+        );
+        assert_eq!((p.content.as_str(), p.calls.len()), ("", 1));
+        assert_eq!(
+            parse(Family::Llama3, "Hello {there}").content,
+            "Hello {there}"
+        );
+        let p = parse(Family::Mistral, "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {}}, {\"name\": \"b\", \"arguments\": {\"y\": \"z\"}}]");
+        assert_eq!(p.calls, vec![call("a", "{}"), call("b", "{\"y\":\"z\"}")]);
+        let p = parse(Family::Generic, r#"{"response": "It is sunny."}"#);
+        assert_eq!((p.content.as_str(), p.calls.len()), ("It is sunny.", 0));
+        let p = parse(
+            Family::Generic,
+            r#"{"tool_calls": [{"name": "f", "arguments": {"q": 1}}]}"#,
+        );
+        assert_eq!(p.calls, vec![call("f", "{\"q\":1}")]);
+        assert_eq!(parse(Family::Generic, "plain words").content, "plain words");
+    }
+}
