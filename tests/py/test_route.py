@@ -3,6 +3,7 @@ smollm2-135m-instruct and an upstream with qwen2.5-coder-0.5b-instruct that
 requires a (fake) key the front reads from its environment."""
 
 import json
+import time
 
 import pytest
 
@@ -23,7 +24,8 @@ def pair():
     finally:
         conftest.MODEL = front_model
     front = Server("--no-ledger", "--upstream", f"big={up.url}/v1,key_env=ROUTE_KEY,model={UP_MODEL}",
-                   "--upstream-timeout", "120", env={"ROUTE_KEY": KEY})
+                   "--upstream-timeout", "120", "--route-max-local-tokens", "200",
+                   env={"ROUTE_KEY": KEY})
     yield front, up
     front.stop()
     up.stop()
@@ -80,6 +82,41 @@ def test_metrics_count_routes(pair):
     text = rawhttp.get(front.url + "/metrics").text
     assert 'owl_route_requests_total{route="upstream",reason="header"}' in text
     assert 'owl_route_requests_total{route="local",reason="default"}' in text
+
+
+def test_too_long_goes_upstream(pair):
+    front, _ = pair
+    long_msg = [{"role": "user", "content": "Summarize: " + "the cat sat on the mat and " * 60}]
+    r = chat(front.url, messages=long_msg, max_tokens=4)
+    assert r.status_code == 200
+    assert (r.headers["x-owl-route"], r.headers["x-owl-route-reason"], r.headers["x-owl-upstream"]) == ("upstream", "too_long", "big")
+
+
+def test_client_drop_cancels_upstream_request(pair):
+    front, up = pair
+    auth = {"authorization": f"Bearer {KEY}"}
+    before = up.metrics(headers=auth)
+    body = {"messages": [{"role": "user", "content": "Count from 1 to 1000, one number a line."}],
+            "max_tokens": 1000, "temperature": 0, "stream": True, "ignore_eos": True}
+    with rawhttp.stream("POST", front.url + "/v1/chat/completions", json=body,
+                        headers={"x-owl-route": "upstream"}, timeout=60) as r:
+        assert r.status_code == 200
+        got = 0
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                got += 1
+                if got == 3:
+                    break
+    # The front drops its upstream connection, so the upstream's engine cancels the request.
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        m = up.metrics(headers=auth)
+        if m["owl_active_sequences"] == 0 and m["owl_requests_cancelled_total"] > before["owl_requests_cancelled_total"]:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"upstream request not cancelled: {m}")
+    assert m["owl_generated_tokens_total"] - before["owl_generated_tokens_total"] < 900
 
 
 def test_upstream_killed_falls_back_locally_and_key_never_leaks(pair):
