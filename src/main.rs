@@ -421,6 +421,16 @@ struct ServeArgs {
     /// Requests that may wait for a free sequence before new ones get 503.
     #[arg(long, default_value_t = 64)]
     queue: usize,
+    /// An OpenAI-compatible upstream chat endpoint (repeatable), e.g. big=http://127.0.0.1:8081/v1;
+    /// its key is read from the environment variable key_env names, never from the command line.
+    #[arg(long, value_name = "NAME=URL[,key_env=VAR][,model=MODEL]")]
+    upstream: Vec<String>,
+    /// Seconds to wait for an upstream (connect, first answer, each chunk) before retrying once and answering locally.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    upstream_timeout: u64,
+    /// Prompts with more tokens than this go to the first upstream.
+    #[arg(long, value_name = "TOKENS")]
+    route_max_local_tokens: Option<usize>,
 }
 
 fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
@@ -438,6 +448,22 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
     if let Some(f) = &args.api_keys {
         keys.extend(charge::read_keys_file(f)?);
     }
+    let mut upstreams = Vec::new();
+    for spec in &args.upstream {
+        let up = owl_server::route::Upstream::parse(spec).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(upstreams.iter().all(|u: &owl_server::route::Upstream| u.name != up.name), "--upstream {} is given twice", up.name);
+        upstreams.push(up);
+    }
+    anyhow::ensure!(args.upstream_timeout >= 1, "--upstream-timeout must be at least 1 second");
+    anyhow::ensure!(
+        args.route_max_local_tokens.is_none() || !upstreams.is_empty(),
+        "--route-max-local-tokens needs an --upstream to send long prompts to"
+    );
+    let route = owl_server::route::RouteConfig::new(
+        upstreams,
+        std::time::Duration::from_secs(args.upstream_timeout),
+        args.route_max_local_tokens,
+    );
     let owl_home = registry::cache_dir();
     let (cost_cfg, prices) = charge::setup(&args.charge, &owl_home)?;
     let ledger = charge::open_ledger(&args.charge, &owl_home)?;
@@ -468,7 +494,7 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         },
         host: args.host,
         port: args.port,
-        options: owl_server::ServerOptions { api_keys: keys, cost: Some(cost), cors: args.cors, known_models, ..Default::default() },
+        options: owl_server::ServerOptions { api_keys: keys, cost: Some(cost), cors: args.cors, known_models, route: std::sync::Arc::new(route), ..Default::default() },
         embedding_model: args.embedding_model,
     };
     owl_server::run_blocking(cfg)?;

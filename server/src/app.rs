@@ -62,6 +62,8 @@ pub struct ServerOptions {
     /// The `--model` argument as given: also a valid name for the loaded model.
     pub model_arg: String,
     pub max_body_bytes: usize,
+    /// Upstreams and the routing policy (route/mod.rs).
+    pub route: Arc<crate::route::RouteConfig>,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +76,7 @@ impl Default for ServerOptions {
             known_models: Vec::new(),
             model_arg: String::new(),
             max_body_bytes: DEFAULT_MAX_BODY,
+            route: Arc::default(),
         }
     }
 }
@@ -153,6 +156,10 @@ impl AppState {
         names.dedup();
         let _ = self.0.loaded_names.set(names);
         let _ = self.0.engine.set(engine);
+    }
+
+    pub(crate) fn route(&self) -> Arc<crate::route::RouteConfig> {
+        self.0.opts.route.clone()
     }
 
     pub fn cost(&self) -> Arc<CostBook> {
@@ -265,7 +272,7 @@ impl FromRequest<AppState> for JsonBody {
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
-        .route("/v1/chat/completions", post(generate::chat_completions))
+        .route("/v1/chat/completions", post(crate::route::chat))
         .route("/v1/completions", post(generate::completions))
         .route("/v1/models", get(models))
         .route("/v1/embeddings", post(embeddings::embeddings))
@@ -424,6 +431,7 @@ async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> 
     let m = engine.metrics();
     let mut text = metrics::render(&m, &st.http_counts());
     text.push_str(&st.cost().metrics_text(&m));
+    text.push_str(&st.route().metrics_text());
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

@@ -50,6 +50,11 @@ pub async fn completions(
     run(st, client, Kind::Text, prompt, gen, logprobs).await
 }
 
+/// A fresh chat completion id (`chatcmpl-…`), for answers relayed from an upstream.
+pub(crate) fn new_chat_id() -> String {
+    new_id(Kind::Chat)
+}
+
 fn new_id(kind: Kind) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);

@@ -18,6 +18,7 @@ mod error;
 mod generate;
 mod metrics;
 mod openai;
+pub mod route;
 mod service;
 
 use std::future::IntoFuture;
