@@ -191,7 +191,7 @@ async fn run(
         stop: gen.stop.clone(),
         logprobs,
         stop_at_eog: !gen.ignore_eos,
-        constraint: None,
+        constraint: gen.constraint.clone(),
     };
     // Tokenizing and templating a long prompt is CPU work: keep it off the async workers.
     let submitter = engine.clone();

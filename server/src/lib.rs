@@ -15,6 +15,7 @@ pub mod cost;
 mod dashboard;
 mod embeddings;
 mod error;
+mod format;
 mod generate;
 mod metrics;
 mod openai;

@@ -7,6 +7,7 @@
 //! value are a 400 naming the field.
 
 use owl_engine::service::{ChatMessage, Prompt, SamplingParams};
+use owl_engine::constrain::Constraint;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -75,6 +76,14 @@ pub struct GenerationParams {
     pub stream_options: Option<StreamOptions>,
     /// Extension (llama-server): keep generating past end-of-generation tokens.
     pub ignore_eos: Option<bool>,
+    /// `text`, `json_object` or `json_schema` (see server/src/format.rs).
+    pub response_format: Option<Value>,
+    /// Extension (llama-server): a Lark or GBNF grammar.
+    pub grammar: Option<Value>,
+    /// Extension (llama-server): a JSON Schema the output follows.
+    pub json_schema: Option<Value>,
+    pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
 }
 
 /// `/v1/chat/completions`' own fields.
@@ -114,6 +123,7 @@ pub struct Generation {
     pub stream: bool,
     pub include_usage: bool,
     pub ignore_eos: bool,
+    pub constraint: Option<Constraint>,
 }
 
 fn check_range(param: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
@@ -196,7 +206,11 @@ impl GenerationParams {
             .stream_options
             .map(|o| o.include_usage)
             .unwrap_or(false);
+        crate::format::check_tools(&self.tools, &self.tool_choice)?;
+        let constraint =
+            crate::format::constraint(self.response_format, self.grammar, self.json_schema)?;
         Ok(Generation {
+            constraint,
             model: self.model,
             sampling: s,
             max_tokens,

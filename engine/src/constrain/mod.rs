@@ -49,14 +49,27 @@ pub struct Trigger {
     pub text: String,
 }
 
+/// JSON as `json.dumps` writes it (`", "` and `": "`, no other whitespace between
+/// tokens) unless the schema sets its own `x-guidance` options. llguidance's default
+/// allows any whitespace between tokens, and a small model at temperature 1 can fill
+/// its whole `max_tokens` with newlines: valid, never finished.
+fn compact(mut schema: serde_json::Value) -> serde_json::Value {
+    if let Some(obj) = schema.as_object_mut() {
+        obj.entry("x-guidance").or_insert_with(|| {
+            serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
+        });
+    } else if schema == serde_json::Value::Bool(true) {
+        return compact(serde_json::json!({}));
+    }
+    schema
+}
+
 impl Grammar {
     pub(crate) fn to_llg(&self) -> llguidance::api::TopLevelGrammar {
         use llguidance::api::TopLevelGrammar;
         match self {
-            Grammar::JsonObject => {
-                TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"}))
-            }
-            Grammar::JsonSchema(v) => TopLevelGrammar::from_json_schema(v.clone()),
+            Grammar::JsonObject => TopLevelGrammar::from_json_schema(compact(serde_json::json!({"type": "object"}))),
+            Grammar::JsonSchema(v) => TopLevelGrammar::from_json_schema(compact(v.clone())),
             Grammar::Regex(r) => TopLevelGrammar::from_regex(r),
             Grammar::Lark(l) => TopLevelGrammar::from_lark(l.clone()),
         }
