@@ -240,13 +240,7 @@ impl ChatTemplate {
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
         };
-        let text = tmpl.render(ctx).map_err(|e| self.render_error(&e))?;
-        if self.strip_leading_bos {
-            if let Some(rest) = text.strip_prefix(self.bos_token.as_str()) {
-                return Ok(rest.to_string());
-            }
-        }
-        Ok(text)
+        self.finish(tmpl.render(ctx).map_err(|e| self.render_error(&e))?)
     }
 
     /// Renders a conversation given as OpenAI-shaped JSON messages (assistant
@@ -283,7 +277,11 @@ impl ChatTemplate {
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
         };
-        let text = tmpl.render(ctx).map_err(|e| self.render_error(&e))?;
+        self.finish(tmpl.render(ctx).map_err(|e| self.render_error(&e))?)
+    }
+
+    /// The rendered text, less a leading BOS the tokenizer adds itself.
+    fn finish(&self, text: String) -> Result<String, ChatError> {
         if self.strip_leading_bos {
             if let Some(rest) = text.strip_prefix(self.bos_token.as_str()) {
                 return Ok(rest.to_string());
