@@ -1,5 +1,6 @@
 //! Shared helpers of the x86 kernels: f16 scales, horizontal sums, loads, nibble
-//! and bit expansion, and signed x signed products from the `mul_u8i8` primitive.
+//! and bit expansion, signed x signed products from the `mul_u8i8` primitive, and
+//! `f16_pair` (a block's two leading f16 scales, for the tiles and decode rows).
 
 macro_rules! x86_common {
     ($feat:literal) => {
@@ -82,6 +83,25 @@ macro_rules! x86_common {
         #[target_feature(enable = $feat)]
         unsafe fn mul_i8i8_s(x: __m256i, y: __m256i, lo: i32, hi: i32) -> __m256i {
             mul_u8i8_s(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x), lo, hi)
+        }
+
+        /// The first two f16 of a block (at its start) as exact f32s. One 64-bit
+        /// load straight into vcvtph2ps: written in Rust, LLVM narrows a lone f16
+        /// to a vpinsrw merged into a live register, chaining the whole loop on
+        /// an accumulator. Every block type passed here is at least 8 bytes long
+        /// with its f16 scales first.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn f16_pair<B>(b: &B) -> (f32, f32) {
+            const { assert!(std::mem::size_of::<B>() >= 8) };
+            let v: __m128;
+            std::arch::asm!(
+                "vcvtph2ps {v}, qword ptr [{p}]",
+                v = out(xmm_reg) v,
+                p = in(reg) b as *const B as *const u8,
+                options(pure, readonly, nostack, preserves_flags)
+            );
+            (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
         }
     };
 }

@@ -76,7 +76,10 @@ macro_rules! x86_kquant {
                 _mm256_or_si256(_mm256_and_si256(q4a, m4), _mm256_slli_epi16(hbits(0x03), 4)),
                 _mm256_or_si256(_mm256_and_si256(q4b, m4), _mm256_slli_epi16(hbits(0x0C), 2)),
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4a, 4), m4), hbits(0x30)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4b, 4), m4), _mm256_srli_epi16(hbits(0xC0), 2)),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(q4b, 4), m4),
+                    _mm256_srli_epi16(hbits(0xC0), 2),
+                ),
             ]
         }
 
@@ -88,7 +91,8 @@ macro_rules! x86_kquant {
                 // Σ sc*(q-32)*y = Σ sc*q*y - 32 Σ sc*bsum, all in exact integers; lane l
                 // takes the offset of sub-blocks 2l and 2l+1, as GGML's lanes do (same
                 // lane sums, so the same float rounding).
-                let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr() as *const __m128i));
+                let scales =
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr() as *const __m128i));
                 let off = _mm256_madd_epi16(scales, load(b.bsums.as_ptr() as *const u8));
                 let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
                 for n in 0..2 {
@@ -145,7 +149,12 @@ macro_rules! x86_kquant {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_iq4_xs<const R: usize>(x: &[BlockIQ4XS], y: [&[BlockQ8K]; R], _d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+        unsafe fn tile_iq4_xs<const R: usize>(
+            x: &[BlockIQ4XS],
+            y: [&[BlockQ8K]; R],
+            _d: [&[f32]; R],
+            _s: [&[f32]; R],
+        ) -> [f32; R] {
             let table = iq4_table();
             let mut acc = [_mm256_setzero_ps(); R];
             for (i, a) in x.iter().enumerate() {
@@ -158,7 +167,12 @@ macro_rules! x86_kquant {
 
         /// Four IQ4_XS rows: per row exactly the operations of `dot_iq4_xs`.
         #[target_feature(enable = $feat)]
-        unsafe fn rows4_iq4_xs(x: [&[BlockIQ4XS]; 4], y: &[BlockQ8K], _d: &[f32], _s: &[f32]) -> [f32; 4] {
+        unsafe fn rows4_iq4_xs(
+            x: [&[BlockIQ4XS]; 4],
+            y: &[BlockQ8K],
+            _d: &[f32],
+            _s: &[f32],
+        ) -> [f32; 4] {
             let table = iq4_table();
             let mut acc = [_mm256_setzero_ps(); 4];
             for (i, b) in y.iter().enumerate() {

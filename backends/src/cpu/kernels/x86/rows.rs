@@ -32,34 +32,72 @@ macro_rules! x86_rows {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn rows4_q8_0(x: [&[BlockQ8_0]; 4], y: &[BlockQ8_0], d: &[f32], _s: &[f32]) -> [f32; 4] {
+        unsafe fn rows4_q8_0(
+            x: [&[BlockQ8_0]; 4],
+            y: &[BlockQ8_0],
+            d: &[f32],
+            _s: &[f32],
+        ) -> [f32; 4] {
             rows_signed(x, y, d, |a| (load_i8(a.qs.as_ptr()), f16_pair(a).0))
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn rows4_q4_0(x: [&[BlockQ4_0]; 4], y: &[BlockQ8_0], d: &[f32], _s: &[f32]) -> [f32; 4] {
+        unsafe fn rows4_q4_0(
+            x: [&[BlockQ4_0]; 4],
+            y: &[BlockQ8_0],
+            d: &[f32],
+            _s: &[f32],
+        ) -> [f32; 4] {
             let off = _mm256_set1_epi8(8);
-            rows_signed(x, y, d, |a| (_mm256_sub_epi8(nibbles32(a.qs.as_ptr()), off), f16_pair(a).0))
+            rows_signed(x, y, d, |a| {
+                (
+                    _mm256_sub_epi8(nibbles32(a.qs.as_ptr()), off),
+                    f16_pair(a).0,
+                )
+            })
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn rows4_q5_0(x: [&[BlockQ5_0]; 4], y: &[BlockQ8_0], d: &[f32], _s: &[f32]) -> [f32; 4] {
+        unsafe fn rows4_q5_0(
+            x: [&[BlockQ5_0]; 4],
+            y: &[BlockQ8_0],
+            d: &[f32],
+            _s: &[f32],
+        ) -> [f32; 4] {
             let hi = _mm256_set1_epi8(0xF0u8 as i8);
             rows_signed(x, y, d, |a| {
-                let qx = _mm256_or_si256(nibbles32(a.qs.as_ptr()), _mm256_andnot_si256(bits32(a.qh), hi));
+                let qx = _mm256_or_si256(
+                    nibbles32(a.qs.as_ptr()),
+                    _mm256_andnot_si256(bits32(a.qh), hi),
+                );
                 (qx, f16_pair(a).0)
             })
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn rows4_iq4_nl(x: [&[BlockIQ4NL]; 4], y: &[BlockQ8_0], d: &[f32], _s: &[f32]) -> [f32; 4] {
+        unsafe fn rows4_iq4_nl(
+            x: [&[BlockIQ4NL]; 4],
+            y: &[BlockQ8_0],
+            d: &[f32],
+            _s: &[f32],
+        ) -> [f32; 4] {
             let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
             let table = _mm256_set_m128i(t, t);
-            rows_signed(x, y, d, |a| (_mm256_shuffle_epi8(table, nibbles32(a.qs.as_ptr())), f16_pair(a).0))
+            rows_signed(x, y, d, |a| {
+                (
+                    _mm256_shuffle_epi8(table, nibbles32(a.qs.as_ptr())),
+                    f16_pair(a).0,
+                )
+            })
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn rows4_q4_1(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1], d: &[f32], s: &[f32]) -> [f32; 4] {
+        unsafe fn rows4_q4_1(
+            x: [&[BlockQ4_1]; 4],
+            y: &[BlockQ8_1],
+            d: &[f32],
+            s: &[f32],
+        ) -> [f32; 4] {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut summs = [0f32; 4];
             for (i, b) in y.iter().enumerate() {
@@ -94,7 +132,12 @@ macro_rules! x86_rows {
 
         /// Four Q4_K rows: per row exactly the operations of `tile_q4_k::<1>`.
         #[target_feature(enable = $feat)]
-        unsafe fn rows4_q4_k(x: [&[BlockQ4K]; 4], y: &[BlockQ8K], d: &[f32], _s: &[f32]) -> [f32; 4] {
+        unsafe fn rows4_q4_k(
+            x: [&[BlockQ4K]; 4],
+            y: &[BlockQ8K],
+            d: &[f32],
+            _s: &[f32],
+        ) -> [f32; 4] {
             let mut acc = [0f32; 4];
             let mut acc_min = [0f32; 4];
             let m4 = _mm256_set1_epi8(0x0F);
@@ -109,7 +152,10 @@ macro_rules! x86_rows {
                     let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
                     let (wd, wmin) = f16_pair(a);
                     let mut summ = [0i32; 8];
-                    _mm256_storeu_si256(summ.as_mut_ptr() as *mut __m256i, _mm256_madd_epi16(mins, bs));
+                    _mm256_storeu_si256(
+                        summ.as_mut_ptr() as *mut __m256i,
+                        _mm256_madd_epi16(mins, bs),
+                    );
                     for j in 0..4 {
                         let q4 = load(a.qs.as_ptr().add(32 * j));
                         let lo = _mm256_and_si256(q4, m4);
@@ -117,7 +163,10 @@ macro_rules! x86_rows {
                         let (s0, s1) = (sc[2 * j] as i32, sc[2 * j + 1] as i32);
                         let ylo = load_i8(b.qs.as_ptr().add(64 * j));
                         let yhi = load_i8(b.qs.as_ptr().add(64 * j + 32));
-                        let p = _mm256_add_epi32(mul_u8i8_s(lo, ylo, s0, s0), mul_u8i8_s(hi, yhi, s1, s1));
+                        let p = _mm256_add_epi32(
+                            mul_u8i8_s(lo, ylo, s0, s0),
+                            mul_u8i8_s(hi, yhi, s1, s1),
+                        );
                         acc[w] = (hsum_i32(p) as f32).mul_add(wd * dd, acc[w]);
                         let m = summ[2 * j] + summ[2 * j + 1];
                         acc_min[w] = (m as f32).mul_add(wmin * dd, acc_min[w]);
@@ -133,7 +182,12 @@ macro_rules! x86_rows {
 
         /// Four Q6_K rows: per row exactly the operations of `tile_q6_k::<1>`.
         #[target_feature(enable = $feat)]
-        unsafe fn rows4_q6_k(x: [&[BlockQ6K]; 4], y: &[BlockQ8K], d: &[f32], _s: &[f32]) -> [f32; 4] {
+        unsafe fn rows4_q6_k(
+            x: [&[BlockQ6K]; 4],
+            y: &[BlockQ8K],
+            d: &[f32],
+            _s: &[f32],
+        ) -> [f32; 4] {
             let mut acc = [_mm256_setzero_ps(); 4];
             let m4 = _mm256_set1_epi8(0x0F);
             for (i, b) in y.iter().enumerate() {
@@ -142,9 +196,11 @@ macro_rules! x86_rows {
                 for w in 0..4 {
                     prefetch_block(x[w], i, 4);
                     let a = x[w].get_unchecked(i);
-                    let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr() as *const __m128i));
+                    let scales =
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr() as *const __m128i));
                     let off = _mm256_madd_epi16(scales, bs);
-                    let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
+                    let mut sumi =
+                        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
                     for n in 0..2 {
                         let v = q6k_quants(a, n, m4);
                         for (k, vk) in v.iter().enumerate() {
@@ -155,7 +211,8 @@ macro_rules! x86_rows {
                         }
                     }
                     let wd = f16_mul_f32(a.d, 1.0);
-                    acc[w] = _mm256_fmadd_ps(_mm256_set1_ps(wd * yd), _mm256_cvtepi32_ps(sumi), acc[w]);
+                    acc[w] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(wd * yd), _mm256_cvtepi32_ps(sumi), acc[w]);
                 }
             }
             acc.map(|v| hsum_ps(v))
@@ -163,7 +220,12 @@ macro_rules! x86_rows {
 
         /// Four Q5_K rows: per row exactly the operations of `dot_q5_k`.
         #[target_feature(enable = $feat)]
-        unsafe fn rows4_q5_k(x: [&[BlockQ5K]; 4], y: &[BlockQ8K], _d: &[f32], _s: &[f32]) -> [f32; 4] {
+        unsafe fn rows4_q5_k(
+            x: [&[BlockQ5K]; 4],
+            y: &[BlockQ8K],
+            _d: &[f32],
+            _s: &[f32],
+        ) -> [f32; 4] {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut sum_min = [0f32; 4];
             for (i, b) in y.iter().enumerate() {

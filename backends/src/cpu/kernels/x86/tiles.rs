@@ -4,33 +4,14 @@ macro_rules! x86_tiles {
     ($feat:literal) => {
         // ---- Matmul tiles: one weight row against R (1..=4) activation rows. ----
         //
-        // Each output is computed by exactly the operations of the one-row dot in
-        // dots.rs or kquant.rs (same block order, same FMA chain into one 8-lane accumulator,
-        // same horizontal sum, same scalar corrections), so an element's value
-        // never depends on how many rows share its tile: batched equals solo.
+        // Each output is computed by exactly the operations of the one-row dot
+        // (dots.rs, kquant.rs): same block order, same FMA chain into one 8-lane
+        // accumulator, same horizontal sum, same scalar corrections, so an element's
+        // value never depends on how many rows share its tile: batched equals solo.
         // The weight block is expanded once and reused for every activation row;
         // activation scales arrive as f32 (`d`, and `s` for Q8_1), converted once
         // per group of rows instead of once per weight row. f16 -> f32 is exact,
         // so f32(wd) * d[r] is the same product as the one-row f16_mul.
-
-        /// The first two f16 of a block (at its start) as exact f32s. One 64-bit
-        /// load straight into vcvtph2ps: written in Rust, LLVM narrows a lone f16
-        /// to a vpinsrw merged into a live register, chaining the whole loop on
-        /// an accumulator. Every block type passed here is at least 8 bytes long
-        /// with its f16 scales first.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn f16_pair<B>(b: &B) -> (f32, f32) {
-            const { assert!(std::mem::size_of::<B>() >= 8) };
-            let v: __m128;
-            std::arch::asm!(
-                "vcvtph2ps {v}, qword ptr [{p}]",
-                v = out(xmm_reg) v,
-                p = in(reg) b as *const B as *const u8,
-                options(pure, readonly, nostack, preserves_flags)
-            );
-            (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
-        }
 
         /// Horizontal sum of eight i32 lanes.
         #[inline]
@@ -82,7 +63,12 @@ macro_rules! x86_tiles {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q8_0<const R: usize>(x: &[BlockQ8_0], y: [&[BlockQ8_0]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+        unsafe fn tile_q8_0<const R: usize>(
+            x: &[BlockQ8_0],
+            y: [&[BlockQ8_0]; R],
+            d: [&[f32]; R],
+            _s: [&[f32]; R],
+        ) -> [f32; R] {
             let mut acc = [_mm256_setzero_ps(); R];
             for (i, a) in x.iter().enumerate() {
                 tile_signed(load_i8(a.qs.as_ptr()), f16_pair(a).0, i, &y, &d, &mut acc);
@@ -91,7 +77,12 @@ macro_rules! x86_tiles {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q4_0<const R: usize>(x: &[BlockQ4_0], y: [&[BlockQ8_0]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+        unsafe fn tile_q4_0<const R: usize>(
+            x: &[BlockQ4_0],
+            y: [&[BlockQ8_0]; R],
+            d: [&[f32]; R],
+            _s: [&[f32]; R],
+        ) -> [f32; R] {
             let mut acc = [_mm256_setzero_ps(); R];
             let off = _mm256_set1_epi8(8);
             for (i, a) in x.iter().enumerate() {
@@ -102,7 +93,12 @@ macro_rules! x86_tiles {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q5_0<const R: usize>(x: &[BlockQ5_0], y: [&[BlockQ8_0]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+        unsafe fn tile_q5_0<const R: usize>(
+            x: &[BlockQ5_0],
+            y: [&[BlockQ8_0]; R],
+            d: [&[f32]; R],
+            _s: [&[f32]; R],
+        ) -> [f32; R] {
             let mut acc = [_mm256_setzero_ps(); R];
             let hi = _mm256_set1_epi8(0xF0u8 as i8);
             for (i, a) in x.iter().enumerate() {
@@ -116,7 +112,12 @@ macro_rules! x86_tiles {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_iq4_nl<const R: usize>(x: &[BlockIQ4NL], y: [&[BlockQ8_0]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+        unsafe fn tile_iq4_nl<const R: usize>(
+            x: &[BlockIQ4NL],
+            y: [&[BlockQ8_0]; R],
+            d: [&[f32]; R],
+            _s: [&[f32]; R],
+        ) -> [f32; R] {
             let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
             let table = _mm256_set_m128i(t, t);
             let mut acc = [_mm256_setzero_ps(); R];
@@ -128,7 +129,12 @@ macro_rules! x86_tiles {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q5_k<const R: usize>(x: &[BlockQ5K], y: [&[BlockQ8K]; R], _d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+        unsafe fn tile_q5_k<const R: usize>(
+            x: &[BlockQ5K],
+            y: [&[BlockQ8K]; R],
+            _d: [&[f32]; R],
+            _s: [&[f32]; R],
+        ) -> [f32; R] {
             let mut acc = [_mm256_setzero_ps(); R];
             let mut sum_min = [0f32; R];
             for (i, a) in x.iter().enumerate() {
@@ -144,7 +150,12 @@ macro_rules! x86_tiles {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q4_1<const R: usize>(x: &[BlockQ4_1], y: [&[BlockQ8_1]; R], d: [&[f32]; R], s: [&[f32]; R]) -> [f32; R] {
+        unsafe fn tile_q4_1<const R: usize>(
+            x: &[BlockQ4_1],
+            y: [&[BlockQ8_1]; R],
+            d: [&[f32]; R],
+            s: [&[f32]; R],
+        ) -> [f32; R] {
             let mut acc = [_mm256_setzero_ps(); R];
             let mut summs = [0f32; R];
             for (i, a) in x.iter().enumerate() {
@@ -168,7 +179,12 @@ macro_rules! x86_tiles {
         /// Q4_K rows as `dot_q4_k` describes. `d` holds the activation scales,
         /// or is empty to read them from the blocks.
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q4_k<const R: usize>(x: &[BlockQ4K], y: [&[BlockQ8K]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+        unsafe fn tile_q4_k<const R: usize>(
+            x: &[BlockQ4K],
+            y: [&[BlockQ8K]; R],
+            d: [&[f32]; R],
+            _s: [&[f32]; R],
+        ) -> [f32; R] {
             let mut acc = [0f32; R];
             let mut acc_min = [0f32; R];
             let m4 = _mm256_set1_epi8(0x0F);
@@ -183,9 +199,16 @@ macro_rules! x86_tiles {
                 let mut summ = [[0i32; 8]; R];
                 for r in 0..R {
                     let b = y[r].get_unchecked(i);
-                    dd[r] = if d[r].is_empty() { b.d() } else { *d[r].get_unchecked(i) };
+                    dd[r] = if d[r].is_empty() {
+                        b.d()
+                    } else {
+                        *d[r].get_unchecked(i)
+                    };
                     let bs = load(b.bsums.as_ptr() as *const u8);
-                    _mm256_storeu_si256(summ[r].as_mut_ptr() as *mut __m256i, _mm256_madd_epi16(mins, bs));
+                    _mm256_storeu_si256(
+                        summ[r].as_mut_ptr() as *mut __m256i,
+                        _mm256_madd_epi16(mins, bs),
+                    );
                 }
                 for j in 0..4 {
                     let q4 = load(a.qs.as_ptr().add(32 * j));
@@ -196,7 +219,10 @@ macro_rules! x86_tiles {
                         let b = y[r].get_unchecked(i);
                         let ylo = load_i8(b.qs.as_ptr().add(64 * j));
                         let yhi = load_i8(b.qs.as_ptr().add(64 * j + 32));
-                        let p = _mm256_add_epi32(mul_u8i8_s(lo, ylo, s0, s0), mul_u8i8_s(hi, yhi, s1, s1));
+                        let p = _mm256_add_epi32(
+                            mul_u8i8_s(lo, ylo, s0, s0),
+                            mul_u8i8_s(hi, yhi, s1, s1),
+                        );
                         acc[r] = (hsum_i32(p) as f32).mul_add(wd * dd[r], acc[r]);
                         let m = summ[r][2 * j] + summ[r][2 * j + 1];
                         acc_min[r] = (m as f32).mul_add(wmin * dd[r], acc_min[r]);
@@ -211,11 +237,17 @@ macro_rules! x86_tiles {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn tile_q6_k<const R: usize>(x: &[BlockQ6K], y: [&[BlockQ8K]; R], d: [&[f32]; R], _s: [&[f32]; R]) -> [f32; R] {
+        unsafe fn tile_q6_k<const R: usize>(
+            x: &[BlockQ6K],
+            y: [&[BlockQ8K]; R],
+            d: [&[f32]; R],
+            _s: [&[f32]; R],
+        ) -> [f32; R] {
             let mut acc = [_mm256_setzero_ps(); R];
             let m4 = _mm256_set1_epi8(0x0F);
             for (i, a) in x.iter().enumerate() {
-                let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr() as *const __m128i));
+                let scales =
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr() as *const __m128i));
                 let mut sumi = [_mm256_setzero_si256(); R];
                 for r in 0..R {
                     let b = y[r].get_unchecked(i);
