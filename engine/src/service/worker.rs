@@ -392,7 +392,7 @@ impl Worker {
         // A sequence that found no free page waits for others to finish; only
         // when nothing at all can run is the budget truly spent for it.
         let stalled = batch.rows.is_empty();
-        let logits = if stalled { Vec::new() } else { self.model.forward(&batch)? };
+        let mut logits = if stalled { Vec::new() } else { self.model.forward(&batch)? };
         // Advance, sample and stream.
         let n_vocab = self.model.cfg.n_vocab;
         let mut li = 0;
@@ -417,7 +417,10 @@ impl Worker {
             if s.n_past < s.tokens.len() {
                 continue; // prompt not done yet
             }
-            let l = &mut logits[li * n_vocab..(li + 1) * n_vocab].to_vec();
+            // The mask and the sampler edit the row in place; only logprobs need it as the
+            // model gave it, so only they pay for a copy (152k floats a step on Qwen).
+            let l = &mut logits[li * n_vocab..(li + 1) * n_vocab];
+            let raw = s.job.req.logprobs.map(|_| l.to_vec());
             li += 1;
             // The grammar's mask goes on before penalties, top-k/p and temperature.
             if let Some(c) = s.constraint.as_mut() {
@@ -456,9 +459,8 @@ impl Worker {
             s.tokens.push(id);
             s.generated += 1;
             self.shared.gen_tokens.fetch_add(1, Ordering::Relaxed);
-            let logprob = s.job.req.logprobs.map(|n| {
-                let raw = &logits[(li - 1) * n_vocab..li * n_vocab];
-                let (lp, top) = sampler::logprobs(raw, id, n);
+            let logprob = s.job.req.logprobs.zip(raw).map(|(n, raw)| {
+                let (lp, top) = sampler::logprobs(&raw, id, n);
                 TokenLogprob {
                     logprob: lp,
                     top: top.into_iter().map(|(t, p)| TopLogprob { id: t, text: self.tok.decode(&[t]), logprob: p }).collect(),
