@@ -1,6 +1,7 @@
 //! Constrained decoding on a real model (smollm2-135m-instruct, in the model cache
 //! via scripts/test): schema output parses and matches, a constrained sequence in
-//! the batch leaves free ones unchanged, bad grammars are refused at submit.
+//! the batch leaves free ones unchanged, bad grammars are refused at submit, and
+//! logprobs describe the model's row, not the one the grammar masked.
 
 use std::sync::OnceLock;
 
@@ -171,4 +172,44 @@ fn invalid_grammars_are_refused_at_submit() {
             other => panic!("{g:?} should be SubmitError::Constraint, got {other:?}"),
         }
     }
+}
+
+/// The first token's logprobs of a one-token request.
+fn first_logprob(grammar: Option<Grammar>) -> (u32, owl_engine::service::TokenLogprob) {
+    let mut r = chat("Describe a person as JSON.", 1, grammar);
+    r.logprobs = Some(5);
+    let mut h = engine().submit(r).unwrap();
+    loop {
+        match h.next_blocking() {
+            Some(Event::Token {
+                id,
+                logprob: Some(lp),
+                ..
+            }) => return (id, lp),
+            Some(Event::Error(e)) => panic!("generation failed: {e}"),
+            None | Some(Event::Done { .. }) => panic!("no token with logprobs came"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn logprobs_are_the_models_not_the_masked_ones() {
+    // The grammar masks the row in place before sampling; logprobs must still
+    // describe the model's distribution, so both runs report the same top list.
+    let (free_id, free) = first_logprob(None);
+    let (yes_no_id, masked) = first_logprob(Some(Grammar::Regex("(yes|no)".into())));
+    assert_ne!(
+        free_id, yes_no_id,
+        "the mask must change the choice for this check to mean anything"
+    );
+    assert_eq!(free.top, masked.top);
+    assert_eq!(free.top[0].id, free_id);
+    // The forced token keeps its (lower) probability under the model.
+    assert!(
+        masked.logprob < free.logprob,
+        "{} vs {}",
+        masked.logprob,
+        free.logprob
+    );
 }
