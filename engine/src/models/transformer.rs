@@ -263,10 +263,19 @@ impl Model {
     /// Runs one step and returns the logits of the rows that asked for them,
     /// `[n_logit_rows * n_vocab]`, in row order.
     pub fn forward(&mut self, batch: &Batch) -> Result<Vec<f32>, EngineError> {
+        let mut out = Vec::new();
+        self.forward_into(batch, &mut out)?;
+        Ok(out)
+    }
+
+    /// `forward` into the caller's buffer, which it keeps between steps: its
+    /// allocation is reused (no fresh zeroed logits rows every step).
+    pub fn forward_into(&mut self, batch: &Batch, out: &mut Vec<f32>) -> Result<(), EngineError> {
+        out.clear();
         let c = &self.cfg;
         let n = batch.rows.len();
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         for r in &batch.rows {
             let cells = batch.seq_cells.get(r.seq as usize).ok_or_else(|| EngineError::Internal(format!("row names sequence {}", r.seq)))?;
@@ -367,7 +376,7 @@ impl Model {
         // 5. Final norm and the output head, only for rows that want logits.
         let want: Vec<u32> = batch.rows.iter().enumerate().filter(|(_, r)| r.logits).map(|(i, _)| i as u32).collect();
         if want.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let xs = be.alloc(want.len(), e)?;
         be.get_rows(&x, &want, &xs)?;
@@ -377,9 +386,10 @@ impl Model {
         if let Some(cap) = c.final_softcap {
             be.softcap(&logits, cap)?;
         }
-        let mut out = vec![0f32; want.len() * c.n_vocab];
-        be.read(&logits, &mut out)?;
-        Ok(out)
+        // Every element is overwritten by the read; only new capacity is zeroed.
+        out.resize(want.len() * c.n_vocab, 0.0);
+        be.read(&logits, out)?;
+        Ok(())
     }
 }
 

@@ -206,6 +206,7 @@ pub(super) fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
         waiting: VecDeque::new(),
         active: Vec::new(),
         n_parallel: cfg.n_parallel,
+        logits: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("owl-engine".into())
@@ -228,6 +229,8 @@ struct Worker {
     waiting: VecDeque<Job>,
     active: Vec<Seq>,
     n_parallel: usize,
+    /// The last step's logits rows (see `Model::forward_into`), kept for reuse.
+    logits: Vec<f32>,
 }
 
 fn is_gone(job: &Job) -> bool {
@@ -392,7 +395,13 @@ impl Worker {
         // A sequence that found no free page waits for others to finish; only
         // when nothing at all can run is the budget truly spent for it.
         let stalled = batch.rows.is_empty();
-        let mut logits = if stalled { Vec::new() } else { self.model.forward(&batch)? };
+        // The logits buffer lives in the worker and is reused step after step.
+        let mut logits = std::mem::take(&mut self.logits);
+        if stalled {
+            logits.clear();
+        } else {
+            self.model.forward_into(&batch, &mut logits)?;
+        }
         // Advance, sample and stream.
         let n_vocab = self.model.cfg.n_vocab;
         let mut li = 0;
@@ -529,6 +538,7 @@ impl Worker {
             let valid = s.n_past;
             self.kv.finish(s.kv, &s.tokens, valid);
         }
+        self.logits = logits;
         Ok(())
     }
 }
