@@ -9,9 +9,11 @@
 //! as JSON in the system prompt and the model answers with
 //! `{"tool_calls": [...]}` or `{"response": "..."}`.
 
+mod grammar;
 mod parse;
 mod render;
 
+pub use grammar::{constraint, Choice};
 pub use parse::{parse, Parsed, ToolCall};
 pub use render::generic_messages;
 
