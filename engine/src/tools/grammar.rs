@@ -57,10 +57,15 @@ pub fn constraint(family: Family, tools: &[Value], choice: &Choice, parallel: bo
         }
         let head = format!("{{\"name\": {}, \"{args_key}\": ", lit(&name));
         rules.push(format!("fn_{i}: {} args_{i} \"}}\"", lit(&head)));
+        // What follows the Hermes lazy trigger (`{"name": "`).
+        let tail = format!("{}, \"{args_key}\": ", lit(&name));
+        rules.push(format!("rest_{i}: {} args_{i} \"}}\"", lit(&tail[1..])));
         rules.push(format!("args_{i}: %json {params}"));
         alts.push(format!("fn_{i}"));
     }
     rules.push(format!("call: {}", alts.join(" | ")));
+    let rests: Vec<String> = alts.iter().map(|a| a.replace("fn_", "rest_")).collect();
+    rules.push(format!("rest: {}", rests.join(" | ")));
     let lazy = *choice == Choice::Auto;
     let start = match family {
         Family::Hermes => {
@@ -71,7 +76,8 @@ pub fn constraint(family: Family, tools: &[Value], choice: &Choice, parallel: bo
                 String::new()
             };
             if lazy {
-                format!("\"\\n\" call \"\\n</tool_call>\"{more}")
+                // After `{"name": "`, bare or inside the tag; the closing tag is optional.
+                format!("rest (\"\\n</tool_call>\")?{more}")
             } else {
                 format!("{block}{more}")
             }
@@ -107,7 +113,7 @@ pub fn constraint(family: Family, tools: &[Value], choice: &Choice, parallel: bo
     Constraint {
         grammar: Grammar::Lark(rules.join("\n")),
         trigger: lazy.then(|| Trigger {
-            text: family.trigger().to_string(),
+            text: family.lazy_trigger().to_string(),
         }),
     }
 }
@@ -187,7 +193,13 @@ mod tests {
     #[test]
     fn auto_is_lazy_from_the_trigger() {
         let c = constraint(Family::Hermes, &tools(), &Choice::Auto, false);
-        assert_eq!(c.trigger.as_ref().unwrap().text, "<tool_call>");
+        assert_eq!(c.trigger.as_ref().unwrap().text, "{\"name\": \"");
+        let bare = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}";
+        assert!(accepts(&c, bare), "a bare call");
+        assert!(!accepts(
+            &c,
+            "{\"name\": \"get_weather\", \"arguments\": {}}"
+        ));
         let free = "It is sunny. <tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>";
         assert!(accepts(&c, free));
         assert!(!accepts(&c, "Hi <tool_call>\n{\"name\": \"now\"}"));
