@@ -38,24 +38,33 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let gen = parse_body::<GenerationParams>(&v)?.validate()?;
     let (messages, logprobs) = parse_body::<ChatParams>(&v)?.validate()?;
-    let prompt = match &gen.tools {
-        // With tools the template sees the messages as OpenAI sent them (calls, results).
-        Some(t) => {
-            let msgs = crate::tools::messages(&v["messages"], &messages);
-            let text = st
-                .engine()?
-                .apply_chat_template_tools(&msgs, &t.tools)
-                .map_err(|e| {
-                    ApiError::invalid(
-                        "messages",
-                        format!(
-                            "the chat template could not render the conversation with `tools`: {e}"
-                        ),
-                    )
-                })?;
-            Prompt::Text(text)
-        }
-        None => Prompt::Chat(messages),
+    // With tools, or a conversation holding calls and results, the template sees the
+    // messages as OpenAI sent them (`tool_calls`, `tool_call_id`).
+    let has_calls = v["messages"].as_array().is_some_and(|ms| {
+        ms.iter()
+            .any(|m| m["role"] == "tool" || m.get("tool_calls").is_some_and(|c| !c.is_null()))
+    });
+    let prompt = if gen.tools.is_some() || has_calls {
+        let msgs = crate::tools::messages(&v["messages"], &messages);
+        let tools = gen
+            .tools
+            .as_ref()
+            .map(|t| t.tools.as_slice())
+            .unwrap_or(&[]);
+        let text = st
+            .engine()?
+            .apply_chat_template_tools(&msgs, tools)
+            .map_err(|e| {
+                ApiError::invalid(
+                    "messages",
+                    format!(
+                        "the chat template could not render the conversation with `tools`: {e}"
+                    ),
+                )
+            })?;
+        Prompt::Text(text)
+    } else {
+        Prompt::Chat(messages)
     };
     run(st, client, Kind::Chat, prompt, gen, logprobs).await
 }

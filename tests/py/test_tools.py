@@ -99,17 +99,20 @@ def test_round_trip_with_a_tool_result(client):
              "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
         {"role": "tool", "tool_call_id": call.id, "content": result},
     ]
-    r = chat(client, messages=messages, max_tokens=60)
-    # The call and its result are in the prompt: it grew by at least the call's and result's tokens.
-    grew = r.usage.prompt_tokens - first.usage.prompt_tokens
-    assert grew >= first.usage.completion_tokens + 20, (grew, first.usage)
+    # `none`: the tools leave the prompt, the call and its result stay in it.
+    r = chat(client, messages=messages, max_tokens=60, tool_choice="none")
+    bare = chat(client, max_tokens=1, tool_choice="none").usage.prompt_tokens
+    assert r.usage.prompt_tokens > bare + 20, (r.usage, bare)
     m = r.choices[0].message
-    # The 0.5B model often calls again rather than answering; either way the answer is well formed.
+    assert not m.tool_calls and r.choices[0].finish_reason == "stop" and m.content
+    # `auto`: the small model may call again or answer; either way the answer is well formed.
+    r = chat(client, messages=messages, max_tokens=60)
+    m = r.choices[0].message
     if m.tool_calls:
         assert r.choices[0].finish_reason == "tool_calls"
         checked_calls(m)
     else:
-        assert r.choices[0].finish_reason in ("stop", "length") and m.content
+        assert m.content
 
 
 @pytest.mark.parametrize("choice", ["auto", "required"])
