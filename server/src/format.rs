@@ -116,21 +116,6 @@ fn grammar_text(g: &Value) -> Result<Grammar, ApiError> {
     }
 }
 
-/// `tools`: not served yet, so a request that offers tools is refused rather than
-/// answered as if it had none. `tool_choice: "none"` asks for no calls, which owl
-/// can honour by leaving the tools out (as llama.cpp's plain handler does).
-pub fn check_tools(tools: &Option<Value>, tool_choice: &Option<Value>) -> Result<(), ApiError> {
-    let offered = matches!(tools, Some(Value::Array(t)) if !t.is_empty());
-    let none = tool_choice.as_ref().and_then(Value::as_str) == Some("none");
-    if offered && !none {
-        return Err(ApiError::invalid(
-            "tools",
-            "tool calls are not served by owl yet: leave out `tools` (or set `tool_choice` to \"none\")",
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,12 +174,5 @@ mod tests {
             )),
             "grammar"
         );
-        let tools = Some(json!([{"type": "function", "function": {"name": "f"}}]));
-        assert_eq!(
-            check_tools(&tools, &None).unwrap_err().param.unwrap(),
-            "tools"
-        );
-        assert!(check_tools(&tools, &Some(json!("none"))).is_ok());
-        assert!(check_tools(&Some(json!([])), &None).is_ok());
     }
 }

@@ -23,6 +23,7 @@ use crate::cost::{self, Client, CostBook};
 use crate::error::ApiError;
 use crate::openai::{parse_body, ChatParams, CompletionParams, Generation, GenerationParams};
 use crate::service::LlmService;
+use owl_engine::tools::{Choice, Family};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -37,7 +38,35 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let gen = parse_body::<GenerationParams>(&v)?.validate()?;
     let (messages, logprobs) = parse_body::<ChatParams>(&v)?.validate()?;
-    run(st, client, Kind::Chat, Prompt::Chat(messages), gen, logprobs).await
+    // With tools, or a conversation holding calls and results, the template sees the
+    // messages as OpenAI sent them (`tool_calls`, `tool_call_id`).
+    let has_calls = v["messages"].as_array().is_some_and(|ms| {
+        ms.iter()
+            .any(|m| m["role"] == "tool" || m.get("tool_calls").is_some_and(|c| !c.is_null()))
+    });
+    let prompt = if gen.tools.is_some() || has_calls {
+        let msgs = crate::tools::messages(&v["messages"], &messages);
+        let tools = gen
+            .tools
+            .as_ref()
+            .map(|t| t.tools.as_slice())
+            .unwrap_or(&[]);
+        let text = st
+            .engine()?
+            .apply_chat_template_tools(&msgs, tools)
+            .map_err(|e| {
+                ApiError::invalid(
+                    "messages",
+                    format!(
+                        "the chat template could not render the conversation with `tools`: {e}"
+                    ),
+                )
+            })?;
+        Prompt::Text(text)
+    } else {
+        Prompt::Chat(messages)
+    };
+    run(st, client, Kind::Chat, prompt, gen, logprobs).await
 }
 
 pub async fn completions(
@@ -104,6 +133,8 @@ struct Ctx {
     /// Where the request is charged (cost.rs), and to whom.
     cost: Arc<CostBook>,
     client: String,
+    /// With tools: how the model writes calls, and what was asked of it.
+    tools: Option<(Family, Choice)>,
 }
 
 impl Ctx {
@@ -184,6 +215,16 @@ async fn run(
             format!("`{field}` is {m}, over the context of {n_ctx} tokens"),
         ));
     }
+    let tools = gen
+        .tools
+        .as_ref()
+        .map(|t| (engine.tool_family(), t.choice.clone()));
+    let constraint = match (&gen.tools, &tools) {
+        (Some(t), Some((family, _))) => Some(owl_engine::tools::constraint(
+            *family, &t.tools, &t.choice, t.parallel,
+        )),
+        _ => gen.constraint.clone(),
+    };
     let req = Request {
         prompt,
         sampling: gen.sampling.clone(),
@@ -191,7 +232,7 @@ async fn run(
         stop: gen.stop.clone(),
         logprobs,
         stop_at_eog: !gen.ignore_eos,
-        constraint: gen.constraint.clone(),
+        constraint,
     };
     // Tokenizing and templating a long prompt is CPU work: keep it off the async workers.
     let submitter = engine.clone();
@@ -203,6 +244,9 @@ async fn run(
         if kind == Kind::Text && err.param.as_deref() == Some("messages") {
             err.param = Some("prompt".into());
         }
+        if tools.is_some() && err.param.is_none() && err.status == 400 {
+            err.param = Some("tools".into());
+        }
         err
     })?;
     let ctx = Ctx {
@@ -213,6 +257,7 @@ async fn run(
         model: engine.info().name.clone(),
         cost: st.cost(),
         client: client.0,
+        tools,
     };
     if gen.stream {
         Ok(stream_response(
@@ -265,22 +310,49 @@ async fn collect(
     } else {
         Value::Null
     };
-    let choice = match ctx.kind {
-        Kind::Chat => json!({
+    let choice = match (ctx.kind, &ctx.tools) {
+        (Kind::Chat, Some((family, _))) => {
+            let parsed = owl_engine::tools::parse(*family, &text);
+            if parsed.calls.is_empty() {
+                // Call text that does not parse stays the answer's content.
+                json!({
+                    "index": 0, "message": {"role": "assistant", "content": parsed.content},
+                    "logprobs": logprobs, "finish_reason": finish_str(finish),
+                })
+            } else {
+                let calls: Vec<Value> = parsed
+                    .calls
+                    .iter()
+                    .map(|c| crate::tools::call_json(c, &crate::tools::call_id()))
+                    .collect();
+                let content = Some(parsed.content).filter(|c| !c.is_empty());
+                json!({
+                    "index": 0, "message": {"role": "assistant", "content": content, "tool_calls": calls},
+                    "logprobs": logprobs, "finish_reason": "tool_calls",
+                })
+            }
+        }
+        (Kind::Chat, None) => json!({
             "index": 0, "message": {"role": "assistant", "content": text},
             "logprobs": logprobs, "finish_reason": finish_str(finish),
         }),
-        Kind::Text => {
+        (Kind::Text, _) => {
             json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_str(finish)})
         }
     };
     let mut body = ctx.envelope(false, json!([choice]));
-    let charged = ctx.cost.charge(&ctx.model, &ctx.client, &usage, &timings).await;
+    let charged = ctx
+        .cost
+        .charge(&ctx.model, &ctx.client, &usage, &timings)
+        .await;
     body["usage"] = usage_json(&usage);
     body["usage"]["owl"] = cost::usage_owl(&charged);
     body["timings"] = timings_json(&timings);
     let mut resp = Json(body).into_response();
-    for (name, v) in [("x-owl-cost-usd", charged.cost_usd), ("x-owl-savings-usd", charged.savings_usd)] {
+    for (name, v) in [
+        ("x-owl-cost-usd", charged.cost_usd),
+        ("x-owl-savings-usd", charged.savings_usd),
+    ] {
         if let Ok(v) = axum::http::HeaderValue::from_str(&v.to_string()) {
             resp.headers_mut().insert(name, v);
         }
@@ -298,6 +370,11 @@ struct Streamer {
     sent: usize,
     queue: VecDeque<String>,
     finished: bool,
+    /// With tools: the answer so far, and the part not yet sent as content.
+    all: String,
+    pending: String,
+    /// The trigger was seen (or content is not streamed): the rest waits for the end.
+    holding: bool,
 }
 
 impl Streamer {
@@ -325,10 +402,73 @@ impl Streamer {
         }
     }
 
+    fn content_chunk(&mut self, text: &str) {
+        if !text.is_empty() {
+            let c = self.chunk(self.delta(text, Value::Null, None));
+            self.queue.push_back(c);
+        }
+    }
+
+    /// A token's text with tools: content until the trigger (less what could
+    /// be its start), then held for the end.
+    fn tool_text(&mut self, family: Family, text: &str) {
+        self.all.push_str(text);
+        if self.holding {
+            return;
+        }
+        self.pending.push_str(text);
+        let openers = family.call_openers();
+        let n = crate::tools::releasable_any(&self.pending, openers);
+        if openers.iter().any(|t| self.pending[n..].starts_with(t)) {
+            self.holding = true;
+        }
+        let out: String = self.pending.drain(..n).collect();
+        self.content_chunk(&out);
+    }
+
+    /// The end of an answer with tools: its calls, or the held text as content.
+    /// Returns the finish reason.
+    fn tool_end(&mut self, family: Family, streamed: bool, finish: FinishReason) -> &'static str {
+        let parsed = owl_engine::tools::parse(family, &self.all);
+        if parsed.calls.is_empty() {
+            let rest = if streamed {
+                std::mem::take(&mut self.pending)
+            } else {
+                parsed.content
+            };
+            self.content_chunk(&rest);
+            return finish_str(finish);
+        }
+        if !streamed {
+            self.content_chunk(&parsed.content);
+        }
+        for (i, call) in parsed.calls.iter().enumerate() {
+            let id = crate::tools::call_id();
+            let first = json!({"index": i, "id": id, "type": "function", "function": {"name": call.name, "arguments": ""}});
+            let args = json!({"index": i, "function": {"arguments": call.arguments}});
+            for d in [first, args] {
+                let c = self.chunk(json!({"index": 0, "delta": {"tool_calls": [d]}, "logprobs": null, "finish_reason": null}));
+                self.queue.push_back(c);
+            }
+        }
+        "tool_calls"
+    }
+
     /// Waits for the next engine event and queues the chunks it makes.
     async fn pump(&mut self) {
         match self.handle.events.recv().await {
             Some(Event::Started { .. }) => {}
+            Some(Event::Token { text, .. })
+                if self.ctx.tools.is_some() && self.ctx.kind == Kind::Chat =>
+            {
+                let family = self
+                    .ctx
+                    .tools
+                    .as_ref()
+                    .map(|t| t.0)
+                    .unwrap_or(Family::Generic);
+                self.tool_text(family, &text);
+            }
             Some(Event::Token { id, text, logprob }) => {
                 let lp = match (&logprob, self.want_logprobs) {
                     (Some(lp), true) => self.ctx.logprobs(&[(id, lp.clone())], self.sent),
@@ -346,8 +486,19 @@ impl Streamer {
                 usage,
                 timings,
             }) => {
-                let charged = self.ctx.cost.charge(&self.ctx.model, &self.ctx.client, &usage, &timings).await;
-                let c = self.chunk(self.delta("", Value::Null, Some(finish_str(finish_reason))));
+                let charged = self
+                    .ctx
+                    .cost
+                    .charge(&self.ctx.model, &self.ctx.client, &usage, &timings)
+                    .await;
+                let finish = match self.ctx.tools.clone() {
+                    Some((family, choice)) if self.ctx.kind == Kind::Chat => {
+                        let streamed = crate::tools::streams_content(family, &choice);
+                        self.tool_end(family, streamed, finish_reason)
+                    }
+                    _ => finish_str(finish_reason),
+                };
+                let c = self.chunk(self.delta("", Value::Null, Some(finish)));
                 self.queue.push_back(c);
                 if self.include_usage {
                     let mut u = self.ctx.envelope(true, json!([]));
@@ -395,7 +546,13 @@ fn stream_response(
         sent: 0,
         queue: VecDeque::new(),
         finished: false,
+        all: String::new(),
+        pending: String::new(),
+        holding: false,
     };
+    if let Some((family, choice)) = &s.ctx.tools {
+        s.holding = !crate::tools::streams_content(*family, choice);
+    }
     if s.ctx.kind == Kind::Chat {
         // OpenAI opens a chat stream with the role.
         let first = s.chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}));

@@ -21,6 +21,7 @@ mod metrics;
 mod openai;
 pub mod route;
 mod service;
+mod tools;
 
 use std::future::IntoFuture;
 use std::sync::Arc;

@@ -6,8 +6,8 @@
 //! ignored, as OpenAI-compatible servers do; known fields with a wrong type or
 //! value are a 400 naming the field.
 
-use owl_engine::service::{ChatMessage, Prompt, SamplingParams};
 use owl_engine::constrain::Constraint;
+use owl_engine::service::{ChatMessage, Prompt, SamplingParams};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -82,8 +82,10 @@ pub struct GenerationParams {
     pub grammar: Option<Value>,
     /// Extension (llama-server): a JSON Schema the output follows.
     pub json_schema: Option<Value>,
+    /// The functions the model may call (server/src/tools.rs).
     pub tools: Option<Value>,
     pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// `/v1/chat/completions`' own fields.
@@ -124,6 +126,8 @@ pub struct Generation {
     pub include_usage: bool,
     pub ignore_eos: bool,
     pub constraint: Option<Constraint>,
+    /// Tools offered (and not `tool_choice: "none"`); their constraint depends on the template.
+    pub tools: Option<crate::tools::ToolRequest>,
 }
 
 fn check_range(param: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
@@ -206,11 +210,18 @@ impl GenerationParams {
             .stream_options
             .map(|o| o.include_usage)
             .unwrap_or(false);
-        crate::format::check_tools(&self.tools, &self.tool_choice)?;
+        let tools = crate::tools::parse(self.tools, self.tool_choice, self.parallel_tool_calls)?;
         let constraint =
             crate::format::constraint(self.response_format, self.grammar, self.json_schema)?;
+        if tools.is_some() && constraint.is_some() {
+            return Err(ApiError::invalid(
+                "tools",
+                "give either `tools` or an output format (`response_format`, `grammar`, `json_schema`), not both",
+            ));
+        }
         Ok(Generation {
             constraint,
+            tools,
             model: self.model,
             sampling: s,
             max_tokens,

@@ -4,6 +4,7 @@
 use owl_engine::service::{
     ChatMessage, Engine, MetricsSnapshot, ModelInfo, Request, RequestHandle, SubmitError,
 };
+use owl_engine::tools::Family;
 
 /// What the engine could not do for a request (tokenize, render a template).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -25,6 +26,18 @@ pub trait LlmService: Send + Sync + 'static {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, ServiceError>;
+    /// Renders OpenAI-shaped JSON messages with `tools` in the template's context.
+    fn apply_chat_template_tools(
+        &self,
+        _messages: &[serde_json::Value],
+        _tools: &[serde_json::Value],
+    ) -> Result<String, ServiceError> {
+        Err(ServiceError("this engine does not render tools".into()))
+    }
+    /// How the model writes tool calls.
+    fn tool_family(&self) -> Family {
+        Family::Generic
+    }
     fn submit(&self, req: Request) -> Result<RequestHandle, SubmitError>;
     fn metrics(&self) -> MetricsSnapshot;
 }
@@ -52,6 +65,17 @@ impl LlmService for Engine {
     ) -> Result<String, ServiceError> {
         Engine::apply_chat_template(self, messages, add_generation_prompt)
             .map_err(|e| ServiceError(e.to_string()))
+    }
+    fn apply_chat_template_tools(
+        &self,
+        messages: &[serde_json::Value],
+        tools: &[serde_json::Value],
+    ) -> Result<String, ServiceError> {
+        Engine::apply_chat_template_tools(self, messages, tools)
+            .map_err(|e| ServiceError(e.to_string()))
+    }
+    fn tool_family(&self) -> Family {
+        Engine::tool_family(self)
     }
     fn submit(&self, req: Request) -> Result<RequestHandle, SubmitError> {
         Engine::submit(self, req)

@@ -156,7 +156,8 @@ def test_grammar_and_json_schema_extensions_on_completions(server):
     {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}},
     {"response_format": {"type": "xml"}},
     {"grammar": "root ::= ("},
-    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
+    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+     "response_format": {"type": "json_object"}},
 ])
 def test_what_cannot_be_honoured_is_a_400_never_ignored(client, extra):
     with pytest.raises(openai.BadRequestError):

@@ -9,11 +9,18 @@
 //! as JSON in the system prompt and the model answers with
 //! `{"tool_calls": [...]}` or `{"response": "..."}`.
 
+mod grammar;
 mod parse;
 mod render;
 
+pub use grammar::{constraint, Choice};
 pub use parse::{parse, Parsed, ToolCall};
 pub use render::generic_messages;
+
+/// How a Hermes-family call's JSON opens: small Qwen models write it bare,
+/// without `<tool_call>`, so with `tool_choice: auto` this (which the tagged form
+/// contains too) is what starts the lazy grammar.
+pub const BARE_CALL: &str = "{\"name\": \"";
 
 /// How a template's model writes tool calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,13 +56,31 @@ impl Family {
         self != Family::Generic
     }
 
-    /// The text that opens a call: the lazy grammar's trigger for `tool_choice: auto`.
+    /// The text that opens a call (Hermes: its tag; see [`BARE_CALL`] for its lazy trigger).
     pub fn trigger(self) -> &'static str {
         match self {
             Family::Hermes => "<tool_call>",
             Family::Llama3 => "<|python_tag|>",
             Family::Mistral => "[TOOL_CALLS]",
             Family::Generic => "{\"tool_calls\"",
+        }
+    }
+
+    /// What starts the lazy grammar for `tool_choice: auto`.
+    pub fn lazy_trigger(self) -> &'static str {
+        match self {
+            Family::Hermes => BARE_CALL,
+            other => other.trigger(),
+        }
+    }
+
+    /// Texts a streamed answer holds back from its content: any could open a call.
+    pub fn call_openers(self) -> &'static [&'static str] {
+        match self {
+            Family::Hermes => &["<tool_call>", BARE_CALL],
+            Family::Llama3 => &["<|python_tag|>", "{\"name\""],
+            Family::Mistral => &["[TOOL_CALLS]"],
+            Family::Generic => &["{\"tool_calls\""],
         }
     }
 }

@@ -70,6 +70,16 @@ fn hermes(text: &str) -> Parsed {
     }
     out.content.push_str(rest);
     out.content = out.content.trim().to_string();
+    // Small Qwen models often write the call's JSON bare, without the tags.
+    if let Some(at) = out.content.find(super::BARE_CALL) {
+        let tail = out.content[at..].trim_end();
+        let tail = tail.strip_suffix("</tool_call>").unwrap_or(tail);
+        if let Some(mut bare) = calls_from_json(tail) {
+            bare.append(&mut out.calls);
+            out.calls = bare;
+            out.content = out.content[..at].trim().to_string();
+        }
+    }
     out
 }
 
@@ -156,6 +166,30 @@ mod tests {
             name: name.into(),
             arguments: args.into(),
         }
+    }
+
+    #[test]
+    fn hermes_bare_json_calls_are_calls() {
+        let p = parse(
+            Family::Hermes,
+            "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>",
+        );
+        assert_eq!(p.content, "");
+        assert_eq!(
+            p.calls,
+            vec![
+                call("get_weather", "{\"city\":\"Paris\"}"),
+                call("now", "{}")
+            ]
+        );
+        let p = parse(
+            Family::Hermes,
+            "{\"name\": \"now\", \"arguments\": {}}\n</tool_call>",
+        );
+        assert_eq!((p.content.as_str(), p.calls), ("", vec![call("now", "{}")]));
+        let p = parse(Family::Hermes, "Use {\"name\": \"x\"} as the key.");
+        assert!(p.calls.is_empty());
+        assert_eq!(p.content, "Use {\"name\": \"x\"} as the key.");
     }
 
     #[test]
