@@ -11,6 +11,7 @@ mod charge;
 mod cost;
 mod cost_report;
 mod embed;
+mod quantize;
 mod run;
 mod synth;
 use clap::{Parser, Subcommand};
@@ -93,6 +94,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// What serving cost and saved (the ledger, `owl cost --by day`), API prices, break-even, estimates.
     Cost(cost::CostArgs),
+    /// Rewrite a GGUF model in another type as llama-quantize does (`owl quantize in.gguf out.gguf Q4_K_M`).
+    Quantize(quantize::QuantizeArgs),
 }
 
 #[derive(clap::Args)]
@@ -168,6 +171,7 @@ fn main() -> ExitCode {
         Command::Devices => cmd_devices(),
         Command::Embed(a) => embed::cmd_embed(a),
         Command::Cost(a) => cost::cmd_cost(a, &registry::cache_dir()),
+        Command::Quantize(a) => quantize::cmd_quantize(a),
     };
     match result {
         Ok(code) => code,

@@ -35,6 +35,11 @@ impl GgmlBlock for BlockQ2K {
     const BLOCK_LEN: usize = QK_K;
     type Dot = BlockQ8K;
 
+    fn quantize(src: &[f32], dst: &mut [Self]) -> Result<(), QuantError> {
+        crate::kquantize::quantize_q2_k(src, dst);
+        Ok(())
+    }
+
     fn dequantize(blocks: &[Self], dst: &mut [f32]) {
         for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
             let d = b.d();
@@ -123,6 +128,11 @@ impl GgmlBlock for BlockQ3K {
     const BLOCK_LEN: usize = QK_K;
     type Dot = BlockQ8K;
 
+    fn quantize(src: &[f32], dst: &mut [Self]) -> Result<(), QuantError> {
+        crate::kquantize::quantize_q3_k(src, dst);
+        Ok(())
+    }
+
     fn dequantize(blocks: &[Self], dst: &mut [f32]) {
         for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
             let d_all = b.d();
@@ -158,6 +168,11 @@ impl GgmlBlock for BlockQ4K {
     const TYPE: GgmlType = GgmlType::Q4_K;
     const BLOCK_LEN: usize = QK_K;
     type Dot = BlockQ8K;
+
+    fn quantize(src: &[f32], dst: &mut [Self]) -> Result<(), QuantError> {
+        crate::kquantize::quantize_q4_k(src, dst);
+        Ok(())
+    }
 
     fn dequantize(blocks: &[Self], dst: &mut [f32]) {
         for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
@@ -236,6 +251,11 @@ impl GgmlBlock for BlockQ5K {
     const TYPE: GgmlType = GgmlType::Q5_K;
     const BLOCK_LEN: usize = QK_K;
     type Dot = BlockQ8K;
+
+    fn quantize(src: &[f32], dst: &mut [Self]) -> Result<(), QuantError> {
+        crate::kquantize::quantize_q5_k(src, dst);
+        Ok(())
+    }
 
     fn dequantize(blocks: &[Self], dst: &mut [f32]) {
         for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
@@ -318,6 +338,11 @@ impl GgmlBlock for BlockQ6K {
     const TYPE: GgmlType = GgmlType::Q6_K;
     const BLOCK_LEN: usize = QK_K;
     type Dot = BlockQ8K;
+
+    fn quantize(src: &[f32], dst: &mut [Self]) -> Result<(), QuantError> {
+        crate::kquantize::quantize_q6_k(src, dst);
+        Ok(())
+    }
 
     fn dequantize(blocks: &[Self], dst: &mut [f32]) {
         for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {

@@ -15,6 +15,7 @@
 mod macros;
 mod blocks;
 mod float;
+mod kquantize;
 mod kquants;
 mod legacy;
 
@@ -144,6 +145,11 @@ impl GgmlType {
                 | GgmlType::Q5_1
                 | GgmlType::Q8_0
                 | GgmlType::Q8_1
+                | GgmlType::Q2_K
+                | GgmlType::Q3_K
+                | GgmlType::Q4_K
+                | GgmlType::Q5_K
+                | GgmlType::Q6_K
                 | GgmlType::Q8_K
         )
     }

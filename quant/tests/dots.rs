@@ -6,6 +6,8 @@ use owl_quant::*;
 /// test-quantize-fns.cpp constants.
 const MAX_QUANTIZATION_REFERENCE_ERROR: f32 = 0.0001;
 const MAX_QUANTIZATION_TOTAL_ERROR: f32 = 0.002;
+const MAX_QUANTIZATION_TOTAL_ERROR_2BITS: f32 = 0.0075;
+const MAX_QUANTIZATION_TOTAL_ERROR_3BITS: f32 = 0.0040;
 const MAX_DOT_PRODUCT_ERROR: f32 = 0.02;
 const MAX_DOT_PRODUCT_ERROR_LOWBIT: f32 = 0.04;
 
@@ -40,6 +42,15 @@ fn dequantized(ty: GgmlType, q: &[u8], n: usize) -> Vec<f32> {
     y
 }
 
+/// test-quantize-fns' total-error budget: looser for the 2- and 3-bit types.
+fn total_budget(ty: GgmlType) -> f32 {
+    match ty {
+        GgmlType::Q2_K => MAX_QUANTIZATION_TOTAL_ERROR_2BITS,
+        GgmlType::Q3_K => MAX_QUANTIZATION_TOTAL_ERROR_3BITS,
+        _ => MAX_QUANTIZATION_TOTAL_ERROR,
+    }
+}
+
 fn dot_budget(ty: GgmlType) -> f32 {
     if ty == GgmlType::Q2_K {
         MAX_DOT_PRODUCT_ERROR_LOWBIT
@@ -60,7 +71,7 @@ fn ggml_quantize_fns_budgets_for_quantizable_types() {
         let wq = quantized(ty, &w);
         let total = array_rmse(&w, &dequantized(ty, &wq, TEST_SIZE));
         assert!(
-            total < MAX_QUANTIZATION_TOTAL_ERROR,
+            total < total_budget(ty),
             "{ty}: total quantization error {total}"
         );
 

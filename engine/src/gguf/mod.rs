@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use metadata::{FromValue, Metadata, Value, ValueType};
 pub use owl_quant::GgmlType;
-pub use writer::GgufWriter;
+pub use writer::{GgufWriter, TensorEntry};
 
 /// `"GGUF"` as the first four bytes of the file.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";

@@ -123,7 +123,8 @@ impl<'a> GgufWriter<'a> {
         Ok(self)
     }
 
-    fn alignment(&self) -> Result<u64, GgufError> {
+    /// The tensor data alignment: `general.alignment`, or GGUF's default.
+    pub fn alignment(&self) -> Result<u64, GgufError> {
         let a: u64 = self
             .metadata
             .get_or("general.alignment", DEFAULT_ALIGNMENT as u64)?;
@@ -157,6 +158,35 @@ impl<'a> GgufWriter<'a> {
 
     /// Writes the file; returns the number of bytes written.
     pub fn write_to<W: Write>(&self, w: &mut W) -> Result<u64, GgufError> {
+        let entries: Vec<TensorEntry> = self
+            .tensors
+            .iter()
+            .map(|t| TensorEntry {
+                name: &t.name,
+                dims: &t.dims,
+                ty: t.ty,
+            })
+            .collect();
+        let align = self.alignment()?;
+        let mut n = self.write_header(w, &entries)?;
+        let mut w = Counting { inner: w, n };
+        for t in &self.tensors {
+            w.put(&t.data)?;
+            w.pad(align)?;
+        }
+        n = w.n;
+        Ok(n)
+    }
+
+    /// Writes the header, the metadata and a tensor table of `tensors` (which
+    /// replace any added with [`add_tensor`](Self::add_tensor)), padded to the
+    /// alignment; the caller streams each tensor's data after it, padded the same
+    /// way. Returns the bytes written.
+    pub fn write_header<W: Write>(
+        &self,
+        w: &mut W,
+        tensors: &[TensorEntry],
+    ) -> Result<u64, GgufError> {
         if !(2..=3).contains(&self.version) {
             return Err(GgufError::UnsupportedVersion(self.version));
         }
@@ -164,7 +194,7 @@ impl<'a> GgufWriter<'a> {
         let mut w = Counting { inner: w, n: 0 };
         w.put(&super::GGUF_MAGIC)?;
         w.put(&self.version.to_le_bytes())?;
-        w.put(&(self.tensors.len() as u64).to_le_bytes())?;
+        w.put(&(tensors.len() as u64).to_le_bytes())?;
         w.put(&(self.metadata.len() as u64).to_le_bytes())?;
         for (key, value) in self.metadata.iter() {
             w.string(key)?;
@@ -173,23 +203,28 @@ impl<'a> GgufWriter<'a> {
             write_value(&mut w, key, value)?;
         }
         let mut offset = 0u64;
-        for t in &self.tensors {
-            w.string(&t.name)?;
+        for t in tensors {
+            let size = tensor_size(t.name, t.dims, t.ty).map_err(GgufError::Write)?;
+            w.string(t.name)?;
             w.put(&(t.dims.len() as u32).to_le_bytes())?;
-            for d in &t.dims {
+            for d in t.dims {
                 w.put(&d.to_le_bytes())?;
             }
             w.put(&t.ty.id().to_le_bytes())?;
             w.put(&offset.to_le_bytes())?;
-            offset = (offset + t.data.len() as u64).next_multiple_of(align);
+            offset = (offset + size).next_multiple_of(align);
         }
         w.pad(align)?;
-        for t in &self.tensors {
-            w.put(&t.data)?;
-            w.pad(align)?;
-        }
         Ok(w.n)
     }
+}
+
+/// One entry of a tensor table written by [`GgufWriter::write_header`].
+#[derive(Debug, Clone, Copy)]
+pub struct TensorEntry<'a> {
+    pub name: &'a str,
+    pub dims: &'a [u64],
+    pub ty: GgmlType,
 }
 
 struct Counting<'w, W: Write> {

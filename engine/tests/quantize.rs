@@ -1,0 +1,91 @@
+//! `owl quantize` against llama-quantize: tiny-llama-F32.gguf quantized to each
+//! type must equal the committed tiny-llama-T.gguf (made by llama-quantize from
+//! that F32 file with default options) byte for byte. On a mismatch the test
+//! names every tensor that differs and in how many of its blocks.
+
+use std::path::{Path, PathBuf};
+
+use owl_engine::gguf::Gguf;
+use owl_engine::quantize::{self, QuantizeError, Target};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic")
+}
+
+fn source() -> Gguf {
+    Gguf::open(&fixtures().join("tiny-llama-F32.gguf")).expect("tiny-llama-F32.gguf is committed")
+}
+
+/// Quantizes the F32 source to `ty` in `dir` and compares with the reference.
+fn check(src: &Gguf, ty: &str, dir: &Path) -> Result<(), String> {
+    let out = dir.join(format!("{ty}.gguf"));
+    let target = Target::parse(ty).map_err(|e| e.to_string())?;
+    let plan = quantize::plan(src, target, false).map_err(|e| e.to_string())?;
+    quantize::write(src, &plan, &out, |_| {}).map_err(|e| e.to_string())?;
+    let want_path = fixtures().join(format!("tiny-llama-{ty}.gguf"));
+    let got = std::fs::read(&out).unwrap();
+    let want = std::fs::read(&want_path).unwrap();
+    if got == want {
+        return Ok(());
+    }
+    let (g, w) = (Gguf::open(&out).unwrap(), Gguf::open(&want_path).unwrap());
+    let mut why = vec![format!("{ty}: {} bytes, reference {}", got.len(), want.len())];
+    let gk: Vec<_> = g.metadata().iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    let wk: Vec<_> = w.metadata().iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    if gk != wk {
+        why.push("metadata differs (keys, order or values)".into());
+    }
+    for wt in w.tensors() {
+        let Some(gt) = g.tensor(&wt.name) else {
+            why.push(format!("  {}: missing", wt.name));
+            continue;
+        };
+        if gt.ty != wt.ty || gt.dims != wt.dims {
+            why.push(format!("  {}: {} {:?}, reference {} {:?}", wt.name, gt.ty, gt.dims, wt.ty, wt.dims));
+            continue;
+        }
+        let bb = wt.ty.block_bytes();
+        let (a, b) = (g.tensor_data(gt), w.tensor_data(wt));
+        let n = a.chunks(bb).zip(b.chunks(bb)).filter(|(x, y)| x != y).count();
+        if n > 0 {
+            why.push(format!("  {} ({}): {n} of {} blocks differ", wt.name, wt.ty, b.len() / bb));
+        }
+    }
+    Err(why.join("\n"))
+}
+
+fn check_all(types: &[&str]) {
+    let src = source();
+    let dir = tempfile::tempdir().unwrap();
+    let failures: Vec<String> = types.iter().filter_map(|ty| check(&src, ty, dir.path()).err()).collect();
+    assert!(failures.is_empty(), "not byte-identical to llama-quantize:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn float_and_q8_0_files_are_byte_identical() {
+    check_all(&["F16", "BF16", "Q8_0"]);
+}
+
+#[test]
+fn legacy_quant_files_are_byte_identical() {
+    check_all(&["Q4_0", "Q4_1", "Q5_0", "Q5_1"]);
+}
+
+#[test]
+fn k_quant_files_are_byte_identical() {
+    check_all(&["Q6_K", "Q4_K_M", "Q5_K_M", "Q2_K", "Q3_K_M"]);
+}
+
+#[test]
+fn requantizing_needs_the_flag() {
+    let q = Gguf::open(&fixtures().join("tiny-llama-Q4_0.gguf")).unwrap();
+    let err = quantize::plan(&q, Target::parse("Q8_0").unwrap(), false).unwrap_err();
+    assert!(matches!(err, QuantizeError::Requantize { .. }), "{err}");
+    assert!(err.to_string().contains("--allow-requantize"), "{err}");
+    let plan = quantize::plan(&q, Target::parse("Q8_0").unwrap(), true).unwrap();
+    assert!(!plan.requantized.is_empty());
+    // COPY rewrites nothing: every tensor keeps its type.
+    let copy = quantize::plan(&q, Target::Copy, false).unwrap();
+    assert!(copy.tensors.iter().all(|e| e.from == e.to));
+    assert_eq!(copy.file_type, 2);
+}

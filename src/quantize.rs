@@ -1,0 +1,105 @@
+//! `owl quantize IN.gguf OUT.gguf TYPE`: llama-quantize's file types and recipe.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use owl_engine::gguf::Gguf;
+use owl_engine::quantize::{self, Target};
+use owl_engine::registry::format_size;
+
+#[derive(clap::Args)]
+pub struct QuantizeArgs {
+    /// Input .gguf (F32, F16 or BF16; an already quantized one needs --allow-requantize).
+    input: PathBuf,
+    /// Output .gguf (written to a temporary file beside it, then renamed).
+    output: PathBuf,
+    /// File type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L,
+    /// Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, F16, BF16, F32 or COPY.
+    #[arg(value_name = "TYPE")]
+    ty: String,
+    /// Print the recipe (tensor, shape, from, to, bytes) and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Dequantize already quantized tensors and quantize them again (loses quality).
+    #[arg(long)]
+    allow_requantize: bool,
+}
+
+pub fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
+    let target = Target::parse(&a.ty)?;
+    let g = Gguf::open(&a.input)?;
+    let plan = quantize::plan(&g, target, a.allow_requantize)
+        .with_context(|| format!("cannot quantize {}", a.input.display()))?;
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    if a.dry_run {
+        writeln!(
+            out,
+            "{:<32} {:<20} {:<7} {:<7} {:>12}",
+            "TENSOR", "SHAPE", "FROM", "TO", "BYTES"
+        )?;
+        for e in &plan.tensors {
+            let shape = e
+                .dims
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" x ");
+            writeln!(
+                out,
+                "{:<32} {:<20} {:<7} {:<7} {:>12}",
+                e.name,
+                shape,
+                e.from.name(),
+                e.to.name(),
+                e.bytes
+            )?;
+        }
+        writeln!(
+            out,
+            "{} tensors: {} -> {} (general.file_type = {})",
+            plan.tensors.len(),
+            format_size(plan.bytes_in(&g)),
+            format_size(plan.bytes_out()),
+            plan.file_type
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !plan.requantized.is_empty() {
+        eprintln!(
+            "warning: requantizing {} already quantized tensors (first: {}); the result is worse than quantizing the original weights",
+            plan.requantized.len(),
+            plan.requantized[0]
+        );
+    }
+    let bar = ProgressBar::with_draw_target(Some(plan.bytes_in(&g)), ProgressDrawTarget::stderr());
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            ProgressStyle::with_template("quantizing {bar:40} {bytes}/{total_bytes} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let n = quantize::write(&g, &plan, &a.output, |b| bar.inc(b)).with_context(|| {
+        format!(
+            "cannot quantize {} to {}",
+            a.input.display(),
+            a.output.display()
+        )
+    })?;
+    bar.finish_and_clear();
+    writeln!(
+        out,
+        "wrote {} ({}, {} tensors, {} -> {})",
+        a.output.display(),
+        a.ty.to_uppercase(),
+        plan.tensors.len(),
+        format_size(plan.bytes_in(&g)),
+        format_size(n)
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
