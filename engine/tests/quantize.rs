@@ -29,9 +29,21 @@ fn check(src: &Gguf, ty: &str, dir: &Path) -> Result<(), String> {
         return Ok(());
     }
     let (g, w) = (Gguf::open(&out).unwrap(), Gguf::open(&want_path).unwrap());
-    let mut why = vec![format!("{ty}: {} bytes, reference {}", got.len(), want.len())];
-    let gk: Vec<_> = g.metadata().iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    let wk: Vec<_> = w.metadata().iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    let mut why = vec![format!(
+        "{ty}: {} bytes, reference {}",
+        got.len(),
+        want.len()
+    )];
+    let gk: Vec<_> = g
+        .metadata()
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    let wk: Vec<_> = w
+        .metadata()
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
     if gk != wk {
         why.push("metadata differs (keys, order or values)".into());
     }
@@ -41,14 +53,26 @@ fn check(src: &Gguf, ty: &str, dir: &Path) -> Result<(), String> {
             continue;
         };
         if gt.ty != wt.ty || gt.dims != wt.dims {
-            why.push(format!("  {}: {} {:?}, reference {} {:?}", wt.name, gt.ty, gt.dims, wt.ty, wt.dims));
+            why.push(format!(
+                "  {}: {} {:?}, reference {} {:?}",
+                wt.name, gt.ty, gt.dims, wt.ty, wt.dims
+            ));
             continue;
         }
         let bb = wt.ty.block_bytes();
         let (a, b) = (g.tensor_data(gt), w.tensor_data(wt));
-        let n = a.chunks(bb).zip(b.chunks(bb)).filter(|(x, y)| x != y).count();
+        let n = a
+            .chunks(bb)
+            .zip(b.chunks(bb))
+            .filter(|(x, y)| x != y)
+            .count();
         if n > 0 {
-            why.push(format!("  {} ({}): {n} of {} blocks differ", wt.name, wt.ty, b.len() / bb));
+            why.push(format!(
+                "  {} ({}): {n} of {} blocks differ",
+                wt.name,
+                wt.ty,
+                b.len() / bb
+            ));
         }
     }
     Err(why.join("\n"))
@@ -57,8 +81,15 @@ fn check(src: &Gguf, ty: &str, dir: &Path) -> Result<(), String> {
 fn check_all(types: &[&str]) {
     let src = source();
     let dir = tempfile::tempdir().unwrap();
-    let failures: Vec<String> = types.iter().filter_map(|ty| check(&src, ty, dir.path()).err()).collect();
-    assert!(failures.is_empty(), "not byte-identical to llama-quantize:\n{}", failures.join("\n"));
+    let failures: Vec<String> = types
+        .iter()
+        .filter_map(|ty| check(&src, ty, dir.path()).err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "not byte-identical to llama-quantize:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -74,6 +105,11 @@ fn legacy_quant_files_are_byte_identical() {
 #[test]
 fn k_quant_files_are_byte_identical() {
     check_all(&["Q6_K", "Q4_K_M", "Q5_K_M", "Q2_K", "Q3_K_M"]);
+}
+
+#[test]
+fn iq4_files_are_byte_identical() {
+    check_all(&["IQ4_NL", "IQ4_XS"]);
 }
 
 #[test]

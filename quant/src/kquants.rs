@@ -447,6 +447,11 @@ impl GgmlBlock for BlockIQ4XS {
     const BLOCK_LEN: usize = QK_K;
     type Dot = BlockQ8K;
 
+    fn quantize(src: &[f32], dst: &mut [Self]) -> Result<(), QuantError> {
+        crate::iq4quantize::quantize_iq4_xs(src, dst);
+        Ok(())
+    }
+
     fn dequantize(blocks: &[Self], dst: &mut [f32]) {
         for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
             let d = b.d();

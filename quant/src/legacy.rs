@@ -366,6 +366,13 @@ impl GgmlBlock for BlockIQ4NL {
     const BLOCK_LEN: usize = QK32;
     type Dot = BlockQ8_0;
 
+    /// `quantize_iq4_nl` (what llama-quantize runs), not `quantize_row_iq4_nl_ref`,
+    /// which skips the scale search.
+    fn quantize(src: &[f32], dst: &mut [Self]) -> Result<(), QuantError> {
+        crate::iq4quantize::quantize_iq4_nl(src, dst);
+        Ok(())
+    }
+
     fn dequantize(blocks: &[Self], dst: &mut [f32]) {
         for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK32)) {
             let d = b.d();

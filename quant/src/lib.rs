@@ -15,6 +15,7 @@
 mod macros;
 mod blocks;
 mod float;
+mod iq4quantize;
 mod kquantize;
 mod kquants;
 mod legacy;
@@ -151,6 +152,8 @@ impl GgmlType {
                 | GgmlType::Q5_K
                 | GgmlType::Q6_K
                 | GgmlType::Q8_K
+                | GgmlType::IQ4_NL
+                | GgmlType::IQ4_XS
         )
     }
 }
