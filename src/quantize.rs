@@ -8,12 +8,13 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use owl_engine::gguf::Gguf;
 use owl_engine::quantize::{self, Target};
-use owl_engine::registry::format_size;
+use owl_engine::registry::{self, format_size};
 
 #[derive(clap::Args)]
 pub struct QuantizeArgs {
-    /// Input .gguf (F32, F16 or BF16; an already quantized one needs --allow-requantize).
-    input: PathBuf,
+    /// Input: a .gguf path or a pulled models.lock name (F32, F16 or BF16 weights;
+    /// already quantized ones need --allow-requantize).
+    input: String,
     /// Output .gguf (written to a temporary file beside it, then renamed).
     output: PathBuf,
     /// File type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L,
@@ -30,9 +31,10 @@ pub struct QuantizeArgs {
 
 pub fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
     let target = Target::parse(&a.ty)?;
-    let g = Gguf::open(&a.input)?;
+    let input = registry::resolve_model(&a.input, false)?;
+    let g = Gguf::open(&input)?;
     let plan = quantize::plan(&g, target, a.allow_requantize)
-        .with_context(|| format!("cannot quantize {}", a.input.display()))?;
+        .with_context(|| format!("cannot quantize {}", input.display()))?;
     let out = std::io::stdout();
     let mut out = out.lock();
     if a.dry_run {
@@ -87,7 +89,7 @@ pub fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
     let n = quantize::write(&g, &plan, &a.output, |b| bar.inc(b)).with_context(|| {
         format!(
             "cannot quantize {} to {}",
-            a.input.display(),
+            input.display(),
             a.output.display()
         )
     })?;
