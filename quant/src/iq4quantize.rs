@@ -2,6 +2,9 @@
 //! `quantize_iq4_nl` / `quantize_iq4_xs` call it without an importance matrix:
 //! weights `x^2`, 7 trial scales either side of the first guess).
 
+// Index loops mirror GGML's C line by line, which is what makes them checkable.
+#![allow(clippy::needless_range_loop)]
+
 use crate::{f32_to_f16, nearest_int, BlockIQ4NL, BlockIQ4XS, KVALUES_IQ4NL, QK_K};
 
 const GROUP_MAX_EPS: f32 = 1e-15;

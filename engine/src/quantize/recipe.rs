@@ -65,11 +65,7 @@ impl ModelFacts {
 
     /// `hparams.n_gqa()`.
     fn n_gqa(&self) -> u32 {
-        if self.n_head_kv == 0 {
-            0
-        } else {
-            self.n_head / self.n_head_kv
-        }
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(0)
     }
 
     fn is_falcon(&self) -> bool {
@@ -191,7 +187,7 @@ pub fn tensor_type(
         F::IQ4XS,
     ];
     if name == "output.weight" || (!facts.has_output && name == "token_embd.weight") {
-        if facts.is_falcon() || nx % new_type.block_len() as u64 != 0 {
+        if facts.is_falcon() || !nx.is_multiple_of(new_type.block_len() as u64) {
             new_type = G::Q8_0;
         } else if new_type != G::Q8_0 {
             new_type = G::Q6_K;
@@ -281,7 +277,7 @@ pub fn tensor_type(
         }
     }
 
-    if nx % new_type.block_len() as u64 != 0 {
+    if !nx.is_multiple_of(new_type.block_len() as u64) {
         new_type = match new_type {
             G::Q2_K | G::Q3_K | G::IQ4_XS => G::IQ4_NL,
             G::Q4_K => G::Q5_0,
@@ -294,7 +290,7 @@ pub fn tensor_type(
                 ))
             }
         };
-        if nx % new_type.block_len() as u64 != 0 {
+        if !nx.is_multiple_of(new_type.block_len() as u64) {
             new_type = G::F16;
         }
         st.n_fallback += 1;
