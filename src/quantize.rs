@@ -27,10 +27,19 @@ pub struct QuantizeArgs {
     /// Dequantize already quantized tensors and quantize them again (loses quality).
     #[arg(long)]
     allow_requantize: bool,
+    /// Write parts of at most this much tensor data (500M, 2G), named as
+    /// llama-gguf-split names them: OUT-00001-of-0000N.gguf.
+    #[arg(long, value_name = "SIZE")]
+    split_max_size: Option<String>,
 }
 
 pub fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
     let target = Target::parse(&a.ty)?;
+    let split_max = a
+        .split_max_size
+        .as_deref()
+        .map(quantize::parse_split_size)
+        .transpose()?;
     let input = registry::resolve_model(&a.input, false)?;
     let g = Gguf::open(&input)?;
     let plan = quantize::plan(&g, target, a.allow_requantize)
@@ -86,18 +95,23 @@ pub fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
     } else {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let n = quantize::write(&g, &plan, &a.output, |b| bar.inc(b)).with_context(|| {
-        format!(
-            "cannot quantize {} to {}",
-            input.display(),
-            a.output.display()
-        )
-    })?;
+    let (paths, n) = quantize::write(&g, &plan, &a.output, split_max, |b| bar.inc(b))
+        .with_context(|| {
+            format!(
+                "cannot quantize {} to {}",
+                input.display(),
+                a.output.display()
+            )
+        })?;
     bar.finish_and_clear();
     writeln!(
         out,
         "wrote {} ({}, {} tensors, {} -> {})",
-        a.output.display(),
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         a.ty.to_uppercase(),
         plan.tensors.len(),
         format_size(plan.bytes_in(&g)),

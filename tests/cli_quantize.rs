@@ -123,6 +123,11 @@ fn bad_inputs_are_one_clear_line_and_leave_nothing() {
         dir.path(),
         &["no/such/dir", "does not exist"],
     );
+    fails_cleanly(
+        &[s(&f32), s(&out), "Q4_0", "--split-max-size", "5K"],
+        dir.path(),
+        &["--split-max-size `5K`", "500M"],
+    );
     let q4 = fixture("tiny-llama-Q4_0.gguf");
     fails_cleanly(
         &[s(&q4), s(&out), "Q8_0"],

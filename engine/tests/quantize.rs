@@ -21,7 +21,7 @@ fn check(src: &Gguf, ty: &str, dir: &Path) -> Result<(), String> {
     let out = dir.join(format!("{ty}.gguf"));
     let target = Target::parse(ty).map_err(|e| e.to_string())?;
     let plan = quantize::plan(src, target, false).map_err(|e| e.to_string())?;
-    quantize::write(src, &plan, &out, |_| {}).map_err(|e| e.to_string())?;
+    quantize::write(src, &plan, &out, None, |_| {}).map_err(|e| e.to_string())?;
     let want_path = fixtures().join(format!("tiny-llama-{ty}.gguf"));
     let got = std::fs::read(&out).unwrap();
     let want = std::fs::read(&want_path).unwrap();
@@ -124,4 +124,48 @@ fn requantizing_needs_the_flag() {
     let copy = quantize::plan(&q, Target::Copy, false).unwrap();
     assert!(copy.tensors.iter().all(|e| e.from == e.to));
     assert_eq!(copy.file_type, 2);
+}
+
+#[test]
+fn split_output_opens_as_the_same_model() {
+    let src = source();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = quantize::plan(&src, Target::parse("Q8_0").unwrap(), false).unwrap();
+    let max = quantize::parse_split_size("1M").unwrap();
+    assert_eq!(max, 1_000_000);
+    let out = dir.path().join("tiny.gguf");
+    let (paths, _) = quantize::write(&src, &plan, &out, Some(max), |_| {}).unwrap();
+    // 1.9 MiB of Q8_0 tensors in parts of at most 1 MB.
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    assert_eq!(paths[0], dir.path().join("tiny-00001-of-00003.gguf"));
+    assert!(!out.exists());
+    for p in &paths {
+        let part = Gguf::from_bytes(std::sync::Arc::new(std::fs::read(p).unwrap())).unwrap();
+        let data: u64 = part
+            .tensors()
+            .iter()
+            .map(|t| t.size.next_multiple_of(32) as u64)
+            .sum();
+        assert!(
+            data <= max || part.tensors().len() == 1,
+            "{} holds {data} bytes",
+            p.display()
+        );
+    }
+    let split = Gguf::open(&paths[0]).unwrap();
+    let whole = Gguf::open(&fixtures().join("tiny-llama-Q8_0.gguf")).unwrap();
+    assert_eq!(split.tensors().len(), whole.tensors().len());
+    for t in whole.tensors() {
+        let s = split.tensor(&t.name).unwrap();
+        assert_eq!((s.ty, &s.dims), (t.ty, &t.dims), "{}", t.name);
+        assert!(
+            split.tensor_data(s) == whole.tensor_data(t),
+            "{} differs",
+            t.name
+        );
+    }
+    assert_eq!(split.metadata().get::<u32>("general.file_type").unwrap(), 7);
+    for bad in ["0M", "12", "5K", "M", "-1G"] {
+        assert!(quantize::parse_split_size(bad).is_err(), "{bad}");
+    }
 }

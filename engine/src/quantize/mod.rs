@@ -9,15 +9,16 @@
 //! output's directory that is renamed over the output only when complete.
 
 pub mod recipe;
+mod write;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use owl_quant::{GgmlType, QuantError};
 use rayon::prelude::*;
 
-use crate::gguf::{Gguf, GgufError, GgufWriter, Metadata, TensorEntry};
+use crate::gguf::{Gguf, GgufError, Metadata};
 pub use recipe::ModelFacts;
+pub use write::{parse_split_size, split_part_paths, write};
 
 /// `GGML_QNT_VERSION`.
 pub const QNT_VERSION: u32 = 2;
@@ -356,7 +357,7 @@ fn guess_file_type(g: &Gguf) -> u32 {
 const CHUNK_ELEMENTS: usize = 64 * 1024;
 
 /// Converts one tensor's data from `from` to `to`, in parallel over rows.
-fn convert(e: &PlanEntry, data: &[u8]) -> Result<Vec<u8>, QuantizeError> {
+pub(crate) fn convert(e: &PlanEntry, data: &[u8]) -> Result<Vec<u8>, QuantizeError> {
     let qerr = |source| QuantizeError::Quant {
         tensor: e.name.clone(),
         source,
@@ -391,71 +392,4 @@ fn convert(e: &PlanEntry, data: &[u8]) -> Result<Vec<u8>, QuantizeError> {
         .try_for_each(|(dst, src)| owl_quant::quantize(e.to, src, dst))
         .map_err(qerr)?;
     Ok(out)
-}
-
-/// Writes the planned file to `out` (through a temporary file beside it, renamed
-/// at the end). `progress` is called after each tensor with the input bytes done.
-pub fn write(
-    g: &Gguf,
-    plan: &Plan,
-    out: &Path,
-    mut progress: impl FnMut(u64),
-) -> Result<u64, QuantizeError> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(QuantizeError::NoOutputDir(dir));
-    }
-    let io = |source| QuantizeError::Io {
-        path: out.to_path_buf(),
-        source,
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".owl-quantize-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(io)?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-
-    let writer = GgufWriter::new().with_metadata(plan.metadata.clone());
-    let entries: Vec<TensorEntry> = plan
-        .tensors
-        .iter()
-        .map(|e| TensorEntry {
-            name: &e.name,
-            dims: &e.dims,
-            ty: e.to,
-        })
-        .collect();
-    let mut n = writer.write_header(&mut w, &entries)?;
-    let align = writer.alignment()?;
-    const ZEROS: [u8; 256] = [0; 256];
-    for e in &plan.tensors {
-        let t = &g.tensors()[e.index];
-        let data = g.tensor_data(t);
-        let converted;
-        let bytes: &[u8] = if e.converts() {
-            converted = convert(e, data)?;
-            &converted
-        } else {
-            data
-        };
-        w.write_all(bytes).map_err(io)?;
-        n += bytes.len() as u64;
-        let mut pad = n.next_multiple_of(align) - n;
-        while pad > 0 {
-            let k = pad.min(ZEROS.len() as u64);
-            w.write_all(&ZEROS[..k as usize]).map_err(io)?;
-            pad -= k;
-        }
-        n = n.next_multiple_of(align);
-        progress(t.size as u64);
-    }
-    w.flush().map_err(io)?;
-    drop(w);
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(out).map_err(|e| io(e.error))?;
-    Ok(n)
 }
