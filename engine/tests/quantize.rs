@@ -169,3 +169,21 @@ fn split_output_opens_as_the_same_model() {
         assert!(quantize::parse_split_size(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn copy_of_a_llama_quantize_file_is_that_file() {
+    // COPY keeps every tensor; a file llama-quantize wrote already has its
+    // tensors in loader order and its quantization keys last, so nothing moves.
+    let dir = tempfile::tempdir().unwrap();
+    for ty in ["Q4_K_M", "IQ4_XS"] {
+        let path = fixtures().join(format!("tiny-llama-{ty}.gguf"));
+        let g = Gguf::open(&path).unwrap();
+        let plan = quantize::plan(&g, Target::Copy, false).unwrap();
+        let out = dir.path().join("copy.gguf");
+        quantize::write(&g, &plan, &out, None, |_| {}).unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == std::fs::read(&path).unwrap(),
+            "COPY of {ty} changed the file"
+        );
+    }
+}
