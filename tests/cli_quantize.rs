@@ -48,6 +48,15 @@ fn writes_llama_quantizes_bytes_and_no_temp_file() {
         std::fs::read(&out).unwrap() == std::fs::read(fixture("tiny-llama-Q4_K_M.gguf")).unwrap()
     );
     assert_eq!(files_in(dir.path()), vec!["q.gguf".to_string()]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o644,
+            "output mode {mode:o}, not the temp file's 0600"
+        );
+    }
 }
 
 #[test]

@@ -104,6 +104,13 @@ pub fn write(
             .map_err(io)?;
         total += write_one(g, &metadata, tensors, tmp.as_file(), path, &mut progress)?;
         tmp.as_file().sync_all().map_err(io)?;
+        // A temporary file is private (0600); the model is an ordinary file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let perms = std::fs::Permissions::from_mode(0o644);
+            tmp.as_file().set_permissions(perms).map_err(io)?;
+        }
         done.push(tmp);
     }
     for (tmp, path) in done.into_iter().zip(&paths) {
