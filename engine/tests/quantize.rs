@@ -187,3 +187,27 @@ fn copy_of_a_llama_quantize_file_is_that_file() {
         );
     }
 }
+
+/// The recipe on real files llama-quantize made: asked for their own file type,
+/// owl chooses every tensor's type exactly as they hold it (gemma3-270m's
+/// Q4_K_M: tied embeddings as the output, rows of 640 falling back from K-quants,
+/// attn_v/ffn_down raised by layer; smollm2's Q4_1 with its Q8_0 embeddings).
+#[test]
+fn recipe_reproduces_real_llama_quantize_files() {
+    for (model, ty) in [("gemma3-270m", "Q4_K_M"), ("smollm2-135m-instruct", "Q4_1")] {
+        let path = owl_engine::registry::resolve_model(model, false).unwrap_or_else(|e| {
+            panic!("{model} must be in the model cache (scripts/test pulls it): {e}")
+        });
+        let g = Gguf::open(&path).unwrap();
+        let plan = quantize::plan(&g, Target::parse(ty).unwrap(), true).unwrap();
+        let wrong: Vec<String> = plan
+            .tensors
+            .iter()
+            .filter(|e| e.from != e.to)
+            .map(|e| format!("{}: file has {}, recipe says {}", e.name, e.from, e.to))
+            .collect();
+        assert!(wrong.is_empty(), "{model} {ty}:\n{}", wrong.join("\n"));
+        assert!(plan.requantized.is_empty());
+        assert_eq!(plan.tensors.len(), g.tensors().len());
+    }
+}
