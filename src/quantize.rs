@@ -31,6 +31,9 @@ pub struct QuantizeArgs {
     /// llama-gguf-split names them: OUT-00001-of-0000N.gguf.
     #[arg(long, value_name = "SIZE")]
     split_max_size: Option<String>,
+    /// CPU threads quantizing rows (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 pub fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
@@ -95,7 +98,12 @@ pub fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
     } else {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let (paths, n) = quantize::write(&g, &plan, &a.output, split_max, |b| bar.inc(b))
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads.unwrap_or(0))
+        .build()
+        .context("cannot start the quantizing threads")?;
+    let (paths, n) = pool
+        .install(|| quantize::write(&g, &plan, &a.output, split_max, |b| bar.inc(b)))
         .with_context(|| {
             format!(
                 "cannot quantize {} to {}",

@@ -157,6 +157,8 @@ fn allow_requantize_dequantizes_with_a_warning() {
         s(&out),
         "Q4_0",
         "--allow-requantize",
+        "--threads",
+        "1",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("warning: requantizing"));
