@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use owl_engine::gguf::GgmlType;
 use owl_engine::gguf::Gguf;
-use owl_engine::quantize::{self, Target};
+use owl_engine::quantize::{self, PlanOptions, Target};
 use owl_engine::registry::{self, format_size};
 
 #[derive(clap::Args)]
@@ -31,6 +32,19 @@ pub struct QuantizeArgs {
     /// llama-gguf-split names them: OUT-00001-of-0000N.gguf.
     #[arg(long, value_name = "SIZE")]
     split_max_size: Option<String>,
+    /// Every quantized tensor in TYPE's default type: no mixes, no output or
+    /// embedding rule, no fallbacks.
+    #[arg(long)]
+    pure: bool,
+    /// Leave output.weight as it is.
+    #[arg(long)]
+    leave_output_tensor: bool,
+    /// Type for output.weight (a GGML type name: Q8_0, Q6_K, F16, ...).
+    #[arg(long, value_name = "GGML_TYPE")]
+    output_tensor_type: Option<String>,
+    /// Type for token_embd.weight.
+    #[arg(long, value_name = "GGML_TYPE")]
+    token_embedding_type: Option<String>,
     /// CPU threads quantizing rows (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -45,7 +59,35 @@ pub fn cmd_quantize(a: QuantizeArgs) -> Result<ExitCode> {
         .transpose()?;
     let input = registry::resolve_model(&a.input, false)?;
     let g = Gguf::open(&input)?;
-    let plan = quantize::plan(&g, target, a.allow_requantize)
+    let ggml_type = |flag: &str, v: &Option<String>| -> Result<Option<GgmlType>> {
+        v.as_deref()
+            .map(|name| {
+                GgmlType::ALL
+                    .iter()
+                    .copied()
+                    .find(|t| t.name().eq_ignore_ascii_case(name) && t.can_quantize())
+                    .with_context(|| {
+                        let names: Vec<&str> = GgmlType::ALL
+                            .iter()
+                            .filter(|t| t.can_quantize())
+                            .map(|t| t.name())
+                            .collect();
+                        format!(
+                            "{flag} `{name}`: not a GGML type owl writes; use one of {}",
+                            names.join(", ")
+                        )
+                    })
+            })
+            .transpose()
+    };
+    let opts = PlanOptions {
+        allow_requantize: a.allow_requantize,
+        pure: a.pure,
+        leave_output: a.leave_output_tensor,
+        output_type: ggml_type("--output-tensor-type", &a.output_tensor_type)?,
+        token_embd_type: ggml_type("--token-embedding-type", &a.token_embedding_type)?,
+    };
+    let plan = quantize::plan_with(&g, target, &opts)
         .with_context(|| format!("cannot quantize {}", input.display()))?;
     let out = std::io::stdout();
     let mut out = out.lock();

@@ -137,6 +137,11 @@ fn bad_inputs_are_one_clear_line_and_leave_nothing() {
         dir.path(),
         &["--split-max-size `5K`", "500M"],
     );
+    fails_cleanly(
+        &[s(&f32), s(&out), "Q4_0", "--output-tensor-type", "Q9"],
+        dir.path(),
+        &["--output-tensor-type `Q9`", "Q6_K"],
+    );
     let q4 = fixture("tiny-llama-Q4_0.gguf");
     fails_cleanly(
         &[s(&q4), s(&out), "Q8_0"],

@@ -211,3 +211,62 @@ fn recipe_reproduces_real_llama_quantize_files() {
         assert_eq!(plan.tensors.len(), g.tensors().len());
     }
 }
+
+#[test]
+fn pure_leave_output_and_type_overrides() {
+    use owl_engine::gguf::GgmlType as G;
+    use owl_engine::quantize::PlanOptions;
+    let src = source();
+    let q4km = Target::parse("Q4_K_M").unwrap();
+    let types = |opts: &PlanOptions| -> std::collections::HashMap<String, G> {
+        let plan = quantize::plan_with(&src, q4km, opts).unwrap();
+        plan.tensors.into_iter().map(|e| (e.name, e.to)).collect()
+    };
+    let pure = types(&PlanOptions {
+        pure: true,
+        ..Default::default()
+    });
+    for (name, ty) in &pure {
+        let want = if name.ends_with("_norm.weight") {
+            G::F32
+        } else {
+            G::Q4_K
+        };
+        assert_eq!(*ty, want, "--pure {name}");
+    }
+    let kept = types(&PlanOptions {
+        leave_output: true,
+        ..Default::default()
+    });
+    assert_eq!(kept["output.weight"], G::F32);
+    assert_eq!(
+        kept["blk.1.ffn_down.weight"],
+        G::Q6_K,
+        "the rest of the recipe still applies"
+    );
+    let over = types(&PlanOptions {
+        output_type: Some(G::Q8_0),
+        token_embd_type: Some(G::Q6_K),
+        ..Default::default()
+    });
+    assert_eq!(
+        (over["output.weight"], over["token_embd.weight"]),
+        (G::Q8_0, G::Q6_K)
+    );
+    // --pure has no fallback: gemma3-270m's rows of 640 do not divide into
+    // Q4_K's 256, which is an error naming the tensor, not a panic.
+    let gemma =
+        Gguf::open(&owl_engine::registry::resolve_model("gemma3-270m", false).unwrap()).unwrap();
+    let opts = PlanOptions {
+        pure: true,
+        allow_requantize: true,
+        ..Default::default()
+    };
+    let err = quantize::plan_with(&gemma, q4km, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("token_embd.weight") && err.contains("640") && err.contains("Q4_K"),
+        "{err}"
+    );
+}

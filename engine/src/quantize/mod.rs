@@ -264,6 +264,32 @@ fn loader_key(name: &str) -> (i64, &str) {
 
 /// Decides every tensor's output type and the output metadata.
 pub fn plan(g: &Gguf, target: Target, allow_requantize: bool) -> Result<Plan, QuantizeError> {
+    let opts = PlanOptions {
+        allow_requantize,
+        ..PlanOptions::default()
+    };
+    plan_with(g, target, &opts)
+}
+
+/// llama-quantize's options beyond the file type.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Dequantize and quantize again tensors that are already quantized.
+    pub allow_requantize: bool,
+    /// `--pure`: every quantized tensor gets the file type's default type (no
+    /// mixes, no output/embedding rule, no fallbacks).
+    pub pure: bool,
+    /// `--leave-output-tensor`: `output.weight` stays as it is.
+    pub leave_output: bool,
+    /// `--output-tensor-type`.
+    pub output_type: Option<GgmlType>,
+    /// `--token-embedding-type`.
+    pub token_embd_type: Option<GgmlType>,
+}
+
+/// [`plan`] with llama-quantize's other options.
+pub fn plan_with(g: &Gguf, target: Target, opts: &PlanOptions) -> Result<Plan, QuantizeError> {
+    let allow_requantize = opts.allow_requantize;
     let facts = ModelFacts::of(g);
     let mut order: Vec<usize> = (0..g.tensors().len()).collect();
     order.sort_by(|&a, &b| loader_key(&g.tensors()[a].name).cmp(&loader_key(&g.tensors()[b].name)));
@@ -273,9 +299,21 @@ pub fn plan(g: &Gguf, target: Target, allow_requantize: bool) -> Result<Plan, Qu
     let mut requantized = Vec::new();
     for index in order {
         let t = &g.tensors()[index];
+        let quantizable =
+            recipe::is_quantizable(t) && !(opts.leave_output && t.name == "output.weight");
         let to = match target {
-            Target::File(ft) if recipe::is_quantizable(t) => {
-                recipe::tensor_type(&facts, &mut st, ft, t).map_err(QuantizeError::Recipe)?
+            Target::File(ft) if quantizable => {
+                let mut to = if opts.pure || !is_quantized(ft.default_type()) {
+                    ft.default_type()
+                } else {
+                    recipe::tensor_type(&facts, &mut st, ft, t).map_err(QuantizeError::Recipe)?
+                };
+                match t.name.as_str() {
+                    "token_embd.weight" => to = opts.token_embd_type.unwrap_or(to),
+                    "output.weight" => to = opts.output_type.unwrap_or(to),
+                    _ => {}
+                }
+                to
             }
             _ => t.ty,
         };
