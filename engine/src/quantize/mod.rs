@@ -402,6 +402,9 @@ pub(crate) fn convert(e: &PlanEntry, data: &[u8]) -> Result<Vec<u8>, QuantizeErr
     };
     let row = e.dims.first().copied().unwrap_or(1) as usize;
     let n: usize = e.dims.iter().product::<u64>() as usize;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
     let rows_per_chunk = (CHUNK_ELEMENTS / row.max(1)).max(1);
     let in_row = e
         .from
