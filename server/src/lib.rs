@@ -11,6 +11,7 @@
 //! page `GET /dashboard` that draws it.
 
 mod app;
+mod compat;
 pub mod cost;
 mod dashboard;
 mod embeddings;
