@@ -686,9 +686,9 @@ mod tests {
         );
         assert_eq!(b["response_format"]["type"], "json_object");
         let mut b = Map::new();
-        assert!(!options(&json!({"options": {"num_predict": -1}}), &mut b)
+        assert!(options(&json!({"options": {"num_predict": -1}}), &mut b)
             .unwrap()
-            .is_some());
+            .is_none());
         assert!(!b.contains_key("max_tokens"));
         for bad in [
             json!({"options": {"num_ctx": 0}}),
