@@ -6,8 +6,14 @@ import json
 import ollama
 import pytest
 
+import conftest
 import rawhttp
 from conftest import CTX, EMBED_MODEL, MODEL, Server
+
+QWEN = "qwen2.5-coder-0.5b-instruct"
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 T0 = {"temperature": 0}
 ASK = [{"role": "user", "content": "Name three fruits."}]
@@ -22,6 +28,17 @@ def ol(server):
 def no_embedder():
     s = Server("--no-ledger", "--ctx", "1024")
     yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    saved, conftest.MODEL = conftest.MODEL, QWEN  # Server passes conftest.MODEL as --model
+    try:
+        s = Server("--no-ledger", "--parallel", "2")
+    finally:
+        conftest.MODEL = saved
+    yield ollama.Client(host=s.url, timeout=120)
     s.stop()
 
 
@@ -127,3 +144,32 @@ def test_ndjson_framing_and_errors(server):
     assert r.status_code == 400 and isinstance(r.json()["error"], str), r.text
     r = rawhttp.post(server.url + "/api/chat", json={"model": MODEL, "messages": ASK, "options": {"num_predict": 0}})
     assert r.status_code == 400 and "num_predict" in r.json()["error"]
+
+
+def test_format_schema(ol):
+    schema = {"type": "object", "properties": {"color": {"type": "string", "maxLength": 12}},
+              "required": ["color"], "additionalProperties": False}
+    r = ol.chat(model=MODEL, messages=[{"role": "user", "content": "Name a color as JSON."}], format=schema,
+                options={**T0, "num_predict": 40})
+    assert r.done_reason == "stop", r
+    v = json.loads(r.message.content)
+    assert set(v) == {"color"} and isinstance(v["color"], str)
+
+
+def test_tools(qwen):
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    opts = {**T0, "num_predict": 80}
+    r = qwen.chat(model=QWEN, messages=ask, tools=[WEATHER], options=opts)
+    calls = r.message.tool_calls
+    assert calls and calls[0].function.name == "get_weather", r
+    assert "paris" in json.dumps(dict(calls[0].function.arguments)).lower()
+    assert qwen.show(QWEN).capabilities == ["completion", "tools"]
+    parts = list(qwen.chat(model=QWEN, messages=ask, tools=[WEATHER], options=opts, stream=True))
+    s_calls = [c for p in parts for c in (p.message.tool_calls or [])]
+    assert [(c.function.name, dict(c.function.arguments)) for c in s_calls] == \
+        [(c.function.name, dict(c.function.arguments)) for c in calls]
+    assert parts[-1].done
+    # The call and its result go back; the template renders both (more prompt tokens).
+    follow = ask + [r.message, {"role": "tool", "content": "Sunny, 21 degrees Celsius.", "tool_name": "get_weather"}]
+    again = qwen.chat(model=QWEN, messages=follow, tools=[WEATHER], options=opts)
+    assert again.done and again.prompt_eval_count > r.prompt_eval_count + 10
