@@ -267,7 +267,7 @@ pub async fn messages_create(
 ) -> Result<Response, ApiError> {
     let body = to_openai(&v, true)?;
     if body["stream"] == true {
-        let input_tokens = prompt_tokens(&st, &body)?;
+        let input_tokens = prompt_tokens(&st, &body).await?;
         let resp = openai_chat(&st, client, headers, body).await?;
         if !resp.status().is_success() {
             return Err(answer_json(resp)
@@ -459,7 +459,9 @@ pub async fn count_tokens(
     JsonBody(v): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let body = to_openai(&v, false)?;
-    Ok(Json(json!({"input_tokens": prompt_tokens(&st, &body)?})))
+    Ok(Json(
+        json!({"input_tokens": prompt_tokens(&st, &body).await?}),
+    ))
 }
 
 #[cfg(test)]

@@ -135,7 +135,15 @@ fn find_frame_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// Tokens the prompt of an OpenAI chat body renders to, as the engine would count them.
-pub(crate) fn prompt_tokens(st: &AppState, body: &Value) -> Result<usize, ApiError> {
+/// Templating and tokenizing a long prompt is CPU work: it runs off the async workers.
+pub(crate) async fn prompt_tokens(st: &AppState, body: &Value) -> Result<usize, ApiError> {
+    let (st, body) = (st.clone(), body.clone());
+    tokio::task::spawn_blocking(move || count_prompt(&st, &body))
+        .await
+        .map_err(|e| ApiError::internal(format!("counting the prompt failed: {e}")))?
+}
+
+fn count_prompt(st: &AppState, body: &Value) -> Result<usize, ApiError> {
     let engine = st.engine()?;
     let (messages, _) = parse_body::<ChatParams>(body)?.validate()?;
     let has_calls = body["messages"].as_array().is_some_and(|ms| {

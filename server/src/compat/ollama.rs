@@ -550,7 +550,7 @@ async fn chat(
     }
     let num_ctx = options(&v, &mut body)?;
     if let Some(n) = num_ctx {
-        let prompt = prompt_tokens(&st, &Value::Object(body.clone()))?;
+        let prompt = prompt_tokens(&st, &Value::Object(body.clone())).await?;
         apply_num_ctx(&st, n, prompt, &mut body)?;
     }
     let shape = Shape {
@@ -604,7 +604,7 @@ async fn generate(
                 .map_err(|e| ApiError::invalid("prompt", e.0))?
                 .len()
         } else {
-            prompt_tokens(&st, &Value::Object(body.clone()))?
+            prompt_tokens(&st, &Value::Object(body.clone())).await?
         };
         apply_num_ctx(&st, n, tokens, &mut body)?;
     }
