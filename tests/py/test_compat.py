@@ -84,3 +84,23 @@ def test_strict_names_and_aliases(strict):
     assert ids[:3] == [MODEL, "my-assistant", "helper:v1"], ids
     assert all(m["loaded"] for m in models[:3])
     assert models[1]["alias_of"] == MODEL
+
+
+def test_each_api_refuses_a_missing_key_in_its_own_shape(strict):
+    r = rawhttp.get(strict.url + "/api/tags")
+    assert r.status_code == 401 and isinstance(r.json()["error"], str) and "x-api-key" in r.json()["error"], r.text
+    r = rawhttp.get(strict.url + "/api/tags", headers={"x-api-key": KEY})
+    assert r.status_code == 200 and r.json()["models"][0]["model"] == MODEL, r.text
+    r = rawhttp.post(strict.url + "/v1/messages", json={"max_tokens": 4, "messages": MSG})
+    assert r.status_code == 401, r.text
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "authentication_error", r.text
+    # OpenAI's own shape elsewhere.
+    r = rawhttp.get(strict.url + "/v1/models")
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", r.text
+    # --strict-model-names holds on the other APIs too.
+    r = rawhttp.post(strict.url + "/api/chat", headers={"x-api-key": KEY},
+                     json={"model": "gpt-4o", "messages": MSG, "stream": False})
+    assert r.status_code == 404 and "unknown model" in r.json()["error"], r.text
+    r = rawhttp.post(strict.url + "/api/chat", headers={"x-api-key": KEY},
+                     json={"model": "my-assistant", "messages": MSG, "stream": False, "options": {"num_predict": 2}})
+    assert r.status_code == 200 and r.json()["model"] == "my-assistant" and r.json()["done"], r.text
