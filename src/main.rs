@@ -443,6 +443,7 @@ struct ServeArgs {
 fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
     anyhow::ensure!(args.parallel >= 1, "--parallel must be at least 1");
     anyhow::ensure!(args.ctx >= 16, "--ctx must be at least 16 tokens");
+    anyhow::ensure!(args.alias.iter().all(|a| !a.trim().is_empty()), "--alias needs a model name, e.g. --alias gpt-4o-mini");
     let mut keys = Vec::new();
     for k in &args.api_key {
         keys.push(charge::parse_key(k)?);

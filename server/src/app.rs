@@ -420,7 +420,8 @@ async fn cors(State(st): State<AppState>, req: Request, next: Next) -> Response 
             );
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type, x-api-key"),
+                // Anthropic's browser clients send their version headers too.
+                HeaderValue::from_static("authorization, content-type, x-api-key, anthropic-version, anthropic-beta, anthropic-dangerous-direct-browser-access"),
             );
             h.insert(
                 header::ACCESS_CONTROL_MAX_AGE,
