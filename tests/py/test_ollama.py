@@ -144,6 +144,12 @@ def test_ndjson_framing_and_errors(server):
     assert r.status_code == 400 and isinstance(r.json()["error"], str), r.text
     r = rawhttp.post(server.url + "/api/chat", json={"model": MODEL, "messages": ASK, "options": {"num_predict": 0}})
     assert r.status_code == 400 and "num_predict" in r.json()["error"]
+    # What owl cannot honour is refused, not dropped.
+    for field, value in [("suffix", "return x"), ("images", ["AAAA"]), ("context", [1, 2, 3])]:
+        r = rawhttp.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "def f():", field: value})
+        assert r.status_code == 400 and field in r.json()["error"], r.text
+    r = rawhttp.post(server.url + "/api/chat", json={"model": MODEL, "messages": [{**ASK[0], "images": ["AAAA"]}]})
+    assert r.status_code == 400 and "images" in r.json()["error"], r.text
 
 
 def test_format_schema(ol):

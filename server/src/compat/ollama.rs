@@ -581,6 +581,32 @@ async fn generate(
         st.engine()?;
         return Ok(Json(json!({"model": model, "created_at": now(), "response": "", "done": true, "done_reason": "load"})).into_response());
     }
+    // Fields owl cannot honour are refused, never silently dropped.
+    for (field, what) in [
+        ("images", "images are not supported by this server"),
+        (
+            "suffix",
+            "fill-in-the-middle (`suffix`) is not supported; send the whole prompt",
+        ),
+        (
+            "template",
+            "a per-request `template` is not supported; start `owl serve --chat-template FILE`",
+        ),
+        (
+            "context",
+            "`context` is not supported (owl returns none); send the conversation to /api/chat",
+        ),
+    ] {
+        let given = match &v[field] {
+            Value::Null => false,
+            Value::String(s) => !s.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            _ => true,
+        };
+        if given {
+            return Err(ApiError::invalid(field, format!("`{field}`: {what}")));
+        }
+    }
     let raw = v["raw"] == true;
     let mut body = Map::new();
     if let Some(m) = v.get("model").filter(|m| !m.is_null()) {
