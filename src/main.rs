@@ -394,7 +394,7 @@ struct ServeArgs {
     /// Port to listen on (0: any free port, printed when listening).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Require `Authorization: Bearer KEY` on every endpoint but /health and /dashboard
+    /// Require `Authorization: Bearer KEY` (or `x-api-key: KEY`) on every endpoint but /health and /dashboard
     /// [default: $OWL_API_KEY]. Repeat as LABEL:KEY for several keys; the ledger records each
     /// request under its key's label.
     #[arg(long, value_name = "[LABEL:]KEY")]
@@ -435,11 +435,19 @@ struct ServeArgs {
     /// Prompts with more tokens than this go to the first upstream.
     #[arg(long, value_name = "TOKENS")]
     route_max_local_tokens: Option<usize>,
+    /// Another name for the loaded model (repeatable), listed in /v1/models and /api/tags.
+    #[arg(long, value_name = "NAME")]
+    alias: Vec<String>,
+    /// Answer 404 to a request whose `model` names neither the loaded model nor an --alias
+    /// (by default any name is served by the loaded model and echoed back).
+    #[arg(long)]
+    strict_model_names: bool,
 }
 
 fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
     anyhow::ensure!(args.parallel >= 1, "--parallel must be at least 1");
     anyhow::ensure!(args.ctx >= 16, "--ctx must be at least 16 tokens");
+    anyhow::ensure!(args.alias.iter().all(|a| !a.trim().is_empty()), "--alias needs a model name, e.g. --alias gpt-4o-mini");
     let mut keys = Vec::new();
     for k in &args.api_key {
         keys.push(charge::parse_key(k)?);
@@ -498,7 +506,7 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         },
         host: args.host,
         port: args.port,
-        options: owl_server::ServerOptions { api_keys: keys, cost: Some(cost), cors: args.cors, known_models, route: std::sync::Arc::new(route), ..Default::default() },
+        options: owl_server::ServerOptions { api_keys: keys, cost: Some(cost), cors: args.cors, known_models, route: std::sync::Arc::new(route), aliases: args.alias, strict_model_names: args.strict_model_names, ..Default::default() },
         embedding_model: args.embedding_model,
     };
     owl_server::run_blocking(cfg)?;

@@ -64,6 +64,11 @@ pub struct ServerOptions {
     pub max_body_bytes: usize,
     /// Upstreams and the routing policy (route/mod.rs).
     pub route: Arc<crate::route::RouteConfig>,
+    /// More names for the loaded model (`--alias`, repeatable), listed in `/v1/models`.
+    pub aliases: Vec<String>,
+    /// Refuse (404) a `model` that names neither the loaded model nor an alias
+    /// (`--strict-model-names`); by default any name is served by the loaded model.
+    pub strict_model_names: bool,
 }
 
 impl Default for ServerOptions {
@@ -77,6 +82,8 @@ impl Default for ServerOptions {
             model_arg: String::new(),
             max_body_bytes: DEFAULT_MAX_BODY,
             route: Arc::default(),
+            aliases: Vec::new(),
+            strict_model_names: false,
         }
     }
 }
@@ -142,6 +149,7 @@ impl AppState {
             stem,
             self.0.opts.model_arg.clone(),
         ];
+        names.extend(self.0.opts.aliases.iter().cloned());
         for k in &self.0.opts.known_models {
             if k.name == info.name || (!file.is_empty() && k.file == file) {
                 names.extend(k.names().map(str::to_string));
@@ -202,20 +210,16 @@ impl AppState {
     }
 
     /// The `model` field may be omitted, empty, or name the loaded model (its
-    /// name, file name, or an alias); any other name is a 404.
+    /// name, file name, or an alias, with or without ollama's `:latest` tag).
+    /// Any other name is served by the loaded model too, as llama-server does,
+    /// unless `--strict-model-names` makes it a 404. (A name that routes to an
+    /// upstream never gets here: route/mod.rs decides first.)
     pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
-        let Some(req) = requested.map(str::trim).filter(|r| !r.is_empty()) else {
-            return Ok(());
-        };
-        let lower = req.to_lowercase();
-        if self
-            .0
-            .loaded_names
-            .get()
-            .is_some_and(|names| names.contains(&lower))
-        {
+        if !self.0.opts.strict_model_names || self.names_loaded(requested) {
             return Ok(());
         }
+        let req = requested.map(str::trim).unwrap_or_default();
+        let lower = req.to_lowercase();
         let loaded = self.model_name();
         let known = self
             .0
@@ -230,6 +234,33 @@ impl AppState {
             )),
             None => ApiError::model_not_found(format!("unknown model {req:?}; this server serves {loaded:?}")),
         })
+    }
+
+    /// Whether `requested` is absent, empty, or one of the loaded model's names.
+    fn names_loaded(&self, requested: Option<&str>) -> bool {
+        let Some(req) = requested.map(str::trim).filter(|r| !r.is_empty()) else {
+            return true;
+        };
+        let lower = req.to_lowercase();
+        let bare = lower.strip_suffix(":latest").unwrap_or(&lower);
+        self.0
+            .loaded_names
+            .get()
+            .is_some_and(|names| names.iter().any(|n| n == &lower || n == bare))
+    }
+
+    /// The name an answer carries: the one the request gave, else the loaded model's.
+    pub(crate) fn echo_model(&self, requested: Option<&str>) -> String {
+        requested
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| self.model_name())
+    }
+
+    /// The `--alias` names of the loaded model.
+    pub(crate) fn aliases(&self) -> &[String] {
+        &self.0.opts.aliases
     }
 
     fn count(&self, route: String, status: u16) {
@@ -275,6 +306,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(crate::route::chat))
         .route("/v1/completions", post(generate::completions))
         .route("/v1/models", get(models))
+        // llama-server's un-prefixed aliases, for clients given a base URL without /v1.
+        .route("/chat/completions", post(crate::route::chat))
+        .route("/completions", post(generate::completions))
+        .route("/models", get(models))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/metrics", get(metrics_text))
@@ -287,6 +322,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/dashboard", get(dashboard::page))
         .merge(protected)
+        .merge(compat_routes(&state))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.0.opts.max_body_bytes))
@@ -295,15 +331,35 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Anthropic's and Ollama's APIs (compat/), each with its own error shape.
+fn compat_routes(state: &AppState) -> Router<AppState> {
+    use crate::compat::{anthropic, ollama, reshape_errors};
+    let anthropic = Router::new()
+        .route("/v1/messages", post(anthropic::messages_create))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
+        .route_layer(middleware::from_fn(|req, next| {
+            reshape_errors(anthropic::shape_error, req, next)
+        }));
+    let ollama = ollama::routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
+        .route_layer(middleware::from_fn(|req, next| {
+            reshape_errors(ollama::shape_error, req, next)
+        }));
+    anthropic.merge(ollama)
+}
+
 async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let opts = &st.0.opts;
     if opts.api_key.is_some() || !opts.api_keys.is_empty() {
-        let given = req
+        // `Authorization: Bearer KEY`, or `x-api-key: KEY` (Anthropic's clients, llama-server).
+        let bearer = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let x_api_key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+        let given = bearer.or(x_api_key).map(str::trim);
         let keys = opts.api_key.iter().map(|k| ("default", k.as_str())).chain(opts.api_keys.iter().map(|(l, k)| (l.as_str(), k.as_str())));
         // Every key is compared, so the time taken says nothing about which one matched.
         let mut label = None;
@@ -364,7 +420,8 @@ async fn cors(State(st): State<AppState>, req: Request, next: Next) -> Response 
             );
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type"),
+                // Anthropic's browser clients send their version headers too.
+                HeaderValue::from_static("authorization, content-type, x-api-key, anthropic-version, anthropic-beta, anthropic-dangerous-direct-browser-access"),
             );
             h.insert(
                 header::ACCESS_CONTROL_MAX_AGE,
@@ -414,8 +471,13 @@ async fn models(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
             "n_vocab": info.n_vocab, "n_parallel": info.n_parallel, "device": info.device,
         }),
     )];
+    for a in st.aliases() {
+        if !a.eq_ignore_ascii_case(&info.name) {
+            data.push(model_entry(a, created, json!({"loaded": true, "alias_of": info.name})));
+        }
+    }
     for k in &st.0.opts.known_models {
-        if st.check_model(Some(&k.name)).is_err() {
+        if !st.names_loaded(Some(&k.name)) {
             data.push(model_entry(
                 &k.name,
                 created,

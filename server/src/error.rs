@@ -50,7 +50,7 @@ impl ApiError {
             ..Self::new(
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",
-                "invalid or missing API key: send it as `Authorization: Bearer <key>`",
+                "invalid or missing API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`",
             )
         }
     }
@@ -121,7 +121,9 @@ impl From<SubmitError> for ApiError {
                 param: Some("messages".into()),
                 ..ApiError::bad_request(message)
             },
-            SubmitError::EmptyPrompt | SubmitError::Invalid(_) | SubmitError::Constraint(_) => ApiError::bad_request(message),
+            SubmitError::EmptyPrompt | SubmitError::Invalid(_) | SubmitError::Constraint(_) => {
+                ApiError::bad_request(message)
+            }
             SubmitError::Stopped => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable_error",

@@ -129,7 +129,10 @@ struct Ctx {
     engine: Arc<dyn LlmService>,
     id: String,
     created: u64,
+    /// The loaded model: what the ledger records.
     model: String,
+    /// The name the client asked for (or the loaded model's): what answers carry.
+    echo_model: String,
     /// Where the request is charged (cost.rs), and to whom.
     cost: Arc<CostBook>,
     client: String,
@@ -191,7 +194,7 @@ impl Ctx {
 
     fn envelope(&self, chunk: bool, choices: Value) -> Value {
         json!({
-            "id": self.id, "object": self.object(chunk), "created": self.created, "model": self.model,
+            "id": self.id, "object": self.object(chunk), "created": self.created, "model": self.echo_model,
             "system_fingerprint": concat!("owl-", env!("CARGO_PKG_VERSION")), "choices": choices,
         })
     }
@@ -255,6 +258,7 @@ async fn run(
         id: new_id(kind),
         created: unix_now(),
         model: engine.info().name.clone(),
+        echo_model: st.echo_model(gen.model.as_deref()),
         cost: st.cost(),
         client: client.0,
         tools,
@@ -504,6 +508,8 @@ impl Streamer {
                     let mut u = self.ctx.envelope(true, json!([]));
                     u["usage"] = usage_json(&usage);
                     u["usage"]["owl"] = cost::usage_owl(&charged);
+                    // llama-server's timings, also in a stream (the Ollama API's durations come from them).
+                    u["timings"] = timings_json(&timings);
                     self.queue.push_back(u.to_string());
                 }
                 self.queue.push_back("[DONE]".into());

@@ -8,9 +8,13 @@
 //! `POST /v1/embeddings` (with `--embedding-model`), `GET /v1/models`, `GET /health` (503 while loading), `GET /metrics`
 //! (Prometheus), and llama-server's `POST /tokenize`, `POST /detokenize`,
 //! `POST /apply-template`; the cost of what was served: `GET /v1/owl/cost` and the
-//! page `GET /dashboard` that draws it.
+//! page `GET /dashboard` that draws it. The same path also answers Anthropic's
+//! Messages API (`POST /v1/messages`, `/v1/messages/count_tokens`) and Ollama's
+//! (`/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/show`, `/api/ps`,
+//! `/api/version`): see compat/.
 
 mod app;
+mod compat;
 pub mod cost;
 mod dashboard;
 mod embeddings;

@@ -431,15 +431,52 @@ async fn completions_and_logprobs() {
 
 #[tokio::test]
 async fn model_names() {
+    // By default any name is served by the loaded model and echoed back (llama-server's rule).
     let (app, _) = app();
+    for (name, echoed) in [
+        (json!(null), "fake-model"),
+        (json!(""), "fake-model"),
+        (json!("FAKE-MODEL"), "FAKE-MODEL"),
+        (json!("gpt-4o"), "gpt-4o"),
+        (json!("other-model"), "other-model"),
+    ] {
+        let (s, v) = post(
+            &app,
+            "/v1/chat/completions",
+            chat_body(json!({"model": name})),
+        )
+        .await;
+        assert_eq!(s, 200, "{name}: {v}");
+        assert_eq!(v["model"], echoed, "{name}: {v}");
+    }
+    let (s, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"model": "gpt-4", "prompt": "x"}),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), v["model"].as_str()),
+        (200, Some("gpt-4")),
+        "{v}"
+    );
+
+    // --strict-model-names: only the loaded model's names and aliases.
+    let (app, _, _) = app_with(ServerOptions {
+        strict_model_names: true,
+        aliases: vec!["my-assistant".into()],
+        ..options()
+    });
     for ok in [
         json!(null),
         json!(""),
         json!("fake-model"),
         json!("FAKE-MODEL"),
+        json!("fake-model:latest"),
         json!("Fake-Model.Q4_0.gguf"),
         json!("Fake-Model.Q4_0"),
         json!("fake"),
+        json!("my-assistant"),
     ] {
         let (s, v) = post(
             &app,
@@ -476,9 +513,10 @@ async fn model_names() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["fake-model", "other-model"]);
+    assert_eq!(ids, ["fake-model", "my-assistant", "other-model"]);
     assert_eq!(v["data"][0]["loaded"], true);
-    assert_eq!(v["data"][1]["loaded"], false);
+    assert_eq!(v["data"][1]["alias_of"], "fake-model");
+    assert_eq!(v["data"][2]["loaded"], false);
 }
 
 #[tokio::test]
@@ -644,6 +682,18 @@ async fn api_key_and_cors() {
     )
     .await;
     assert_eq!(s, 401);
+    // Anthropic's header works like a bearer token.
+    for (key, status) in [("sekrit", 200), ("sekri", 401)] {
+        let (s, _, _) = send(
+            &app,
+            "GET",
+            "/v1/models",
+            Body::empty(),
+            &[("x-api-key", key)],
+        )
+        .await;
+        assert_eq!(s, status, "x-api-key {key}");
+    }
     let (s, h, _) = send(
         &app,
         "POST",

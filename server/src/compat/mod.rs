@@ -1,0 +1,225 @@
+//! Other clients' APIs over the same path as OpenAI's: Anthropic's Messages
+//! (anthropic.rs) and Ollama's (ollama.rs).
+//!
+//! Each handler turns its request into an OpenAI chat (or completions) body,
+//! answers it through the OpenAI handlers — so validation, routing, tools,
+//! constraints and cost accounting are the same code — and turns the answer
+//! (one JSON object, or the SSE chunks of a stream) back into its API's shape.
+//! Errors are reshaped by a middleware on each API's routes ([`reshape_errors`]).
+
+pub mod anthropic;
+pub mod ollama;
+
+use std::collections::VecDeque;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::{stream, Stream, StreamExt};
+use serde_json::{json, Value};
+
+use crate::app::{AppState, JsonBody};
+use crate::cost::Client;
+use crate::error::ApiError;
+use crate::openai::{parse_body, ChatParams};
+
+/// Error bodies are small; a larger one is not an error body of ours.
+const MAX_ERROR_BODY: usize = 1 << 20;
+
+/// Answers an OpenAI chat body as `POST /v1/chat/completions` would (routing included).
+pub(crate) async fn openai_chat(
+    st: &AppState,
+    client: Client,
+    headers: HeaderMap,
+    body: Value,
+) -> Result<Response, ApiError> {
+    crate::route::chat(State(st.clone()), client, headers, JsonBody(body)).await
+}
+
+/// Answers an OpenAI completions body as `POST /v1/completions` would.
+pub(crate) async fn openai_completions(
+    st: &AppState,
+    client: Client,
+    body: Value,
+) -> Result<Response, ApiError> {
+    crate::generate::completions(State(st.clone()), client, JsonBody(body)).await
+}
+
+/// An error answer in OpenAI's shape (e.g. an upstream's 4xx passed through) as an [`ApiError`].
+fn error_from(status: StatusCode, v: &Value) -> ApiError {
+    let message = v["error"]["message"]
+        .as_str()
+        .or_else(|| v["error"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("the request failed with status {status}"));
+    let mut e = if status.is_server_error() {
+        ApiError::internal(message)
+    } else {
+        ApiError::bad_request(message)
+    };
+    e.status = status;
+    e.param = v["error"]["param"].as_str().map(str::to_string);
+    e
+}
+
+/// The JSON object of a non-streamed answer, or the error it carries.
+pub(crate) async fn answer_json(resp: Response) -> Result<Value, ApiError> {
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .map_err(|e| ApiError::internal(format!("could not read the answer: {e}")))?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::internal(format!("the answer is not JSON: {e}")))?;
+    if !status.is_success() {
+        return Err(error_from(status, &v));
+    }
+    Ok(v)
+}
+
+/// The `data:` payloads of an OpenAI SSE answer, each parsed, until `[DONE]`.
+/// An error inside the stream comes as an object with an `error` field.
+pub(crate) fn sse_chunks(resp: Response) -> impl Stream<Item = Value> + Send {
+    struct S {
+        body: axum::body::BodyDataStream,
+        buf: Vec<u8>,
+        ready: VecDeque<Value>,
+        done: bool,
+    }
+    let s = S {
+        body: resp.into_body().into_data_stream(),
+        buf: Vec::new(),
+        ready: VecDeque::new(),
+        done: false,
+    };
+    stream::unfold(s, |mut s| async move {
+        loop {
+            if let Some(v) = s.ready.pop_front() {
+                return Some((v, s));
+            }
+            if s.done {
+                return None;
+            }
+            match s.body.next().await {
+                Some(Ok(bytes)) => {
+                    s.buf.extend_from_slice(&bytes);
+                    while let Some(end) = find_frame_end(&s.buf) {
+                        let frame: Vec<u8> = s.buf.drain(..end).collect();
+                        for line in String::from_utf8_lossy(&frame).lines() {
+                            let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+                                continue;
+                            };
+                            if data == "[DONE]" {
+                                s.done = true;
+                            } else if let Ok(v) = serde_json::from_str::<Value>(data) {
+                                s.ready.push_back(v);
+                            }
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    s.ready
+                        .push_back(json!({"error": {"message": format!("the stream broke: {e}")}}));
+                    s.done = true;
+                }
+                None => s.done = true,
+            }
+        }
+    })
+}
+
+/// The end (after the blank line) of the first complete SSE frame in `buf`.
+fn find_frame_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
+}
+
+/// Tokens the prompt of an OpenAI chat body renders to, as the engine would count them.
+/// Templating and tokenizing a long prompt is CPU work: it runs off the async workers.
+pub(crate) async fn prompt_tokens(st: &AppState, body: &Value) -> Result<usize, ApiError> {
+    let (st, body) = (st.clone(), body.clone());
+    tokio::task::spawn_blocking(move || count_prompt(&st, &body))
+        .await
+        .map_err(|e| ApiError::internal(format!("counting the prompt failed: {e}")))?
+}
+
+fn count_prompt(st: &AppState, body: &Value) -> Result<usize, ApiError> {
+    let engine = st.engine()?;
+    let (messages, _) = parse_body::<ChatParams>(body)?.validate()?;
+    let has_calls = body["messages"].as_array().is_some_and(|ms| {
+        ms.iter()
+            .any(|m| m["role"] == "tool" || m.get("tool_calls").is_some_and(|c| !c.is_null()))
+    });
+    let tools = body["tools"].as_array().cloned().unwrap_or_default();
+    let text = if !tools.is_empty() || has_calls {
+        let msgs = crate::tools::messages(&body["messages"], &messages);
+        engine.apply_chat_template_tools(&msgs, &tools)
+    } else {
+        engine.apply_chat_template(&messages, true)
+    }
+    .map_err(|e| ApiError::invalid("messages", e.0))?;
+    Ok(engine
+        .tokenize(&text, true, true)
+        .map_err(|e| ApiError::invalid("messages", e.0))?
+        .len())
+}
+
+/// Rewrites an error answer (status >= 400 with OpenAI's JSON body) with `shape`,
+/// which gets the status and the OpenAI `error` object.
+pub(crate) async fn reshape_errors(
+    shape: fn(StatusCode, &Value) -> Value,
+    req: Request,
+    next: Next,
+) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status.is_success() || status.is_informational() || status.is_redirection() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_ERROR_BODY).await {
+        Ok(b) => b,
+        Err(_) => return (status, "the error answer could not be read").into_response(),
+    };
+    let Some(err) = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("error").cloned())
+    else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let out = serde_json::to_vec(&shape(status, &err)).unwrap_or_default();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(Bytes::from(out)))
+}
+
+/// Milliseconds as whole nanoseconds (Ollama's `*_duration` fields).
+pub(crate) fn ms_to_ns(ms: f64) -> u64 {
+    if ms.is_finite() && ms > 0.0 {
+        (ms * 1e6).round() as u64
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_end_at_blank_lines() {
+        assert_eq!(find_frame_end(b"data: 1\n\ndata: 2"), Some(9));
+        assert_eq!(find_frame_end(b"data: 1\n"), None);
+    }
+
+    #[test]
+    fn upstream_errors_keep_status_and_message() {
+        let e = error_from(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({"error": {"message": "bad", "param": "x"}}),
+        );
+        assert_eq!((e.status.as_u16(), e.message.as_str()), (422, "bad"));
+        assert_eq!(e.param.as_deref(), Some("x"));
+        assert_eq!(ms_to_ns(1.5), 1_500_000);
+        assert_eq!(ms_to_ns(f64::NAN), 0);
+    }
+}
