@@ -431,6 +431,13 @@ struct ServeArgs {
     /// Prompts with more tokens than this go to the first upstream.
     #[arg(long, value_name = "TOKENS")]
     route_max_local_tokens: Option<usize>,
+    /// Probe every undecided request: escalate to the first upstream when the local model's
+    /// confidence score of its first tokens is under T (0: all local, 1: all upstream).
+    #[arg(long, value_name = "T")]
+    route_threshold: Option<f64>,
+    /// Tokens the confidence probe reads before deciding (with --route-threshold).
+    #[arg(long, default_value_t = owl_server::route::DEFAULT_PROBE_TOKENS, value_name = "N")]
+    route_probe_tokens: usize,
 }
 
 fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
@@ -459,13 +466,25 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         args.route_max_local_tokens.is_none() || !upstreams.is_empty(),
         "--route-max-local-tokens needs an --upstream to send long prompts to"
     );
-    let route = owl_server::route::RouteConfig::new(
+    anyhow::ensure!(
+        args.route_threshold.is_none() || !upstreams.is_empty(),
+        "--route-threshold needs an --upstream to escalate to"
+    );
+    let owl_home = registry::cache_dir();
+    let (cost_cfg, prices) = charge::setup(&args.charge, &owl_home)?;
+    for up in &upstreams {
+        if let Some(p) = &up.price {
+            prices.get(p).with_context(|| format!("--upstream {}: price={p}", up.name))?;
+        }
+    }
+    let mut route = owl_server::route::RouteConfig::new(
         upstreams,
         std::time::Duration::from_secs(args.upstream_timeout),
         args.route_max_local_tokens,
     );
-    let owl_home = registry::cache_dir();
-    let (cost_cfg, prices) = charge::setup(&args.charge, &owl_home)?;
+    if let Some(t) = args.route_threshold {
+        route = route.with_probe(t, args.route_probe_tokens).map_err(anyhow::Error::msg)?;
+    }
     let ledger = charge::open_ledger(&args.charge, &owl_home)?;
     let cost = std::sync::Arc::new(owl_server::cost::CostBook::new(cost_cfg, prices, ledger)?);
     let chat_template = match &args.chat_template {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// One `--upstream NAME=URL[,key_env=VAR][,model=MODEL]`.
+/// One `--upstream NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Upstream {
     pub name: String,
@@ -23,6 +23,9 @@ pub struct Upstream {
     pub key_env: Option<String>,
     /// The model to ask for (replaces the request's `model`); also routes requests naming it.
     pub model: Option<String>,
+    /// The price table's model the upstream's tokens are priced as (default: `model`,
+    /// when the table has it); an upstream reporting `usage.cost` is charged that.
+    pub price: Option<String>,
     host: String,
     port: u16,
     /// The URL's path without a trailing slash (`/v1`).
@@ -30,9 +33,9 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Parses `NAME=URL[,key_env=VAR][,model=MODEL]`.
+    /// Parses `NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]`.
     pub fn parse(spec: &str) -> Result<Upstream, String> {
-        let usage = "write --upstream NAME=URL[,key_env=VAR][,model=MODEL], e.g. big=http://127.0.0.1:8081/v1";
+        let usage = "write --upstream NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL], e.g. big=http://127.0.0.1:8081/v1";
         let (name, rest) = spec
             .split_once('=')
             .ok_or_else(|| format!("--upstream {spec:?} has no NAME=: {usage}"))?;
@@ -48,11 +51,12 @@ impl Upstream {
         }
         let mut parts = rest.split(',');
         let url = parts.next().unwrap_or("").trim().to_string();
-        let (mut key_env, mut model) = (None, None);
+        let (mut key_env, mut model, mut price) = (None, None, None);
         for p in parts {
             match p.split_once('=') {
                 Some(("key_env", v)) if !v.is_empty() => key_env = Some(v.to_string()),
                 Some(("model", v)) if !v.is_empty() => model = Some(v.to_string()),
+                Some(("price", v)) if !v.is_empty() => price = Some(v.to_string()),
                 _ => return Err(format!("--upstream {name}: unknown option {p:?}: {usage}")),
             }
         }
@@ -93,6 +97,7 @@ impl Upstream {
             url: url.clone(),
             key_env,
             model,
+            price,
             host,
             port,
             prefix: path.trim_end_matches('/').to_string(),
