@@ -455,11 +455,20 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
     if let Some(f) = &args.api_keys {
         keys.extend(charge::read_keys_file(f)?);
     }
+    let owl_home = registry::cache_dir();
+    let (cost_cfg, prices) = charge::setup(&args.charge, &owl_home)?;
+    // --upstream flags first (the first upstream is where too_long and low_confidence go),
+    // then the config file's [[upstream]] tables.
     let mut upstreams = Vec::new();
     for spec in &args.upstream {
-        let up = owl_server::route::Upstream::parse(spec).map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(upstreams.iter().all(|u: &owl_server::route::Upstream| u.name != up.name), "--upstream {} is given twice", up.name);
-        upstreams.push(up);
+        upstreams.push(owl_server::route::Upstream::parse(spec).map_err(anyhow::Error::msg)?);
+    }
+    for t in &cost_cfg.upstreams {
+        let up = owl_server::route::Upstream::new(&t.name, &t.url, t.key_env.clone(), t.model.clone(), t.price.clone());
+        upstreams.push(up.map_err(|e| anyhow::anyhow!("{}: [[upstream]] {e}", t.at))?);
+    }
+    for (i, up) in upstreams.iter().enumerate() {
+        anyhow::ensure!(upstreams[..i].iter().all(|u| u.name != up.name), "upstream {} is given twice (--upstream flags and [[upstream]] tables share names)", up.name);
     }
     anyhow::ensure!(args.upstream_timeout >= 1, "--upstream-timeout must be at least 1 second");
     anyhow::ensure!(
@@ -470,8 +479,6 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         args.route_threshold.is_none() || !upstreams.is_empty(),
         "--route-threshold needs an --upstream to escalate to"
     );
-    let owl_home = registry::cache_dir();
-    let (cost_cfg, prices) = charge::setup(&args.charge, &owl_home)?;
     for up in &upstreams {
         if let Some(p) = &up.price {
             prices.get(p).with_context(|| format!("--upstream {}: price={p}", up.name))?;

@@ -1,6 +1,8 @@
 //! The cost of owning this machine: the `[cost]` table of `$OWL_HOME/config.toml`
 //! (or `--config FILE`). Every value remembers where it came from, so whatever uses
-//! it can print it ([`CostConfig::sources`]).
+//! it can print it ([`CostConfig::sources`]). The same file's `[[upstream]]` tables
+//! (where `owl serve` may send requests, and what they are priced as) are read here
+//! too, as plain strings: the server checks them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -80,6 +82,24 @@ pub struct CostConfig {
     pub fixed_monthly_usd: Sourced<f64>,
     /// The API model local cost is compared with.
     pub baseline: Sourced<String>,
+    /// `[[upstream]]` tables, in file order.
+    pub upstreams: Vec<UpstreamTable>,
+}
+
+/// One `[[upstream]]` table: the fields of `owl serve --upstream
+/// NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]`. There is no key field: keys
+/// come from the environment variable `key_env` names, never from a file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTable {
+    pub name: String,
+    pub url: String,
+    pub key_env: Option<String>,
+    pub model: Option<String>,
+    pub price: Option<String>,
+    /// Where the table is: "config.toml:12" (filled in when read).
+    #[serde(skip)]
+    pub at: String,
 }
 
 impl Default for CostConfig {
@@ -90,6 +110,7 @@ impl Default for CostConfig {
             kwh_usd: Sourced::default(DEFAULT_KWH_USD),
             fixed_monthly_usd: Sourced::default(DEFAULT_FIXED_MONTHLY_USD),
             baseline: Sourced::default(DEFAULT_BASELINE.to_string()),
+            upstreams: Vec::new(),
         }
     }
 }
@@ -98,6 +119,8 @@ impl Default for CostConfig {
 #[derive(Deserialize)]
 struct RawFile {
     cost: Option<RawCost>,
+    #[serde(default)]
+    upstream: Vec<Spanned<UpstreamTable>>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +166,12 @@ impl CostConfig {
     pub fn parse(src: &str, file: &str) -> Result<Self> {
         let raw: RawFile = toml::from_str(src).map_err(|e| parse_error(file, src, &e))?;
         let mut c = Self::default();
+        for u in raw.upstream {
+            let line = line_col(src, u.span().start).0;
+            let mut t = u.into_inner();
+            t.at = format!("{file}:{line}");
+            c.upstreams.push(t);
+        }
         let Some(cost) = raw.cost else {
             return Ok(c);
         };
@@ -241,6 +270,43 @@ mod tests {
         let s = c.sources();
         assert_eq!(s[1], ("watts", "700".into(), "flag --watts".into()));
         assert!(s[0].2.starts_with("config "), "{:?}", s[0]);
+    }
+
+    #[test]
+    fn upstream_tables_are_read_with_their_place_and_keys_are_refused() {
+        let src = "[cost]\nwatts = 30\n\n[[upstream]]\nname = \"big\"\nurl = \"http://127.0.0.1:8081/v1\"\nkey_env = \"BIG_KEY\"\nprice = \"gpt-4.1\"\n\n[[upstream]]\nname = \"other\"\nurl = \"http://h/v1\"\n";
+        let c = CostConfig::parse(src, "c.toml").unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        let u = &c.upstreams[0];
+        assert_eq!(
+            (
+                u.name.as_str(),
+                u.url.as_str(),
+                u.key_env.as_deref(),
+                u.price.as_deref(),
+                u.model.as_deref()
+            ),
+            (
+                "big",
+                "http://127.0.0.1:8081/v1",
+                Some("BIG_KEY"),
+                Some("gpt-4.1"),
+                None
+            )
+        );
+        assert!(u.at.starts_with("c.toml:"), "{}", u.at);
+        assert_eq!(c.watts.value, 30.0);
+        let e = CostConfig::parse(
+            "[[upstream]]\nname = \"a\"\nurl = \"http://h\"\nkey = \"sk-1\"\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("key") && !e.to_string().contains("sk-1"),
+            "{e}"
+        );
+        let e = CostConfig::parse("[[upstream]]\nname = \"a\"\n", "c.toml").unwrap_err();
+        assert!(e.to_string().contains("url"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ with --route-threshold 0 (everything stays local), the other with 1 (everything
 escalates); each keeps a ledger in an OWL_HOME of its own."""
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -43,10 +44,13 @@ def pair(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def escalating(pair, tmp_path_factory):
-    """A front whose probe escalates everything (--route-threshold 1)."""
+    """A front whose probe escalates everything (--route-threshold 1), its upstream
+    given as an [[upstream]] table of its config file instead of a flag."""
     _, up = pair
     home = fresh_home(tmp_path_factory, "front1")
-    s = Server("--upstream", upstream_spec(up), "--upstream-timeout", "120", "--route-threshold", "1",
+    (home / "config.toml").write_text(
+        f'[[upstream]]\nname = "big"\nurl = "{up.url}/v1"\nkey_env = "ROUTE_KEY"\nmodel = "{UP_MODEL}"\n')
+    s = Server("--upstream-timeout", "120", "--route-threshold", "1",
                env={"ROUTE_KEY": KEY, "OWL_HOME": str(home)})
     s.home = home
     yield s
@@ -227,6 +231,25 @@ def test_completions_are_routed_too(pair, escalating):
     assert (r.status_code, r.headers["x-owl-route"], r.headers["x-owl-route-reason"]) == (200, "local", "header")
     recs = ledger_records(escalating.home)
     assert {(x["route"], x["reason"]) for x in recs} >= {("upstream", "low_confidence"), ("local", "header")}
+
+
+@pytest.mark.parametrize("args, config, says", [
+    (["--route-threshold", "2", "--upstream", "a=http://127.0.0.1:9/v1"], None, "between 0"),
+    (["--route-threshold", "0.5"], None, "needs an --upstream"),
+    (["--upstream", "a=http://127.0.0.1:9/v1,price=no-such-api"], None, "no-such-api"),
+    (["--upstream", "a=http://127.0.0.1:9/v1"], '[[upstream]]\nname = "a"\nurl = "http://h/v1"\n', "twice"),
+    ([], '[[upstream]]\nname = "a"\nurl = "ftp://h"\n', "cfg.toml:1: [[upstream]] upstream a"),
+    ([], '[[upstream]]\nname = "a"\nurl = "http://h"\nkey = "sk-x"\n', "unknown field `key`"),
+])
+def test_bad_routing_settings_are_one_clear_error(tmp_path, args, config, says):
+    extra = []
+    if config is not None:
+        (tmp_path / "cfg.toml").write_text(config)
+        extra = ["--config", str(tmp_path / "cfg.toml")]
+    p = subprocess.run([conftest.OWL, "serve", "--model", conftest.MODEL, "--no-ledger", "--port", "0", *args, *extra],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert p.returncode != 0 and says in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "sk-x" not in p.stderr, p.stderr
 
 
 def test_upstream_killed_falls_back_locally_and_key_never_leaks(pair, escalating):

@@ -40,15 +40,6 @@ impl Upstream {
             .split_once('=')
             .ok_or_else(|| format!("--upstream {spec:?} has no NAME=: {usage}"))?;
         let name = name.trim();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(format!(
-                "--upstream name {name:?} must be letters, digits, '-', '_' or '.': {usage}"
-            ));
-        }
         let mut parts = rest.split(',');
         let url = parts.next().unwrap_or("").trim().to_string();
         let (mut key_env, mut model, mut price) = (None, None, None);
@@ -60,15 +51,40 @@ impl Upstream {
                 _ => return Err(format!("--upstream {name}: unknown option {p:?}: {usage}")),
             }
         }
+        Upstream::new(name, &url, key_env, model, price).map_err(|e| format!("--{e}: {usage}"))
+    }
+
+    /// An upstream from its parts (a `--upstream` flag or an `[[upstream]]` table);
+    /// an error starts "upstream NAME: ".
+    pub fn new(
+        name: &str,
+        url: &str,
+        key_env: Option<String>,
+        model: Option<String>,
+        price: Option<String>,
+    ) -> Result<Upstream, String> {
+        let name = name.trim();
+        let url = url.trim().to_string();
+        let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        let (key_env, model, price) = (given(key_env), given(model), given(price));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "upstream name {name:?} must be letters, digits, '-', '_' or '.'"
+            ));
+        }
         let after = if let Some(a) = url.strip_prefix("http://") {
             a
         } else if url.starts_with("https://") {
             return Err(format!(
-                "--upstream {name}: https upstreams are not supported yet; put a local TLS proxy in front and give its http:// URL"
+                "upstream {name}: https upstreams are not supported yet; put a local TLS proxy in front and give its http:// URL"
             ));
         } else {
             return Err(format!(
-                "--upstream {name}: URL {url:?} must start with http://: {usage}"
+                "upstream {name}: URL {url:?} must start with http://"
             ));
         };
         let (authority, path) = match after.find('/') {
@@ -79,7 +95,7 @@ impl Upstream {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
                 let port = p
                     .parse::<u16>()
-                    .map_err(|_| format!("--upstream {name}: bad port {p:?} in {url:?}"))?;
+                    .map_err(|_| format!("upstream {name}: bad port {p:?} in {url:?}"))?;
                 (
                     h.trim_start_matches('[').trim_end_matches(']').to_string(),
                     port,
@@ -88,9 +104,7 @@ impl Upstream {
             _ => (authority.to_string(), 80),
         };
         if host.is_empty() {
-            return Err(format!(
-                "--upstream {name}: URL {url:?} has no host: {usage}"
-            ));
+            return Err(format!("upstream {name}: URL {url:?} has no host"));
         }
         Ok(Upstream {
             name: name.to_string(),
