@@ -438,6 +438,10 @@ struct ServeArgs {
     /// Tokens the confidence probe reads before deciding (with --route-threshold).
     #[arg(long, default_value_t = owl_server::route::DEFAULT_PROBE_TOKENS, value_name = "N")]
     route_probe_tokens: usize,
+    /// Append every complete upstream chat answer to FILE (OpenAI chat fine-tuning JSONL, mode
+    /// 0600) for distillation; `x-owl-capture: off` opts a request out.
+    #[arg(long, value_name = "FILE")]
+    capture: Option<std::path::PathBuf>,
 }
 
 fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
@@ -491,6 +495,11 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
     );
     if let Some(t) = args.route_threshold {
         route = route.with_probe(t, args.route_probe_tokens).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(f) = &args.capture {
+        anyhow::ensure!(!route.upstreams.is_empty(), "--capture needs an --upstream whose answers it keeps");
+        let c = owl_server::route::capture::Capture::open(f).with_context(|| format!("cannot open capture file {}", f.display()))?;
+        route = route.with_capture(c);
     }
     let ledger = charge::open_ledger(&args.charge, &owl_home)?;
     let cost = std::sync::Arc::new(owl_server::cost::CostBook::new(cost_cfg, prices, ledger)?);

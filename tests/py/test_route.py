@@ -45,12 +45,13 @@ def pair(tmp_path_factory):
 @pytest.fixture(scope="module")
 def escalating(pair, tmp_path_factory):
     """A front whose probe escalates everything (--route-threshold 1), its upstream
-    given as an [[upstream]] table of its config file instead of a flag."""
+    given as an [[upstream]] table of its config file instead of a flag; it captures
+    the upstream's answers."""
     _, up = pair
     home = fresh_home(tmp_path_factory, "front1")
     (home / "config.toml").write_text(
         f'[[upstream]]\nname = "big"\nurl = "{up.url}/v1"\nkey_env = "ROUTE_KEY"\nmodel = "{UP_MODEL}"\n')
-    s = Server("--upstream-timeout", "120", "--route-threshold", "1",
+    s = Server("--upstream-timeout", "120", "--route-threshold", "1", "--capture", str(home / "capture.jsonl"),
                env={"ROUTE_KEY": KEY, "OWL_HOME": str(home)})
     s.home = home
     yield s
@@ -233,6 +234,62 @@ def test_completions_are_routed_too(pair, escalating):
     assert {(x["route"], x["reason"]) for x in recs} >= {("upstream", "low_confidence"), ("local", "header")}
 
 
+# OpenAI's chat fine-tuning format, with owl's metadata.
+FINE_TUNING = {
+    "type": "object", "required": ["messages", "metadata"], "additionalProperties": False,
+    "properties": {
+        "messages": {"type": "array", "minItems": 2, "items": {
+            "type": "object", "required": ["role"],
+            "properties": {
+                "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
+                "content": {"type": ["string", "null"]},
+                "tool_calls": {"type": "array"},
+                "weight": {"enum": [0, 1]},
+            },
+        }},
+        "tools": {"type": "array"},
+        "metadata": {"type": "object", "required": ["id", "time", "teacher", "reason", "probe_score", "usage", "local_draft"]},
+    },
+}
+
+
+def capture_records(s, n):
+    """The capture file once its writer has written `n` records."""
+    deadline = time.time() + 30
+    while time.time() < deadline and s.metrics().get("owl_capture_records_total", 0) < n:
+        time.sleep(0.1)
+    path = s.home / "capture.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_capture_keeps_the_teachers_answers_for_distillation(pair, escalating):
+    import jsonschema
+
+    _, up = pair
+    # test_threshold_one... left two (non-streamed and streamed); completions are not captured.
+    recs = capture_records(escalating, 2)
+    assert len(recs) == 2
+    want = direct(up)
+    for rec in recs:
+        jsonschema.validate(rec, FINE_TUNING)
+        assert rec["messages"][:-1] == MSG
+        assert rec["messages"][-1] == {"role": "assistant", "content": want, "weight": 1}
+        meta = rec["metadata"]
+        assert (meta["teacher"], meta["reason"]) == (UP_MODEL, "low_confidence")
+        assert 0 <= meta["probe_score"] <= 1 and meta["local_draft"] and meta["local_draft"] != want
+        assert meta["usage"]["completion_tokens"] >= 1 and meta["id"].startswith("chatcmpl-")
+    turns = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello!"}, *MSG]
+    assert chat(escalating.url, headers={"x-owl-capture": "off"}, messages=turns).status_code == 200
+    assert chat(escalating.url, headers={"x-owl-route": "upstream"}, messages=turns).status_code == 200
+    recs = capture_records(escalating, 3)
+    assert len(recs) == 3  # the opted-out request is not there
+    jsonschema.validate(recs[2], FINE_TUNING)
+    assert recs[2]["messages"][1] == {"role": "assistant", "content": "Hello!", "weight": 0}
+    assert recs[2]["metadata"]["reason"] == "header" and recs[2]["metadata"]["local_draft"] is None
+    assert (escalating.home / "capture.jsonl").stat().st_mode & 0o777 == 0o600
+    assert escalating.metrics()["owl_capture_dropped_total"] == 0
+
+
 @pytest.mark.parametrize("args, config, says", [
     (["--route-threshold", "2", "--upstream", "a=http://127.0.0.1:9/v1"], None, "between 0"),
     (["--route-threshold", "0.5"], None, "needs an --upstream"),
@@ -265,5 +322,6 @@ def test_upstream_killed_falls_back_locally_and_key_never_leaks(pair, escalating
     assert 'owl_route_requests_total{route="local",reason="upstream_error"}' in rawhttp.get(front.url + "/metrics").text
     for s in [front, escalating]:
         assert KEY not in "".join(s.log)
-        for f in (s.home / "ledger").iterdir():
-            assert KEY not in f.read_text()
+        for f in [*(s.home / "ledger").iterdir(), s.home / "capture.jsonl"]:
+            if f.exists():
+                assert KEY not in f.read_text()

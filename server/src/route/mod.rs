@@ -19,12 +19,13 @@
 //! in owl's shape ([`relay`]) and charged from its `usage`; every request's
 //! route, reason and probe score go into its ledger record.
 
+pub mod capture;
 pub mod probe;
 mod relay;
 pub mod upstream;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -58,6 +59,8 @@ pub struct RouteConfig {
     pub threshold: Option<f64>,
     /// `--route-probe-tokens`.
     pub probe_tokens: usize,
+    /// `--capture FILE`: upstream answers kept for distillation.
+    pub capture: Option<Arc<capture::Capture>>,
     counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
@@ -79,6 +82,7 @@ impl RouteConfig {
             max_local_tokens,
             threshold: None,
             probe_tokens: DEFAULT_PROBE_TOKENS,
+            capture: None,
             counts: Mutex::new(BTreeMap::new()),
         }
     }
@@ -104,7 +108,13 @@ impl RouteConfig {
         }
     }
 
-    /// `owl_route_requests_total{route,reason}` in Prometheus text.
+    /// Keeps every complete upstream chat answer in `c` (see [`capture`]).
+    pub fn with_capture(mut self, c: capture::Capture) -> Self {
+        self.capture = Some(Arc::new(c));
+        self
+    }
+
+    /// `owl_route_requests_total{route,reason}` (and the capture counters) in Prometheus text.
     pub fn metrics_text(&self) -> String {
         let mut out = String::from(
             "# HELP owl_route_requests_total Chat and completions requests by the route that answered them and why.\n# TYPE owl_route_requests_total counter\n",
@@ -115,6 +125,9 @@ impl RouteConfig {
                     "owl_route_requests_total{{route=\"{route}\",reason=\"{reason}\"}} {n}\n"
                 ));
             }
+        }
+        if let Some(c) = &self.capture {
+            out.push_str(&c.metrics_text());
         }
         out
     }
@@ -295,8 +308,8 @@ async fn answer(
     ep: Endpoint,
 ) -> Result<Response, ApiError> {
     let cfg = st.route();
-    let (i, reason, score, draft) = match decide(&st, &cfg, &headers, &v, ep)? {
-        Decision::Upstream(i, reason) => (i, reason, None, None),
+    let (i, reason, score, draft, draft_text) = match decide(&st, &cfg, &headers, &v, ep)? {
+        Decision::Upstream(i, reason) => (i, reason, None, None, None),
         Decision::Local("default") if !cfg.upstreams.is_empty() && cfg.threshold.is_some() => {
             let t = cfg.threshold.unwrap_or(0.0);
             let opts = LocalOpts {
@@ -315,7 +328,7 @@ async fn answer(
                 return Ok(resp);
             }
             let timings = started.drop_draft().await;
-            (0, "low_confidence", Some(score), timings)
+            (0, "low_confidence", Some(score), timings, Some(draft.text))
         }
         Decision::Local(reason) => return local(st, client, v, ep, reason, None).await,
     };
@@ -327,6 +340,21 @@ async fn answer(
         .as_deref()
         .or(up.model.as_deref())
         .and_then(|m| cost.price(m).ok().cloned());
+    let opted_out = headers
+        .get("x-owl-capture")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.trim().eq_ignore_ascii_case("off"));
+    let capture = match &cfg.capture {
+        Some(sink) if ep == Endpoint::Chat && !opted_out => Some(relay::CaptureJob {
+            sink: sink.clone(),
+            meta: capture::Meta {
+                reason: reason.to_string(),
+                probe_score: score,
+                local_draft: draft_text,
+            },
+        }),
+        _ => None,
+    };
     let mut last = String::new();
     for _attempt in 0..2 {
         let charge = relay::Charge {
@@ -335,6 +363,7 @@ async fn answer(
             routing: r.clone(),
             price: price.clone(),
             draft: draft.clone(),
+            capture: capture.clone(),
         };
         match relay::forward(up, ep.path(), &v, cfg.timeout, charge).await {
             Ok(mut resp) => {

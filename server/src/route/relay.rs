@@ -14,6 +14,7 @@ use owl_engine::service::Timings;
 use owl_ledger::{Price, Routing};
 use serde_json::{json, Value};
 
+use super::capture::{self, Assembler, Capture};
 use super::upstream::{self, Body, Upstream, UpstreamError};
 use crate::cost::{self, CostBook};
 use crate::error::ApiError;
@@ -27,6 +28,23 @@ pub(crate) struct Charge {
     pub price: Option<Price>,
     /// Local busy time spent on a dropped probe draft.
     pub draft: Option<Timings>,
+    /// Where a complete answer is captured, unless opted out.
+    pub capture: Option<CaptureJob>,
+}
+
+/// A capture record to write once the upstream's answer is complete.
+#[derive(Clone)]
+pub(crate) struct CaptureJob {
+    pub sink: Arc<Capture>,
+    pub meta: capture::Meta,
+}
+
+impl CaptureJob {
+    fn push(&self, request: &Value, message: &Value, id: &str, teacher: &str, usage: &Value) {
+        self.sink.push(&capture::record(
+            request, message, id, teacher, usage, &self.meta,
+        ));
+    }
 }
 
 impl Charge {
@@ -51,7 +69,7 @@ pub(crate) async fn forward(
     path: &str,
     v: &Value,
     timeout: Duration,
-    charge: Charge,
+    mut charge: Charge,
 ) -> Result<Response, UpstreamError> {
     let mut req = v.clone();
     match &up.model {
@@ -88,6 +106,12 @@ pub(crate) async fn forward(
             .as_str()
             .map_or(fallback_model, str::to_string);
         let rec = charge.charge(&model, &answer["usage"]).await;
+        if let Some(job) = &charge.capture {
+            let choice = &answer["choices"][0];
+            if choice["finish_reason"].is_string() && choice["message"].is_object() {
+                job.push(v, &choice["message"], &id, &model, &answer["usage"]);
+            }
+        }
         if answer["usage"].is_object() {
             answer["usage"]["owl"] = cost::usage_owl(&rec);
         }
@@ -102,6 +126,9 @@ pub(crate) async fn forward(
         name: up.name.clone(),
         model: fallback_model,
         client_usage,
+        capture: charge.capture.take().map(|job| (job, v.clone())),
+        assembled: Assembler::default(),
+        usage: Value::Null,
         charge: Some(charge),
     };
     let events = stream::unfold(relay, |mut r| async move {
@@ -144,6 +171,10 @@ struct Relay {
     client_usage: bool,
     /// Taken when the usage chunk is charged.
     charge: Option<Charge>,
+    /// The capture job and the client's request, and the answer assembled so far.
+    capture: Option<(CaptureJob, Value)>,
+    assembled: Assembler,
+    usage: Value,
 }
 
 impl Relay {
@@ -175,6 +206,11 @@ impl Relay {
                 continue;
             };
             if data == "[DONE]" {
+                // Only an answer that ran to its finish_reason and [DONE] is captured.
+                if let Some((job, req)) = self.capture.take().filter(|_| self.assembled.finished) {
+                    let msg = self.assembled.message();
+                    job.push(&req, &msg, &self.id, &self.model, &self.usage);
+                }
                 self.end();
                 return;
             }
@@ -184,7 +220,11 @@ impl Relay {
                     if let Some(m) = chunk["model"].as_str() {
                         self.model = m.to_string();
                     }
+                    if self.capture.is_some() {
+                        self.assembled.add(&chunk);
+                    }
                     if chunk["usage"].is_object() {
+                        self.usage = chunk["usage"].clone();
                         if let Some(c) = self.charge.take() {
                             let rec = c.charge(&self.model, &chunk["usage"]).await;
                             chunk["usage"]["owl"] = cost::usage_owl(&rec);
