@@ -362,7 +362,7 @@ async fn answer(
             client: client.0.clone(),
             routing: r.clone(),
             price: price.clone(),
-            draft: draft.clone(),
+            draft,
             capture: capture.clone(),
         };
         match relay::forward(up, ep.path(), &v, cfg.timeout, charge).await {
