@@ -50,7 +50,8 @@ def escalating(pair, tmp_path_factory):
     _, up = pair
     home = fresh_home(tmp_path_factory, "front1")
     (home / "config.toml").write_text(
-        f'[[upstream]]\nname = "big"\nurl = "{up.url}/v1"\nkey_env = "ROUTE_KEY"\nmodel = "{UP_MODEL}"\n')
+        f'[[upstream]]\nname = "big"\nurl = "{up.url}/v1"\nkey_env = "ROUTE_KEY"\nmodel = "{UP_MODEL}"\n'
+        'price = "gpt-4.1-mini"\n')
     s = Server("--upstream-timeout", "120", "--route-threshold", "1", "--capture", str(home / "capture.jsonl"),
                env={"ROUTE_KEY": KEY, "OWL_HOME": str(home)})
     s.home = home
@@ -104,6 +105,17 @@ def test_forced_routes_and_equal_answers(pair):
     assert r.json()["choices"][0]["message"]["content"] == direct
     r = chat(front.url)
     assert (r.headers["x-owl-route"], r.headers["x-owl-route-reason"]) == ("local", "confident")
+
+
+def test_upstream_answers_are_charged_in_the_ledger(pair):
+    front, _ = pair
+    recs = [x for x in ledger_records(front.home) if x["route"] == "upstream"]
+    assert {x["reason"] for x in recs} == {"header", "model"}
+    for x in recs:
+        # Without a price, an owl upstream's own usage.owl.cost_usd is what it charged.
+        assert x["upstream"] == "big" and x["model"] == UP_MODEL and x["upstream_usd"] > 0
+        assert x["completion_tokens"] >= 1 and abs(x["cost_usd"] - x["upstream_usd"]) < 1e-15
+        assert "probe_score" not in x
 
 
 def test_bad_header_and_upstream_4xx(pair):
@@ -205,8 +217,10 @@ def test_threshold_one_escalates_and_no_draft_reaches_the_client(pair, escalatin
         assert (rec["route"], rec["reason"], rec["upstream"], rec["model"]) == ("upstream", "low_confidence", "big", UP_MODEL)
         assert 0 <= rec["probe_score"] <= 1
         assert (rec["prompt_tokens"], rec["completion_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
-        # The upstream (an owl) reports its own cost; the dropped draft's busy time is charged too.
-        assert rec["upstream_usd"] > 0 and rec["decode_s"] + rec["prefill_s"] > 0
+        # price = "gpt-4.1-mini" ($0.40 / $1.60 per 1M) on the upstream's tokens, plus the
+        # dropped draft's busy time at this machine's rate.
+        want_usd = (usage["prompt_tokens"] * 0.40 + usage["completion_tokens"] * 1.60) / 1e6
+        assert abs(rec["upstream_usd"] - want_usd) < 1e-15 and rec["decode_s"] + rec["prefill_s"] > 0
         assert abs(rec["cost_usd"] - rec["upstream_usd"] - (rec["prefill_s"] + rec["decode_s"]) * 0.0245 / 3600) < 1e-12
     assert r.json()["usage"]["owl"]["cost_usd"] == recs[0]["cost_usd"]
 
