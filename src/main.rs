@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 mod bench;
+mod capture;
 mod charge;
 mod cost;
 mod cost_report;
@@ -93,6 +94,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// What serving cost and saved (the ledger, `owl cost --by day`), API prices, break-even, estimates.
     Cost(cost::CostArgs),
+    /// What `owl serve --capture` kept: `owl capture stats FILE`, `owl capture export FILE`.
+    Capture(capture::CaptureArgs),
 }
 
 #[derive(clap::Args)]
@@ -168,6 +171,7 @@ fn main() -> ExitCode {
         Command::Devices => cmd_devices(),
         Command::Embed(a) => embed::cmd_embed(a),
         Command::Cost(a) => cost::cmd_cost(a, &registry::cache_dir()),
+        Command::Capture(a) => capture::cmd_capture(a),
     };
     match result {
         Ok(code) => code,

@@ -301,6 +301,11 @@ def test_capture_keeps_the_teachers_answers_for_distillation(pair, escalating):
     assert recs[2]["messages"][1] == {"role": "assistant", "content": "Hello!", "weight": 0}
     assert recs[2]["metadata"]["reason"] == "header" and recs[2]["metadata"]["local_draft"] is None
     assert (escalating.home / "capture.jsonl").stat().st_mode & 0o777 == 0o600
+    # `owl capture export` gives the same conversations back, metadata left out.
+    out = subprocess.run([conftest.OWL, "capture", "export", str(escalating.home / "capture.jsonl")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [{"messages": r["messages"]} for r in recs]
     assert escalating.metrics()["owl_capture_dropped_total"] == 0
 
 
