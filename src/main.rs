@@ -12,6 +12,7 @@ mod charge;
 mod cost;
 mod cost_report;
 mod embed;
+mod route_cli;
 mod run;
 mod synth;
 use clap::{Parser, Subcommand};
@@ -96,6 +97,8 @@ enum Command {
     Cost(cost::CostArgs),
     /// What `owl serve --capture` kept: `owl capture stats FILE`, `owl capture export FILE`.
     Capture(capture::CaptureArgs),
+    /// Routing to upstreams: `owl route calibrate --escalate 0.2 --from-ledger`.
+    Route(route_cli::RouteArgs),
 }
 
 #[derive(clap::Args)]
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => embed::cmd_embed(a),
         Command::Cost(a) => cost::cmd_cost(a, &registry::cache_dir()),
         Command::Capture(a) => capture::cmd_capture(a),
+        Command::Route(a) => route_cli::cmd_route(a, &registry::cache_dir()),
     };
     match result {
         Ok(code) => code,
@@ -436,12 +440,14 @@ struct ServeArgs {
     #[arg(long, value_name = "TOKENS")]
     route_max_local_tokens: Option<usize>,
     /// Probe every undecided request: escalate to the first upstream when the local model's
-    /// confidence score of its first tokens is under T (0: all local, 1: all upstream).
+    /// confidence score of its first tokens is under T (0: all local, 1: all upstream)
+    /// [default: the config's [route] threshold, which `owl route calibrate` writes].
     #[arg(long, value_name = "T")]
     route_threshold: Option<f64>,
-    /// Tokens the confidence probe reads before deciding (with --route-threshold).
-    #[arg(long, default_value_t = owl_server::route::DEFAULT_PROBE_TOKENS, value_name = "N")]
-    route_probe_tokens: usize,
+    /// Tokens the confidence probe reads before deciding [default: the config's [route]
+    /// probe_tokens, else 16].
+    #[arg(long, value_name = "N")]
+    route_probe_tokens: Option<usize>,
     /// Append every complete upstream chat answer to FILE (OpenAI chat fine-tuning JSONL, mode
     /// 0600) for distillation; `x-owl-capture: off` opts a request out.
     #[arg(long, value_name = "FILE")]
@@ -497,8 +503,17 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         std::time::Duration::from_secs(args.upstream_timeout),
         args.route_max_local_tokens,
     );
-    if let Some(t) = args.route_threshold {
-        route = route.with_probe(t, args.route_probe_tokens).map_err(anyhow::Error::msg)?;
+    let threshold = match (args.route_threshold, cost_cfg.route.threshold) {
+        (Some(t), _) => Some(t),
+        (None, Some(_)) if route.upstreams.is_empty() => {
+            eprintln!("owl: the config's [route] threshold is unused: there is no upstream to escalate to");
+            None
+        }
+        (None, t) => t,
+    };
+    if let Some(t) = threshold {
+        let n = args.route_probe_tokens.or(cost_cfg.route.probe_tokens).unwrap_or(owl_server::route::DEFAULT_PROBE_TOKENS);
+        route = route.with_probe(t, n).map_err(anyhow::Error::msg)?;
     }
     if let Some(f) = &args.capture {
         anyhow::ensure!(!route.upstreams.is_empty(), "--capture needs an --upstream whose answers it keeps");

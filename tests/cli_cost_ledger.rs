@@ -328,3 +328,50 @@ fn by_route_groups_routed_records_and_reads_lines_from_before_routing() {
         "{text}"
     );
 }
+
+#[test]
+fn route_calibrate_sets_the_threshold_from_the_ledgers_probe_scores() {
+    let home = tempfile::tempdir().unwrap();
+    let err = |args: &[&str]| {
+        let o = owl_in(home.path(), args);
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let cal = ["route", "calibrate", "--escalate", "0.2", "--from-ledger"];
+    assert!(err(&cal).contains("no probe scores"));
+    assert!(
+        err(&["route", "calibrate", "--escalate", "2", "--from-ledger"])
+            .contains("between 0 and 1")
+    );
+    let dir = home.path().join("ledger");
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = now();
+    let mut text = String::new();
+    for i in 1..=10 {
+        text.push_str(&format!(
+            "{}\n",
+            serde_json::json!({
+                "time": t - 10.0, "source": "server", "model": "m", "client": "local", "prompt_tokens": 1,
+                "cached_tokens": 0, "completion_tokens": 1, "prefill_s": 0.0, "decode_s": 0.0, "cost_usd": 0.0,
+                "baseline_model": "gpt-4.1-mini", "baseline_usd": 0.0, "savings_usd": 0.0,
+                "route": "local", "reason": "confident", "probe_score": i as f64 / 10.0,
+            })
+        ));
+    }
+    std::fs::write(dir.join("ledger.jsonl"), text).unwrap();
+    let cfg = home.path().join("config.toml");
+    std::fs::write(&cfg, "[cost]\nwatts = 45\n").unwrap();
+    let o = owl_in(home.path(), &cal);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("2 of 10 probed requests"));
+    let written = std::fs::read_to_string(&cfg).unwrap();
+    assert_eq!(written, "[cost]\nwatts = 45\n\n[route]\nthreshold = 0.25\n");
+    // Again with another share: the line is replaced, nothing else changes.
+    let o = owl_in(
+        home.path(),
+        &["route", "calibrate", "--escalate", "0.5", "--from-ledger"],
+    );
+    assert!(o.status.success());
+    let written = std::fs::read_to_string(&cfg).unwrap();
+    assert_eq!(written, "[cost]\nwatts = 45\n\n[route]\nthreshold = 0.55\n");
+}

@@ -11,7 +11,7 @@ pub mod report;
 pub mod store;
 
 pub use arith::{breakeven, format_tokens, local_per_1m, BreakEven};
-pub use config::{CostConfig, Origin, Sourced, UpstreamTable};
+pub use config::{CostConfig, Origin, RouteTable, Sourced, UpstreamTable};
 pub use prices::{Price, PriceTable};
 pub use record::{now_unix, Charger, Pricer, Record, Routing, Served};
 pub use report::{GroupBy, Totals};
