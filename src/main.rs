@@ -13,6 +13,7 @@ mod cost;
 mod cost_report;
 mod embed;
 mod route_cli;
+mod route_eval;
 mod run;
 mod synth;
 use clap::{Parser, Subcommand};

@@ -1,6 +1,9 @@
 //! `owl route calibrate --escalate SHARE --from-ledger`: the `--route-threshold` under
 //! which that share of the ledger's probed requests scored (RouteLLM calibrates by
-//! quantile the same way), written to the config's `[route] threshold`.
+//! quantile the same way), written to the config's `[route] threshold`; and
+//! `owl route eval [PROMPTS.jsonl] --url URL`: every prompt through a running routing
+//! `owl serve` local-only, upstream-only and routed, with quality, cost and the share
+//! escalated (the table a threshold is picked from).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,15 +34,22 @@ enum RouteCommand {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run prompts (JSONL: messages and a reference answer; default: the built-in set of
+    /// 52 arithmetic, factual and multi-step items) through a routing `owl serve` three
+    /// ways: local only, upstream only and routed; print quality, cost and share escalated.
+    Eval(crate::route_eval::EvalArgs),
 }
 
 pub fn cmd_route(a: RouteArgs, owl_home: &Path) -> Result<ExitCode> {
-    let RouteCommand::Calibrate {
-        escalate,
-        from_ledger,
-        since,
-        config,
-    } = a.command;
+    let (escalate, from_ledger, since, config) = match a.command {
+        RouteCommand::Eval(e) => return crate::route_eval::cmd_eval(&e),
+        RouteCommand::Calibrate {
+            escalate,
+            from_ledger,
+            since,
+            config,
+        } => (escalate, from_ledger, since, config),
+    };
     if !(0.0..=1.0).contains(&escalate) {
         bail!("--escalate {escalate}: must be a share between 0 and 1");
     }

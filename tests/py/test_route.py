@@ -309,6 +309,26 @@ def test_capture_keeps_the_teachers_answers_for_distillation(pair, escalating):
     assert escalating.metrics()["owl_capture_dropped_total"] == 0
 
 
+def test_route_eval_compares_local_upstream_and_routed(pair, tmp_path):
+    front, _ = pair
+    items = [{"messages": [{"role": "user", "content": "What is 2 + 2? Answer with the number only."}], "answer": "4"},
+             {"messages": [{"role": "user", "content": "What is the capital of France?"}], "answer": "Paris"}]
+    f = tmp_path / "eval.jsonl"
+    f.write_text("".join(json.dumps(x) + "\n" for x in items))
+    p = subprocess.run([conftest.OWL, "route", "eval", str(f), "--url", front.url, "--max-tokens", "8", "-o", "json"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    v = json.loads(p.stdout)
+    modes = {m["mode"]: m for m in v["modes"]}
+    assert v["items"] == 2 and set(modes) == {"local only", "upstream only", "routed"}
+    # The front's threshold is 0: routed stays local.
+    assert [modes[m]["escalated"] for m in ("local only", "upstream only", "routed")] == [0, 1, 0]
+    assert all(0 <= m["quality"] <= 1 and m["cost_usd"] > 0 for m in modes.values())
+    p = subprocess.run([conftest.OWL, "route", "eval", str(f), "--url", "http://127.0.0.1:9"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "cannot connect" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("args, config, says", [
     (["--route-threshold", "2", "--upstream", "a=http://127.0.0.1:9/v1"], None, "between 0"),
     (["--route-threshold", "0.5"], None, "needs an --upstream"),
