@@ -276,7 +276,6 @@ mod tests {
                 file: None,
                 url: String::new(),
                 max_tokens: 1,
-                api_key: None,
                 output: "md".into()
             })
             .unwrap()
