@@ -450,7 +450,8 @@ struct ServeArgs {
     #[arg(long, value_name = "N")]
     route_probe_tokens: Option<usize>,
     /// Append every complete upstream chat answer to FILE (OpenAI chat fine-tuning JSONL, mode
-    /// 0600) for distillation; `x-owl-capture: off` opts a request out.
+    /// 0600) for distillation; `x-owl-capture: off` opts a request out [default: the config's
+    /// [route] capture].
     #[arg(long, value_name = "FILE")]
     capture: Option<std::path::PathBuf>,
 }
@@ -516,7 +517,7 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         let n = args.route_probe_tokens.or(cost_cfg.route.probe_tokens).unwrap_or(owl_server::route::DEFAULT_PROBE_TOKENS);
         route = route.with_probe(t, n).map_err(anyhow::Error::msg)?;
     }
-    if let Some(f) = &args.capture {
+    if let Some(f) = args.capture.as_ref().or(cost_cfg.route.capture.as_ref()) {
         anyhow::ensure!(!route.upstreams.is_empty(), "--capture needs an --upstream whose answers it keeps");
         let c = owl_server::route::capture::Capture::open(f).with_context(|| format!("cannot open capture file {}", f.display()))?;
         route = route.with_capture(c);

@@ -95,6 +95,8 @@ pub struct CostConfig {
 pub struct RouteTable {
     pub threshold: Option<f64>,
     pub probe_tokens: Option<usize>,
+    /// `--capture FILE`'s default.
+    pub capture: Option<std::path::PathBuf>,
 }
 
 /// One `[[upstream]]` table: the fields of `owl serve --upstream

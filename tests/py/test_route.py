@@ -44,15 +44,15 @@ def pair(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def escalating(pair, tmp_path_factory):
-    """A front whose probe escalates everything (threshold 1), its upstream and threshold
-    given in its config file ([[upstream]], [route]) instead of flags; it captures the
-    upstream's answers."""
+    """A front whose probe escalates everything (threshold 1) and captures the upstream's
+    answers, its upstream, threshold and capture file given in its config file
+    ([[upstream]], [route]) instead of flags."""
     _, up = pair
     home = fresh_home(tmp_path_factory, "front1")
     (home / "config.toml").write_text(
         f'[[upstream]]\nname = "big"\nurl = "{up.url}/v1"\nkey_env = "ROUTE_KEY"\nmodel = "{UP_MODEL}"\n'
-        'price = "gpt-4.1-mini"\n\n[route]\nthreshold = 1\n')
-    s = Server("--upstream-timeout", "120", "--capture", str(home / "capture.jsonl"),
+        f'price = "gpt-4.1-mini"\n\n[route]\nthreshold = 1\ncapture = "{home / "capture.jsonl"}"\n')
+    s = Server("--upstream-timeout", "120",
                env={"ROUTE_KEY": KEY, "OWL_HOME": str(home)})
     s.home = home
     yield s
