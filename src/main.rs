@@ -430,9 +430,10 @@ struct ServeArgs {
     /// Requests that may wait for a free sequence before new ones get 503.
     #[arg(long, default_value_t = 64)]
     queue: usize,
-    /// An OpenAI-compatible upstream chat endpoint (repeatable), e.g. big=http://127.0.0.1:8081/v1;
-    /// its key is read from the environment variable key_env names, never from the command line.
-    #[arg(long, value_name = "NAME=URL[,key_env=VAR][,model=MODEL]")]
+    /// An OpenAI-compatible upstream (repeatable; also [[upstream]] tables in the config), e.g.
+    /// big=http://127.0.0.1:8081/v1; its key is read from the environment variable key_env names,
+    /// never from the command line; price=MODEL prices its tokens from the price table.
+    #[arg(long, value_name = "NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]")]
     upstream: Vec<String>,
     /// Seconds to wait for an upstream (connect, first answer, each chunk) before retrying once and answering locally.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
