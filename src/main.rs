@@ -455,6 +455,9 @@ struct ServeArgs {
     /// [route] capture].
     #[arg(long, value_name = "FILE")]
     capture: Option<std::path::PathBuf>,
+    /// With --capture: capture local answers too (for evaluation), each with its reason.
+    #[arg(long)]
+    capture_all: bool,
 }
 
 fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
@@ -518,10 +521,14 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         let n = args.route_probe_tokens.or(cost_cfg.route.probe_tokens).unwrap_or(owl_server::route::DEFAULT_PROBE_TOKENS);
         route = route.with_probe(t, n).map_err(anyhow::Error::msg)?;
     }
+    anyhow::ensure!(
+        !args.capture_all || args.capture.is_some() || cost_cfg.route.capture.is_some(),
+        "--capture-all needs --capture FILE (or [route] capture in the config)"
+    );
     if let Some(f) = args.capture.as_ref().or(cost_cfg.route.capture.as_ref()) {
         anyhow::ensure!(!route.upstreams.is_empty(), "--capture needs an --upstream whose answers it keeps");
         let c = owl_server::route::capture::Capture::open(f).with_context(|| format!("cannot open capture file {}", f.display()))?;
-        route = route.with_capture(c);
+        route = route.with_capture(c, args.capture_all);
     }
     let ledger = charge::open_ledger(&args.charge, &owl_home)?;
     let cost = std::sync::Arc::new(owl_server::cost::CostBook::new(cost_cfg, prices, ledger)?);

@@ -14,6 +14,8 @@ use axum::Json;
 use futures_util::stream;
 use owl_engine::service::{Event, FinishReason, Prompt, Request, Timings, TokenLogprob, Usage};
 use owl_ledger::Routing;
+
+use crate::route::capture::LocalCapture;
 use serde_json::{json, Value};
 
 use crate::app::{unix_now, AppState};
@@ -35,6 +37,8 @@ enum Kind {
 pub(crate) struct LocalOpts {
     pub routing: Routing,
     pub probe: bool,
+    /// `--capture-all`: the answer is captured when complete.
+    pub capture: Option<LocalCapture>,
 }
 
 /// Submits a chat request (`/v1/chat/completions`'s body) to the local engine.
@@ -148,6 +152,7 @@ struct Ctx {
     tools: Option<(Family, Choice)>,
     /// The route recorded with the request's ledger record.
     routing: Routing,
+    capture: Option<LocalCapture>,
 }
 
 impl Ctx {
@@ -278,6 +283,7 @@ async fn submit(
         client: client.0,
         tools,
         routing: opts.routing,
+        capture: opts.capture,
     };
     let handle = ctx
         .cost
@@ -353,6 +359,10 @@ impl Started {
 
     /// Sets the route recorded with the request (after the probe decided it).
     pub fn set_routing(&mut self, r: Routing) {
+        if let Some(c) = &mut self.ctx.capture {
+            c.meta.reason = r.reason.clone().unwrap_or_default();
+            c.meta.probe_score = r.probe_score;
+        }
         self.handle.set_routing(r.clone());
         self.ctx.routing = r;
     }
@@ -464,6 +474,13 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
             json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_str(finish)})
         }
     };
+    if let Some(c) = ctx
+        .capture
+        .as_ref()
+        .filter(|_| finish != FinishReason::Cancelled)
+    {
+        c.push(&choice["message"], &ctx.id, &ctx.model, &usage_json(&usage));
+    }
     let mut body = ctx.envelope(false, json!([choice]));
     let charged = ctx
         .cost
@@ -579,6 +596,26 @@ impl Streamer {
         "tool_calls"
     }
 
+    /// With `--capture-all`: the whole answer, as the non-streamed one's message.
+    fn capture(&self, usage: &Usage) {
+        let (Some(c), Kind::Chat) = (&self.ctx.capture, self.ctx.kind) else {
+            return;
+        };
+        let msg = match &self.ctx.tools {
+            Some((family, _)) => {
+                let parsed = owl_engine::tools::parse(*family, &self.all);
+                let calls: Vec<Value> = parsed
+                    .calls
+                    .iter()
+                    .map(|t| crate::tools::call_json(t, &crate::tools::call_id()))
+                    .collect();
+                json!({"role": "assistant", "content": parsed.content, "tool_calls": calls})
+            }
+            None => json!({"role": "assistant", "content": self.all}),
+        };
+        c.push(&msg, &self.ctx.id, &self.ctx.model, &usage_json(usage));
+    }
+
     /// Waits for the next engine event and queues the chunks it makes.
     async fn pump(&mut self) {
         match next_event(&mut self.early, &mut self.handle).await {
@@ -595,6 +632,9 @@ impl Streamer {
                 self.tool_text(family, &text);
             }
             Some(Event::Token { id, text, logprob }) => {
+                if self.ctx.capture.is_some() {
+                    self.all.push_str(&text);
+                }
                 let lp = match (&logprob, self.want_logprobs) {
                     (Some(lp), true) => self.ctx.logprobs(&[(id, lp.clone())], self.sent),
                     _ => Value::Null,
@@ -629,6 +669,9 @@ impl Streamer {
                     }
                     _ => finish_str(finish_reason),
                 };
+                if finish_reason != FinishReason::Cancelled {
+                    self.capture(&usage);
+                }
                 let c = self.chunk(self.delta("", Value::Null, Some(finish)));
                 self.queue.push_back(c);
                 if self.include_usage {

@@ -44,15 +44,15 @@ def pair(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def escalating(pair, tmp_path_factory):
-    """A front whose probe escalates everything (threshold 1) and captures the upstream's
-    answers, its upstream, threshold and capture file given in its config file
+    """A front whose probe escalates everything (threshold 1) and captures every answer
+    (--capture-all), its upstream, threshold and capture file given in its config file
     ([[upstream]], [route]) instead of flags."""
     _, up = pair
     home = fresh_home(tmp_path_factory, "front1")
     (home / "config.toml").write_text(
         f'[[upstream]]\nname = "big"\nurl = "{up.url}/v1"\nkey_env = "ROUTE_KEY"\nmodel = "{UP_MODEL}"\n'
         f'price = "gpt-4.1-mini"\n\n[route]\nthreshold = 1\ncapture = "{home / "capture.jsonl"}"\n')
-    s = Server("--upstream-timeout", "120",
+    s = Server("--upstream-timeout", "120", "--capture-all",
                env={"ROUTE_KEY": KEY, "OWL_HOME": str(home)})
     s.home = home
     yield s
@@ -301,6 +301,16 @@ def test_capture_keeps_the_teachers_answers_for_distillation(pair, escalating):
     assert recs[2]["messages"][1] == {"role": "assistant", "content": "Hello!", "weight": 0}
     assert recs[2]["metadata"]["reason"] == "header" and recs[2]["metadata"]["local_draft"] is None
     assert (escalating.home / "capture.jsonl").stat().st_mode & 0o777 == 0o600
+    # --capture-all: local answers too, streamed or not, under their own reason and model.
+    local = chat(escalating.url, headers={"x-owl-route": "local"}).json()["choices"][0]["message"]["content"]
+    assert streamed(escalating.url, headers={"x-owl-route": "local"}) == local
+    recs = capture_records(escalating, 5)
+    assert len(recs) == 5
+    local_model = ledger_records(escalating.home)[-1]["model"]
+    for rec in recs[3:]:
+        jsonschema.validate(rec, FINE_TUNING)
+        assert rec["messages"][-1] == {"role": "assistant", "content": local, "weight": 1}
+        assert (rec["metadata"]["teacher"], rec["metadata"]["reason"]) == (local_model, "header")
     # `owl capture export` gives the same conversations back, metadata left out.
     out = subprocess.run([conftest.OWL, "capture", "export", str(escalating.home / "capture.jsonl")],
                          capture_output=True, text=True, timeout=60)

@@ -133,6 +133,29 @@ pub struct Meta {
     pub local_draft: Option<String>,
 }
 
+/// A capture record to write once a local answer is complete (`--capture-all`).
+#[derive(Clone, Debug)]
+pub struct LocalCapture {
+    pub sink: Arc<Capture>,
+    /// The client's chat body.
+    pub request: Value,
+    pub meta: Meta,
+}
+
+impl LocalCapture {
+    /// Queues the record of `message` (the assistant message answered), by `model`.
+    pub fn push(&self, message: &Value, id: &str, model: &str, usage: &Value) {
+        self.sink.push(&record(
+            &self.request,
+            message,
+            id,
+            model,
+            usage,
+            &self.meta,
+        ));
+    }
+}
+
 /// One record in OpenAI's chat fine-tuning format. `request` is the client's
 /// chat body, `answer` the upstream's assistant message.
 pub fn record(

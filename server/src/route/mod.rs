@@ -61,6 +61,8 @@ pub struct RouteConfig {
     pub probe_tokens: usize,
     /// `--capture FILE`: upstream answers kept for distillation.
     pub capture: Option<Arc<capture::Capture>>,
+    /// `--capture-all`: local answers are captured too (for evaluation).
+    pub capture_all: bool,
     counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
@@ -83,6 +85,7 @@ impl RouteConfig {
             threshold: None,
             probe_tokens: DEFAULT_PROBE_TOKENS,
             capture: None,
+            capture_all: false,
             counts: Mutex::new(BTreeMap::new()),
         }
     }
@@ -109,8 +112,9 @@ impl RouteConfig {
     }
 
     /// Keeps every complete upstream chat answer in `c` (see [`capture`]).
-    pub fn with_capture(mut self, c: capture::Capture) -> Self {
+    pub fn with_capture(mut self, c: capture::Capture, all: bool) -> Self {
         self.capture = Some(Arc::new(c));
+        self.capture_all = all;
         self
     }
 
@@ -308,6 +312,25 @@ async fn answer(
     ep: Endpoint,
 ) -> Result<Response, ApiError> {
     let cfg = st.route();
+    let opted_out = headers
+        .get("x-owl-capture")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.trim().eq_ignore_ascii_case("off"));
+    // --capture-all: local chat answers are captured too (meta filled in as the route is known).
+    let local_capture = match &cfg.capture {
+        Some(sink) if cfg.capture_all && ep == Endpoint::Chat && !opted_out => {
+            Some(capture::LocalCapture {
+                sink: sink.clone(),
+                request: v.clone(),
+                meta: capture::Meta {
+                    reason: String::new(),
+                    probe_score: None,
+                    local_draft: None,
+                },
+            })
+        }
+        _ => None,
+    };
     let (i, reason, score, draft, draft_text) = match decide(&st, &cfg, &headers, &v, ep)? {
         Decision::Upstream(i, reason) => (i, reason, None, None, None),
         Decision::Local("default") if !cfg.upstreams.is_empty() && cfg.threshold.is_some() => {
@@ -315,6 +338,7 @@ async fn answer(
             let opts = LocalOpts {
                 routing: routing("local", "confident", None, None),
                 probe: true,
+                capture: local_capture.clone(),
             };
             let mut started = start(st.clone(), client.clone(), &v, ep, opts).await?;
             let draft = started.probe(cfg.probe_tokens).await;
@@ -330,7 +354,9 @@ async fn answer(
             let timings = started.drop_draft().await;
             (0, "low_confidence", Some(score), timings, Some(draft.text))
         }
-        Decision::Local(reason) => return local(st, client, v, ep, reason, None).await,
+        Decision::Local(reason) => {
+            return local(st, client, v, ep, reason, None, local_capture).await
+        }
     };
     let up = &cfg.upstreams[i];
     let r = routing("upstream", reason, score, Some(&up.name));
@@ -340,10 +366,6 @@ async fn answer(
         .as_deref()
         .or(up.model.as_deref())
         .and_then(|m| cost.price(m).ok().cloned());
-    let opted_out = headers
-        .get("x-owl-capture")
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| h.trim().eq_ignore_ascii_case("off"));
     let capture = match &cfg.capture {
         Some(sink) if ep == Endpoint::Chat && !opted_out => Some(relay::CaptureJob {
             sink: sink.clone(),
@@ -383,7 +405,7 @@ async fn answer(
         }
     }
     eprintln!("owl: {last}; answering locally");
-    local(st, client, v, ep, "upstream_error", score).await
+    local(st, client, v, ep, "upstream_error", score, local_capture).await
 }
 
 async fn local(
@@ -393,12 +415,19 @@ async fn local(
     ep: Endpoint,
     reason: &'static str,
     score: Option<f64>,
+    capture: Option<capture::LocalCapture>,
 ) -> Result<Response, ApiError> {
     let cfg = st.route();
     let r = routing("local", reason, score, None);
+    let capture = capture.map(|mut c| {
+        c.meta.reason = reason.to_string();
+        c.meta.probe_score = score;
+        c
+    });
     let opts = LocalOpts {
         routing: r.clone(),
         probe: false,
+        capture,
     };
     let mut resp = start(st, client, &v, ep, opts).await?.respond().await?;
     cfg.count("local", reason);
