@@ -1,4 +1,4 @@
-//! `owl cost` (the ledger's sums over a window, by day, model or client) and
+//! `owl cost` (the ledger's sums over a window, by day, model, client or route) and
 //! `owl cost estimate` (what N tokens a month would cost on this machine, from its
 //! measured throughput, against every API in the price table). The sums live in
 //! owl-ledger; this file picks records, prints the inputs it used, then the table.
@@ -20,8 +20,8 @@ pub struct ReportArgs {
     /// Only requests newer than this: 30m, 12h, 7d, 4w ("all" for everything).
     #[arg(long, default_value = "7d", value_name = "DURATION")]
     pub since: String,
-    /// One row per day (UTC), model or client.
-    #[arg(long, value_parser = ["day", "model", "client"])]
+    /// One row per day (UTC), model, client or route (route/reason: what each tier served and saved).
+    #[arg(long, value_parser = ["day", "model", "client", "route"])]
     pub by: Option<String>,
     /// Price the same tokens on this API instead of the one each record was priced on.
     #[arg(long, value_name = "MODEL")]
@@ -65,12 +65,12 @@ impl Row {
             "key": self.key, "requests": self.t.requests, "prompt_tokens": self.t.prompt_tokens,
             "cached_tokens": self.t.cached_tokens, "completion_tokens": self.t.completion_tokens,
             "total_tokens": self.t.tokens(), "busy_s": self.t.busy_s(), "cost_usd": self.t.cost_usd,
-            "baseline_usd": self.baseline_usd, "savings_usd": self.savings(),
+            "baseline_usd": self.baseline_usd, "savings_usd": self.savings(), "upstream_usd": self.t.upstream_usd,
             "local_per_1m": self.t.local_per_1m(), "utilisation": self.utilisation(), "window_s": self.window_s,
         })
     }
-    fn cells(&self) -> Vec<String> {
-        vec![
+    fn cells(&self, routes: bool) -> Vec<String> {
+        let mut c = vec![
             self.key.clone(),
             self.t.requests.to_string(),
             self.t.prompt_tokens.to_string(),
@@ -83,7 +83,11 @@ impl Row {
                 .local_per_1m()
                 .map_or("-".into(), |x| format!("{x:.4}")),
             format!("{:.2}%", 100.0 * self.utilisation()),
-        ]
+        ];
+        if routes {
+            c.insert(6, usd(self.t.upstream_usd));
+        }
+        c
     }
 }
 
@@ -147,8 +151,16 @@ pub fn cmd_report(
         Some("day") => Some(GroupBy::Day),
         Some("model") => Some(GroupBy::Model),
         Some("client") => Some(GroupBy::Client),
+        Some("route") => Some(GroupBy::Route),
         _ => None,
     };
+    // By route, cost is local busy time plus what upstreams charged, shown on its own.
+    let routes = by == Some(GroupBy::Route);
+    let mut header: Vec<&str> = HEADER.to_vec();
+    if routes {
+        header[5] = "cost $";
+        header.insert(6, "upstream $");
+    }
     let rows: Vec<Row> = match by {
         None => Vec::new(),
         Some(b) => report::group(records.iter().copied(), b)
@@ -197,24 +209,27 @@ pub fn cmd_report(
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         "csv" => {
-            println!("{}", HEADER.join(","));
+            println!("{}", header.join(","));
             for r in rows.iter().chain(std::iter::once(&total)) {
                 let c = r.json();
-                println!(
-                    "{},{},{},{},{},{},{},{},{},{}",
+                let mut cells = vec![
                     csv_field(&r.key),
-                    r.t.requests,
-                    r.t.prompt_tokens,
-                    r.t.completion_tokens,
-                    r.t.busy_s(),
-                    r.t.cost_usd,
-                    r.baseline_usd,
-                    r.savings(),
+                    r.t.requests.to_string(),
+                    r.t.prompt_tokens.to_string(),
+                    r.t.completion_tokens.to_string(),
+                    r.t.busy_s().to_string(),
+                    r.t.cost_usd.to_string(),
+                    r.baseline_usd.to_string(),
+                    r.savings().to_string(),
                     c["local_per_1m"]
                         .as_f64()
                         .map_or(String::new(), |x| x.to_string()),
-                    r.utilisation()
-                );
+                    r.utilisation().to_string(),
+                ];
+                if routes {
+                    cells.insert(6, r.t.upstream_usd.to_string());
+                }
+                println!("{}", cells.join(","));
             }
         }
         _ => {
@@ -230,8 +245,10 @@ pub fn cmd_report(
                 return Ok(ExitCode::SUCCESS);
             }
             print_md(
-                &HEADER,
-                rows.iter().chain(std::iter::once(&total)).map(Row::cells),
+                &header,
+                rows.iter()
+                    .chain(std::iter::once(&total))
+                    .map(|r| r.cells(routes)),
             );
             println!(
                 "\nlocal $/1M = local cost / (prompt + completion tokens) x 1M, from measured busy time; \

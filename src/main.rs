@@ -7,11 +7,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 mod bench;
+mod capture;
 mod charge;
 mod cost;
 mod cost_report;
 mod embed;
 mod quantize;
+mod route_cli;
+mod route_eval;
 mod run;
 mod synth;
 use clap::{Parser, Subcommand};
@@ -96,6 +99,10 @@ enum Command {
     Cost(cost::CostArgs),
     /// Rewrite a GGUF model in another type as llama-quantize does (`owl quantize in.gguf out.gguf Q4_K_M`).
     Quantize(quantize::QuantizeArgs),
+    /// What `owl serve --capture` kept: `owl capture stats FILE`, `owl capture export FILE`.
+    Capture(capture::CaptureArgs),
+    /// Routing to upstreams: `owl route calibrate --escalate 0.2 --from-ledger`.
+    Route(route_cli::RouteArgs),
 }
 
 #[derive(clap::Args)]
@@ -172,6 +179,8 @@ fn main() -> ExitCode {
         Command::Embed(a) => embed::cmd_embed(a),
         Command::Cost(a) => cost::cmd_cost(a, &registry::cache_dir()),
         Command::Quantize(a) => quantize::cmd_quantize(a),
+        Command::Capture(a) => capture::cmd_capture(a),
+        Command::Route(a) => route_cli::cmd_route(a, &registry::cache_dir()),
     };
     match result {
         Ok(code) => code,
@@ -425,9 +434,10 @@ struct ServeArgs {
     /// Requests that may wait for a free sequence before new ones get 503.
     #[arg(long, default_value_t = 64)]
     queue: usize,
-    /// An OpenAI-compatible upstream chat endpoint (repeatable), e.g. big=http://127.0.0.1:8081/v1;
-    /// its key is read from the environment variable key_env names, never from the command line.
-    #[arg(long, value_name = "NAME=URL[,key_env=VAR][,model=MODEL]")]
+    /// An OpenAI-compatible upstream (repeatable; also [[upstream]] tables in the config), e.g.
+    /// big=http://127.0.0.1:8081/v1; its key is read from the environment variable key_env names,
+    /// never from the command line; price=MODEL prices its tokens from the price table.
+    #[arg(long, value_name = "NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]")]
     upstream: Vec<String>,
     /// Seconds to wait for an upstream (connect, first answer, each chunk) before retrying once and answering locally.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
@@ -442,6 +452,23 @@ struct ServeArgs {
     /// (by default any name is served by the loaded model and echoed back).
     #[arg(long)]
     strict_model_names: bool,
+    /// Probe every undecided request: escalate to the first upstream when the local model's
+    /// confidence score of its first tokens is under T (0: all local, 1: all upstream)
+    /// [default: the config's [route] threshold, which `owl route calibrate` writes].
+    #[arg(long, value_name = "T")]
+    route_threshold: Option<f64>,
+    /// Tokens the confidence probe reads before deciding [default: the config's [route]
+    /// probe_tokens, else 16].
+    #[arg(long, value_name = "N")]
+    route_probe_tokens: Option<usize>,
+    /// Append every complete upstream chat answer to FILE (OpenAI chat fine-tuning JSONL, mode
+    /// 0600) for distillation; `x-owl-capture: off` opts a request out [default: the config's
+    /// [route] capture].
+    #[arg(long, value_name = "FILE")]
+    capture: Option<std::path::PathBuf>,
+    /// With --capture: capture local answers too (for evaluation), each with its reason.
+    #[arg(long)]
+    capture_all: bool,
 }
 
 fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
@@ -460,24 +487,61 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
     if let Some(f) = &args.api_keys {
         keys.extend(charge::read_keys_file(f)?);
     }
+    let owl_home = registry::cache_dir();
+    let (cost_cfg, prices) = charge::setup(&args.charge, &owl_home)?;
+    // --upstream flags first (the first upstream is where too_long and low_confidence go),
+    // then the config file's [[upstream]] tables.
     let mut upstreams = Vec::new();
     for spec in &args.upstream {
-        let up = owl_server::route::Upstream::parse(spec).map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(upstreams.iter().all(|u: &owl_server::route::Upstream| u.name != up.name), "--upstream {} is given twice", up.name);
-        upstreams.push(up);
+        upstreams.push(owl_server::route::Upstream::parse(spec).map_err(anyhow::Error::msg)?);
+    }
+    for t in &cost_cfg.upstreams {
+        let up = owl_server::route::Upstream::new(&t.name, &t.url, t.key_env.clone(), t.model.clone(), t.price.clone());
+        upstreams.push(up.map_err(|e| anyhow::anyhow!("{}: [[upstream]] {e}", t.at))?);
+    }
+    for (i, up) in upstreams.iter().enumerate() {
+        anyhow::ensure!(upstreams[..i].iter().all(|u| u.name != up.name), "upstream {} is given twice (--upstream flags and [[upstream]] tables share names)", up.name);
     }
     anyhow::ensure!(args.upstream_timeout >= 1, "--upstream-timeout must be at least 1 second");
     anyhow::ensure!(
         args.route_max_local_tokens.is_none() || !upstreams.is_empty(),
         "--route-max-local-tokens needs an --upstream to send long prompts to"
     );
-    let route = owl_server::route::RouteConfig::new(
+    anyhow::ensure!(
+        args.route_threshold.is_none() || !upstreams.is_empty(),
+        "--route-threshold needs an --upstream to escalate to"
+    );
+    for up in &upstreams {
+        if let Some(p) = &up.price {
+            prices.get(p).with_context(|| format!("--upstream {}: price={p}", up.name))?;
+        }
+    }
+    let mut route = owl_server::route::RouteConfig::new(
         upstreams,
         std::time::Duration::from_secs(args.upstream_timeout),
         args.route_max_local_tokens,
     );
-    let owl_home = registry::cache_dir();
-    let (cost_cfg, prices) = charge::setup(&args.charge, &owl_home)?;
+    let threshold = match (args.route_threshold, cost_cfg.route.threshold) {
+        (Some(t), _) => Some(t),
+        (None, Some(_)) if route.upstreams.is_empty() => {
+            eprintln!("owl: the config's [route] threshold is unused: there is no upstream to escalate to");
+            None
+        }
+        (None, t) => t,
+    };
+    if let Some(t) = threshold {
+        let n = args.route_probe_tokens.or(cost_cfg.route.probe_tokens).unwrap_or(owl_server::route::DEFAULT_PROBE_TOKENS);
+        route = route.with_probe(t, n).map_err(anyhow::Error::msg)?;
+    }
+    anyhow::ensure!(
+        !args.capture_all || args.capture.is_some() || cost_cfg.route.capture.is_some(),
+        "--capture-all needs --capture FILE (or [route] capture in the config)"
+    );
+    if let Some(f) = args.capture.as_ref().or(cost_cfg.route.capture.as_ref()) {
+        anyhow::ensure!(!route.upstreams.is_empty(), "--capture needs an --upstream whose answers it keeps");
+        let c = owl_server::route::capture::Capture::open(f).with_context(|| format!("cannot open capture file {}", f.display()))?;
+        route = route.with_capture(c, args.capture_all);
+    }
     let ledger = charge::open_ledger(&args.charge, &owl_home)?;
     let cost = std::sync::Arc::new(owl_server::cost::CostBook::new(cost_cfg, prices, ledger)?);
     let chat_template = match &args.chat_template {

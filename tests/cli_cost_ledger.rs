@@ -262,3 +262,116 @@ fn estimate_on_an_empty_ledger_measures_a_short_bench_run() {
         "a bench run is not a request served"
     );
 }
+
+#[test]
+fn by_route_groups_routed_records_and_reads_lines_from_before_routing() {
+    let home = tempfile::tempdir().unwrap();
+    let t = now();
+    // write_ledger's two lines have no routing fields (written before routing existed).
+    write_ledger(home.path(), t);
+    let routed = [
+        serde_json::json!({
+            "time": t - 30.0, "source": "server", "model": "smollm2-135m-instruct", "client": "local",
+            "prompt_tokens": 10, "cached_tokens": 0, "completion_tokens": 5, "prefill_s": 0.1, "decode_s": 0.2,
+            "cost_usd": 0.001, "baseline_model": "gpt-4.1-mini", "baseline_usd": 0.004, "savings_usd": 0.003,
+            "route": "local", "reason": "confident", "probe_score": 0.9,
+        }),
+        serde_json::json!({
+            "time": t - 20.0, "source": "server", "model": "qwen", "client": "local",
+            "prompt_tokens": 10, "cached_tokens": 0, "completion_tokens": 5, "prefill_s": 0.1, "decode_s": 0.2,
+            "cost_usd": 0.251, "baseline_model": "gpt-4.1-mini", "baseline_usd": 0.004, "savings_usd": -0.247,
+            "route": "upstream", "reason": "low_confidence", "probe_score": 0.1, "upstream": "big", "upstream_usd": 0.25,
+        }),
+    ];
+    let path = home.path().join("ledger").join("ledger.jsonl");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for r in routed {
+        text.push_str(&format!("{r}\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    let out = owl_in(
+        home.path(),
+        &["cost", "--since", "all", "--by", "route", "-o", "json"],
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups: Vec<(String, u64, f64)> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["key"].as_str().unwrap().to_string(),
+                g["requests"].as_u64().unwrap(),
+                g["upstream_usd"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("local".to_string(), 2, 0.0),
+            ("local/confident".to_string(), 1, 0.0),
+            ("upstream:big/low_confidence".to_string(), 1, 0.25),
+        ]
+    );
+    assert_eq!(v["totals"]["requests"], 4);
+    assert!((v["totals"]["upstream_usd"].as_f64().unwrap() - 0.25).abs() < 1e-12);
+    let md = owl_in(home.path(), &["cost", "--since", "all", "--by", "route"]);
+    let text = String::from_utf8_lossy(&md.stdout);
+    assert!(
+        text.contains("upstream $") && text.contains("| upstream:big/low_confidence"),
+        "{text}"
+    );
+}
+
+#[test]
+fn route_calibrate_sets_the_threshold_from_the_ledgers_probe_scores() {
+    let home = tempfile::tempdir().unwrap();
+    let err = |args: &[&str]| {
+        let o = owl_in(home.path(), args);
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let cal = ["route", "calibrate", "--escalate", "0.2", "--from-ledger"];
+    assert!(err(&cal).contains("no probe scores"));
+    assert!(
+        err(&["route", "calibrate", "--escalate", "2", "--from-ledger"])
+            .contains("between 0 and 1")
+    );
+    let dir = home.path().join("ledger");
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = now();
+    let mut text = String::new();
+    for i in 1..=10 {
+        text.push_str(&format!(
+            "{}\n",
+            serde_json::json!({
+                "time": t - 10.0, "source": "server", "model": "m", "client": "local", "prompt_tokens": 1,
+                "cached_tokens": 0, "completion_tokens": 1, "prefill_s": 0.0, "decode_s": 0.0, "cost_usd": 0.0,
+                "baseline_model": "gpt-4.1-mini", "baseline_usd": 0.0, "savings_usd": 0.0,
+                "route": "local", "reason": "confident", "probe_score": i as f64 / 10.0,
+            })
+        ));
+    }
+    std::fs::write(dir.join("ledger.jsonl"), text).unwrap();
+    let cfg = home.path().join("config.toml");
+    std::fs::write(&cfg, "[cost]\nwatts = 45\n").unwrap();
+    let o = owl_in(home.path(), &cal);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("2 of 10 probed requests"));
+    let written = std::fs::read_to_string(&cfg).unwrap();
+    assert_eq!(written, "[cost]\nwatts = 45\n\n[route]\nthreshold = 0.25\n");
+    // Again with another share: the line is replaced, nothing else changes.
+    let o = owl_in(
+        home.path(),
+        &["route", "calibrate", "--escalate", "0.5", "--from-ledger"],
+    );
+    assert!(o.status.success());
+    let written = std::fs::read_to_string(&cfg).unwrap();
+    assert_eq!(written, "[cost]\nwatts = 45\n\n[route]\nthreshold = 0.55\n");
+}

@@ -1,6 +1,8 @@
 //! The cost of owning this machine: the `[cost]` table of `$OWL_HOME/config.toml`
 //! (or `--config FILE`). Every value remembers where it came from, so whatever uses
-//! it can print it ([`CostConfig::sources`]).
+//! it can print it ([`CostConfig::sources`]). The same file's `[[upstream]]` tables
+//! (where `owl serve` may send requests, and what they are priced as) are read here
+//! too, as plain strings: the server checks them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -80,6 +82,37 @@ pub struct CostConfig {
     pub fixed_monthly_usd: Sourced<f64>,
     /// The API model local cost is compared with.
     pub baseline: Sourced<String>,
+    /// `[[upstream]]` tables, in file order.
+    pub upstreams: Vec<UpstreamTable>,
+    /// The `[route]` table: `owl serve`'s defaults for `--route-threshold` (written by
+    /// `owl route calibrate`) and `--route-probe-tokens`.
+    pub route: RouteTable,
+}
+
+/// The `[route]` table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    pub threshold: Option<f64>,
+    pub probe_tokens: Option<usize>,
+    /// `--capture FILE`'s default.
+    pub capture: Option<std::path::PathBuf>,
+}
+
+/// One `[[upstream]]` table: the fields of `owl serve --upstream
+/// NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]`. There is no key field: keys
+/// come from the environment variable `key_env` names, never from a file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTable {
+    pub name: String,
+    pub url: String,
+    pub key_env: Option<String>,
+    pub model: Option<String>,
+    pub price: Option<String>,
+    /// Where the table is: "config.toml:12" (filled in when read).
+    #[serde(skip)]
+    pub at: String,
 }
 
 impl Default for CostConfig {
@@ -90,6 +123,8 @@ impl Default for CostConfig {
             kwh_usd: Sourced::default(DEFAULT_KWH_USD),
             fixed_monthly_usd: Sourced::default(DEFAULT_FIXED_MONTHLY_USD),
             baseline: Sourced::default(DEFAULT_BASELINE.to_string()),
+            upstreams: Vec::new(),
+            route: RouteTable::default(),
         }
     }
 }
@@ -98,6 +133,9 @@ impl Default for CostConfig {
 #[derive(Deserialize)]
 struct RawFile {
     cost: Option<RawCost>,
+    #[serde(default)]
+    upstream: Vec<Spanned<UpstreamTable>>,
+    route: Option<Spanned<RouteTable>>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +181,31 @@ impl CostConfig {
     pub fn parse(src: &str, file: &str) -> Result<Self> {
         let raw: RawFile = toml::from_str(src).map_err(|e| parse_error(file, src, &e))?;
         let mut c = Self::default();
+        for u in raw.upstream {
+            let line = line_col(src, u.span().start).0;
+            let mut t = u.into_inner();
+            t.at = format!("{file}:{line}");
+            c.upstreams.push(t);
+        }
+        if let Some(r) = raw.route {
+            let line = line_col(src, r.span().start).0;
+            let r = r.into_inner();
+            if let Some(t) = r.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
+                return Err(Error::Invalid {
+                    file: file.to_string(),
+                    line,
+                    message: format!("route.threshold = {t}: must be between 0 and 1"),
+                });
+            }
+            if r.probe_tokens == Some(0) {
+                return Err(Error::Invalid {
+                    file: file.to_string(),
+                    line,
+                    message: "route.probe_tokens = 0: must be at least 1".into(),
+                });
+            }
+            c.route = r;
+        }
         let Some(cost) = raw.cost else {
             return Ok(c);
         };
@@ -207,6 +270,42 @@ impl CostConfig {
     }
 }
 
+/// `src` (a config file's text) with `[route] threshold = t`: the line replaced where
+/// the table has one, else added under `[route]`, else a `[route]` table appended.
+/// Everything else in the file is kept as it was.
+pub fn with_route_threshold(src: &str, t: f64) -> String {
+    let line = format!("threshold = {t}");
+    let mut lines: Vec<String> = src.lines().map(str::to_string).collect();
+    let header = lines.iter().position(|l| l.trim() == "[route]");
+    match header {
+        Some(h) => {
+            let end = lines[h + 1..]
+                .iter()
+                .position(|l| l.trim_start().starts_with('['))
+                .map_or(lines.len(), |i| h + 1 + i);
+            let key = lines[h + 1..end].iter().position(|l| {
+                l.trim_start()
+                    .strip_prefix("threshold")
+                    .is_some_and(|r| r.trim_start().starts_with('='))
+            });
+            match key {
+                Some(k) => lines[h + 1 + k] = line,
+                None => lines.insert(h + 1, line),
+            }
+        }
+        None => {
+            if lines.last().is_some_and(|l| !l.trim().is_empty()) {
+                lines.push(String::new());
+            }
+            lines.push("[route]".into());
+            lines.push(line);
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +340,75 @@ mod tests {
         let s = c.sources();
         assert_eq!(s[1], ("watts", "700".into(), "flag --watts".into()));
         assert!(s[0].2.starts_with("config "), "{:?}", s[0]);
+    }
+
+    #[test]
+    fn upstream_tables_are_read_with_their_place_and_keys_are_refused() {
+        let src = "[cost]\nwatts = 30\n\n[[upstream]]\nname = \"big\"\nurl = \"http://127.0.0.1:8081/v1\"\nkey_env = \"BIG_KEY\"\nprice = \"gpt-4.1\"\n\n[[upstream]]\nname = \"other\"\nurl = \"http://h/v1\"\n";
+        let c = CostConfig::parse(src, "c.toml").unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        let u = &c.upstreams[0];
+        assert_eq!(
+            (
+                u.name.as_str(),
+                u.url.as_str(),
+                u.key_env.as_deref(),
+                u.price.as_deref(),
+                u.model.as_deref()
+            ),
+            (
+                "big",
+                "http://127.0.0.1:8081/v1",
+                Some("BIG_KEY"),
+                Some("gpt-4.1"),
+                None
+            )
+        );
+        assert!(u.at.starts_with("c.toml:"), "{}", u.at);
+        assert_eq!(c.watts.value, 30.0);
+        let e = CostConfig::parse(
+            "[[upstream]]\nname = \"a\"\nurl = \"http://h\"\nkey = \"sk-1\"\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("key") && !e.to_string().contains("sk-1"),
+            "{e}"
+        );
+        let e = CostConfig::parse("[[upstream]]\nname = \"a\"\n", "c.toml").unwrap_err();
+        assert!(e.to_string().contains("url"), "{e}");
+    }
+
+    #[test]
+    fn the_route_table_is_read_checked_and_rewritten_in_place() {
+        let src = "[cost]\nwatts = 30\n\n[route]\nprobe_tokens = 8\nthreshold = 0.5 # old\n\n[[upstream]]\nname = \"a\"\nurl = \"http://h\"\n";
+        let c = CostConfig::parse(src, "c.toml").unwrap();
+        assert_eq!(
+            (c.route.threshold, c.route.probe_tokens),
+            (Some(0.5), Some(8))
+        );
+        let new = with_route_threshold(src, 0.25);
+        let c2 = CostConfig::parse(&new, "c.toml").unwrap();
+        assert_eq!(
+            (c2.route.threshold, c2.route.probe_tokens),
+            (Some(0.25), Some(8))
+        );
+        assert_eq!((c2.watts.value, c2.upstreams.len()), (30.0, 1));
+        assert_eq!(new.matches("threshold").count(), 1);
+        let appended = with_route_threshold("[cost]\nwatts = 1\n", 0.75);
+        assert_eq!(appended, "[cost]\nwatts = 1\n\n[route]\nthreshold = 0.75\n");
+        assert_eq!(
+            CostConfig::parse(&with_route_threshold("", 1.0), "c.toml")
+                .unwrap()
+                .route
+                .threshold,
+            Some(1.0)
+        );
+        let e = CostConfig::parse("[route]\nthreshold = 1.5\n", "c.toml").unwrap_err();
+        assert!(
+            e.to_string().starts_with("c.toml:1: route.threshold = 1.5"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@ pub mod report;
 pub mod store;
 
 pub use arith::{breakeven, format_tokens, local_per_1m, BreakEven};
-pub use config::{CostConfig, Origin, Sourced};
+pub use config::{CostConfig, Origin, RouteTable, Sourced, UpstreamTable};
 pub use prices::{Price, PriceTable};
-pub use record::{now_unix, Charger, Pricer, Record, Served};
+pub use record::{now_unix, Charger, Pricer, Record, Routing, Served};
 pub use report::{GroupBy, Totals};
 pub use store::Ledger;
 

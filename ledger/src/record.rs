@@ -27,6 +27,51 @@ pub struct Record {
     pub baseline_model: String,
     pub baseline_usd: f64,
     pub savings_usd: f64,
+    /// How the request was routed (`owl serve` only; older lines have none of these).
+    #[serde(default, flatten, skip_serializing_if = "Routing::is_empty")]
+    pub routing: Routing,
+}
+
+/// Where `owl serve` sent a request and why (server/src/route). Every field is
+/// optional, so ledger lines written before routing existed still read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Routing {
+    /// "local" or "upstream".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// header, model, too_long, low_confidence, confident, upstream_error or default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The confidence probe's score in [0, 1], when the probe ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_score: Option<f64>,
+    /// The upstream's name, when one answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// What the upstream charged for the answer, USD (its `usage.cost`, else its
+    /// price on its `usage` tokens); part of `cost_usd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_usd: Option<f64>,
+}
+
+impl Routing {
+    pub fn is_empty(&self) -> bool {
+        *self == Routing::default()
+    }
+
+    /// The group `owl cost --by route` puts a record in: `local/confident`,
+    /// `upstream:big/low_confidence`, or `local` for records without routing.
+    pub fn key(&self) -> String {
+        let route = match (self.route.as_deref(), &self.upstream) {
+            (Some("upstream"), Some(name)) => format!("upstream:{name}"),
+            (Some(r), _) => r.to_string(),
+            (None, _) => "local".to_string(),
+        };
+        match &self.reason {
+            Some(reason) => format!("{route}/{reason}"),
+            None => route,
+        }
+    }
 }
 
 impl Record {
@@ -91,7 +136,30 @@ impl Pricer {
             baseline_model: self.baseline_model.clone(),
             baseline_usd,
             savings_usd: baseline_usd - cost_usd,
+            routing: Routing::default(),
         }
+    }
+
+    /// The record of a request an upstream answered: its tokens (from the upstream's
+    /// `usage`) priced on the baseline as usual; its cost is `upstream_usd` plus the
+    /// local busy time `s` spent before escalating (a dropped probe draft).
+    pub fn upstream_record(
+        &self,
+        time: f64,
+        model: &str,
+        client: &str,
+        s: &Served,
+        upstream_usd: f64,
+        routing: Routing,
+    ) -> Record {
+        let mut r = self.record(time, "server", model, client, s);
+        r.cost_usd += upstream_usd;
+        r.savings_usd = r.baseline_usd - r.cost_usd;
+        r.routing = Routing {
+            upstream_usd: Some(upstream_usd),
+            ..routing
+        };
+        r
     }
 }
 
@@ -150,5 +218,41 @@ mod tests {
         assert!((r.cost_usd - 0.0245).abs() < 1e-12);
         assert!((r.savings_usd - (10.0 - 0.0245)).abs() < 1e-9);
         assert!(Pricer::with_baseline(&cfg, &prices, "no-such-api").is_err());
+    }
+
+    #[test]
+    fn upstream_records_add_the_upstream_cost_and_keep_routing() {
+        let cfg = CostConfig::default();
+        let p = Pricer::with_baseline(&cfg, &PriceTable::builtin(), "gpt-4.1").unwrap();
+        let s = Served {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 1_000_000,
+            decode_s: 3600.0,
+            ..Served::default()
+        };
+        let routing = Routing {
+            route: Some("upstream".into()),
+            reason: Some("low_confidence".into()),
+            probe_score: Some(0.25),
+            upstream: Some("big".into()),
+            upstream_usd: None,
+        };
+        let r = p.upstream_record(1.0, "qwen", "local", &s, 3.0, routing);
+        assert!((r.cost_usd - (3.0 + 0.0245)).abs() < 1e-9);
+        assert!((r.savings_usd - (10.0 - 3.0 - 0.0245)).abs() < 1e-9);
+        assert_eq!(r.routing.upstream_usd, Some(3.0));
+        assert_eq!(r.routing.key(), "upstream:big/low_confidence");
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.contains(r#""reason":"low_confidence""#), "{line}");
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), r);
+    }
+
+    #[test]
+    fn lines_without_routing_still_read_and_write_back_unchanged() {
+        let old = r#"{"time":1.0,"source":"server","model":"m","client":"local","prompt_tokens":3,"cached_tokens":0,"completion_tokens":4,"prefill_s":0.5,"decode_s":0.5,"cost_usd":0.1,"baseline_model":"gpt-4.1-mini","baseline_usd":0.2,"savings_usd":0.1}"#;
+        let r: Record = serde_json::from_str(old).unwrap();
+        assert!(r.routing.is_empty());
+        assert_eq!(r.routing.key(), "local");
+        assert_eq!(serde_json::to_string(&r).unwrap(), old);
     }
 }

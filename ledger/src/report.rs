@@ -1,4 +1,4 @@
-//! Sums over ledger records: totals, and totals by day, hour, model or client.
+//! Sums over ledger records: totals, and totals by day, hour, model, client or route.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +18,8 @@ pub struct Totals {
     pub cost_usd: f64,
     pub baseline_usd: f64,
     pub savings_usd: f64,
+    /// What upstreams charged (part of cost_usd).
+    pub upstream_usd: f64,
 }
 
 impl Totals {
@@ -31,6 +33,7 @@ impl Totals {
         self.cost_usd += r.cost_usd;
         self.baseline_usd += r.baseline_usd;
         self.savings_usd += r.savings_usd;
+        self.upstream_usd += r.routing.upstream_usd.unwrap_or(0.0);
     }
 
     pub fn of<'a>(records: impl IntoIterator<Item = &'a Record>) -> Totals {
@@ -81,6 +84,8 @@ pub enum GroupBy {
     Hour,
     Model,
     Client,
+    /// `local/confident`, `upstream:big/low_confidence`, ... ([`crate::Routing::key`]).
+    Route,
 }
 
 impl GroupBy {
@@ -90,6 +95,7 @@ impl GroupBy {
             GroupBy::Hour => hour(r.time),
             GroupBy::Model => r.model.clone(),
             GroupBy::Client => r.client.clone(),
+            GroupBy::Route => r.routing.key(),
         }
     }
 }

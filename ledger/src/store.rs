@@ -339,6 +339,7 @@ mod tests {
             baseline_model: "gpt-4.1-mini".into(),
             baseline_usd: 2e-6,
             savings_usd: 1e-6,
+            routing: Default::default(),
         }
     }
 

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::openai::{parse_body, parse_json, ChatParams};
 use crate::service::LlmService;
 use crate::cost::{Client, CostBook};
-use crate::{cost, dashboard, embeddings, generate, metrics};
+use crate::{cost, dashboard, embeddings, metrics};
 use owl_engine::service::Embedder;
 
 /// Default request body limit.
@@ -304,11 +304,11 @@ impl FromRequest<AppState> for JsonBody {
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/v1/chat/completions", post(crate::route::chat))
-        .route("/v1/completions", post(generate::completions))
+        .route("/v1/completions", post(crate::route::completions))
         .route("/v1/models", get(models))
         // llama-server's un-prefixed aliases, for clients given a base URL without /v1.
         .route("/chat/completions", post(crate::route::chat))
-        .route("/completions", post(generate::completions))
+        .route("/completions", post(crate::route::completions))
         .route("/models", get(models))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/embeddings", post(embeddings::embeddings))

@@ -11,7 +11,9 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::Json;
 use owl_engine::service::{Event, MetricsSnapshot, RequestHandle, Timings, Usage};
-use owl_ledger::{CostConfig, GroupBy, Ledger, PriceTable, Pricer, Record, Served, Totals};
+use owl_ledger::{
+    CostConfig, GroupBy, Ledger, Price, PriceTable, Pricer, Record, Routing, Served, Totals,
+};
 use serde_json::{json, Value};
 
 use crate::app::AppState;
@@ -43,6 +45,7 @@ struct Sums {
     by_hour: BTreeMap<String, Totals>,
     by_model: BTreeMap<String, Totals>,
     by_client: BTreeMap<String, Totals>,
+    by_route: BTreeMap<String, Totals>,
     first_time: Option<f64>,
 }
 
@@ -54,6 +57,7 @@ impl Sums {
             (&mut self.by_hour, GroupBy::Hour),
             (&mut self.by_model, GroupBy::Model),
             (&mut self.by_client, GroupBy::Client),
+            (&mut self.by_route, GroupBy::Route),
         ] {
             map.entry(by.key(r)).or_default().add(r);
         }
@@ -122,9 +126,16 @@ impl CostBook {
             .expect("the built-in prices hold the default baseline")
     }
 
-    /// Prices a finished request, adds it to the sums and, with a ledger, waits until
-    /// its record is fsynced: the answer is sent only after that.
-    pub async fn charge(&self, model: &str, client: &str, usage: &Usage, t: &Timings) -> Record {
+    /// Prices a finished local request, adds it to the sums and, with a ledger, waits
+    /// until its record is fsynced: the answer is sent only after that.
+    pub async fn charge(
+        &self,
+        model: &str,
+        client: &str,
+        usage: &Usage,
+        t: &Timings,
+        routing: &Routing,
+    ) -> Record {
         let served = Served {
             prompt_tokens: usage.prompt_tokens as u64,
             cached_tokens: usage.cached_tokens as u64,
@@ -132,9 +143,60 @@ impl CostBook {
             prefill_s: t.prefill_s,
             decode_s: t.decode_s,
         };
-        let rec = self
+        let mut rec = self
             .pricer
             .record(owl_ledger::now_unix(), "server", model, client, &served);
+        rec.routing = routing.clone();
+        self.commit(rec).await
+    }
+
+    /// A price from the price table (an upstream's `price=`), or an error naming the known models.
+    pub fn price(&self, model: &str) -> Result<&Price, owl_ledger::Error> {
+        self.prices.get(model)
+    }
+
+    /// Charges a request an upstream answered. `usage` is the upstream's `usage` object;
+    /// its cost is `usage.cost` when the upstream reports one (as some gateways do), else
+    /// `price` on its tokens, else an owl upstream's own `usage.owl.cost_usd`, else 0.
+    /// `draft` is the local busy time spent before escalating (a dropped probe draft).
+    pub async fn charge_upstream(
+        &self,
+        model: &str,
+        client: &str,
+        usage: &Value,
+        price: Option<&Price>,
+        draft: Option<&Timings>,
+        routing: Routing,
+    ) -> Record {
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        let prompt = n(&usage["prompt_tokens"]);
+        let cached = n(&usage["prompt_tokens_details"]["cached_tokens"]);
+        let completion = n(&usage["completion_tokens"]);
+        let upstream_usd = usage["cost"]
+            .as_f64()
+            .or_else(|| price.map(|p| p.cost_usd(prompt, cached, completion)))
+            .or_else(|| usage["owl"]["cost_usd"].as_f64())
+            .filter(|c| c.is_finite() && *c >= 0.0)
+            .unwrap_or(0.0);
+        let served = Served {
+            prompt_tokens: prompt,
+            cached_tokens: cached,
+            completion_tokens: completion,
+            prefill_s: draft.map_or(0.0, |t| t.prefill_s),
+            decode_s: draft.map_or(0.0, |t| t.decode_s),
+        };
+        let rec = self.pricer.upstream_record(
+            owl_ledger::now_unix(),
+            model,
+            client,
+            &served,
+            upstream_usd,
+            routing,
+        );
+        self.commit(rec).await
+    }
+
+    async fn commit(&self, rec: Record) -> Record {
         if let Some(l) = &self.ledger {
             let (tx, rx) = tokio::sync::oneshot::channel();
             l.append(rec.clone(), Some(Box::new(move |r| drop(tx.send(r)))));
@@ -215,6 +277,7 @@ impl CostBook {
             "totals": totals_json(None, &all),
             "by_model": list(&s.by_model),
             "by_client": list(&s.by_client),
+            "by_route": list(&s.by_route),
             "by_day": list(&s.by_day),
             "by_hour": list(&s.by_hour),
             "utilisation": util,
@@ -242,7 +305,7 @@ fn totals_json(key: Option<&str>, t: &Totals) -> Value {
         "completion_tokens": t.completion_tokens, "total_tokens": t.tokens(),
         "prefill_s": t.prefill_s, "decode_s": t.decode_s, "busy_s": t.busy_s(),
         "cost_usd": t.cost_usd, "baseline_usd": t.baseline_usd, "savings_usd": t.savings_usd,
-        "local_per_1m": t.local_per_1m(),
+        "upstream_usd": t.upstream_usd, "local_per_1m": t.local_per_1m(),
     });
     if let Some(k) = key {
         v["key"] = json!(k);
@@ -258,16 +321,39 @@ pub struct Guarded {
     cost: Arc<CostBook>,
     model: String,
     client: String,
+    routing: Routing,
 }
 
 impl CostBook {
-    pub fn guard(self: &Arc<Self>, handle: RequestHandle, model: &str, client: &str) -> Guarded {
+    pub fn guard(
+        self: &Arc<Self>,
+        handle: RequestHandle,
+        model: &str,
+        client: &str,
+        routing: &Routing,
+    ) -> Guarded {
         Guarded {
             handle: Some(handle),
             cost: self.clone(),
             model: model.to_string(),
             client: client.to_string(),
+            routing: routing.clone(),
         }
+    }
+}
+
+impl Guarded {
+    /// The route recorded when the request is charged on drop.
+    pub fn set_routing(&mut self, r: Routing) {
+        self.routing = r;
+    }
+
+    /// The handle, no longer charged on drop: the caller charges the request itself
+    /// (a probe draft dropped for an upstream answer is part of that answer's record).
+    pub fn disarm(mut self) -> RequestHandle {
+        self.handle
+            .take()
+            .expect("a guarded handle is only taken once")
     }
 }
 
@@ -295,16 +381,18 @@ impl Drop for Guarded {
         };
         // After a Done the engine has dropped its sender: the task ends at once, nothing charged twice.
         h.cancel.cancel();
-        let (cost, model, client) = (
+        let (cost, model, client, routing) = (
             self.cost.clone(),
             std::mem::take(&mut self.model),
             std::mem::take(&mut self.client),
+            std::mem::take(&mut self.routing),
         );
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 while let Some(ev) = h.events.recv().await {
                     if let Event::Done { usage, timings, .. } = ev {
-                        cost.charge(&model, &client, &usage, &timings).await;
+                        cost.charge(&model, &client, &usage, &timings, &routing)
+                            .await;
                         return;
                     }
                 }

@@ -8,17 +8,17 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream;
-use owl_engine::service::{
-    Event, FinishReason, Prompt, Request, RequestHandle, Timings, TokenLogprob, Usage,
-};
+use owl_engine::service::{Event, FinishReason, Prompt, Request, Timings, TokenLogprob, Usage};
+use owl_ledger::Routing;
+
+use crate::route::capture::LocalCapture;
 use serde_json::{json, Value};
 
-use crate::app::{unix_now, AppState, JsonBody};
+use crate::app::{unix_now, AppState};
 use crate::cost::{self, Client, CostBook};
 use crate::error::ApiError;
 use crate::openai::{parse_body, ChatParams, CompletionParams, Generation, GenerationParams};
@@ -31,13 +31,25 @@ enum Kind {
     Text,
 }
 
-pub async fn chat_completions(
-    State(st): State<AppState>,
+/// What the router adds to a local generation: the route recorded with it and
+/// whether the confidence probe needs its tokens' logprobs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LocalOpts {
+    pub routing: Routing,
+    pub probe: bool,
+    /// `--capture-all`: the answer is captured when complete.
+    pub capture: Option<LocalCapture>,
+}
+
+/// Submits a chat request (`/v1/chat/completions`'s body) to the local engine.
+pub(crate) async fn start_chat(
+    st: AppState,
     client: Client,
-    JsonBody(v): JsonBody,
-) -> Result<Response, ApiError> {
-    let gen = parse_body::<GenerationParams>(&v)?.validate()?;
-    let (messages, logprobs) = parse_body::<ChatParams>(&v)?.validate()?;
+    v: &Value,
+    opts: LocalOpts,
+) -> Result<Started, ApiError> {
+    let gen = parse_body::<GenerationParams>(v)?.validate()?;
+    let (messages, logprobs) = parse_body::<ChatParams>(v)?.validate()?;
     // With tools, or a conversation holding calls and results, the template sees the
     // messages as OpenAI sent them (`tool_calls`, `tool_call_id`).
     let has_calls = v["messages"].as_array().is_some_and(|ms| {
@@ -66,22 +78,25 @@ pub async fn chat_completions(
     } else {
         Prompt::Chat(messages)
     };
-    run(st, client, Kind::Chat, prompt, gen, logprobs).await
+    submit(st, client, Kind::Chat, prompt, gen, logprobs, opts).await
 }
 
-pub async fn completions(
-    State(st): State<AppState>,
+/// Submits a completions request (`/v1/completions`'s body) to the local engine.
+pub(crate) async fn start_text(
+    st: AppState,
     client: Client,
-    JsonBody(v): JsonBody,
-) -> Result<Response, ApiError> {
-    let gen = parse_body::<GenerationParams>(&v)?.validate()?;
-    let (prompt, logprobs) = parse_body::<CompletionParams>(&v)?.validate()?;
-    run(st, client, Kind::Text, prompt, gen, logprobs).await
+    v: &Value,
+    opts: LocalOpts,
+) -> Result<Started, ApiError> {
+    let gen = parse_body::<GenerationParams>(v)?.validate()?;
+    let (prompt, logprobs) = parse_body::<CompletionParams>(v)?.validate()?;
+    submit(st, client, Kind::Text, prompt, gen, logprobs, opts).await
 }
 
-/// A fresh chat completion id (`chatcmpl-…`), for answers relayed from an upstream.
-pub(crate) fn new_chat_id() -> String {
-    new_id(Kind::Chat)
+/// A fresh completion id (`chatcmpl-…`, or `cmpl-…` for `/v1/completions`), for
+/// answers relayed from an upstream.
+pub(crate) fn new_upstream_id(chat: bool) -> String {
+    new_id(if chat { Kind::Chat } else { Kind::Text })
 }
 
 fn new_id(kind: Kind) -> String {
@@ -138,6 +153,9 @@ struct Ctx {
     client: String,
     /// With tools: how the model writes calls, and what was asked of it.
     tools: Option<(Family, Choice)>,
+    /// The route recorded with the request's ledger record.
+    routing: Routing,
+    capture: Option<LocalCapture>,
 }
 
 impl Ctx {
@@ -200,14 +218,15 @@ impl Ctx {
     }
 }
 
-async fn run(
+async fn submit(
     st: AppState,
     client: Client,
     kind: Kind,
     prompt: Prompt,
     gen: Generation,
     logprobs: Option<usize>,
-) -> Result<Response, ApiError> {
+    opts: LocalOpts,
+) -> Result<Started, ApiError> {
     let engine = st.engine()?;
     st.check_model(gen.model.as_deref())?;
     let n_ctx = engine.info().n_ctx;
@@ -233,7 +252,12 @@ async fn run(
         sampling: gen.sampling.clone(),
         max_tokens: gen.max_tokens,
         stop: gen.stop.clone(),
-        logprobs,
+        // The probe reads the chosen tokens' logprobs; the client gets them only if it asked.
+        logprobs: if opts.probe {
+            Some(logprobs.unwrap_or(0))
+        } else {
+            logprobs
+        },
         stop_at_eog: !gen.ignore_eos,
         constraint,
     };
@@ -262,31 +286,141 @@ async fn run(
         cost: st.cost(),
         client: client.0,
         tools,
+        routing: opts.routing,
+        capture: opts.capture,
     };
-    if gen.stream {
-        Ok(stream_response(
-            ctx,
-            handle,
-            gen.include_usage,
-            logprobs.is_some(),
-        ))
-    } else {
-        collect(ctx, handle, logprobs.is_some()).await
+    let handle = ctx
+        .cost
+        .guard(handle, &ctx.model, &ctx.client, &ctx.routing);
+    Ok(Started {
+        ctx,
+        handle,
+        stream: gen.stream,
+        include_usage: gen.include_usage,
+        want_logprobs: logprobs.is_some(),
+        early: VecDeque::new(),
+    })
+}
+
+/// A local generation submitted but not answered yet: the router's confidence
+/// probe reads its first tokens ([`Started::probe`]) before deciding to answer
+/// with it ([`Started::respond`], the same engine request going on) or to drop
+/// it ([`Started::drop_draft`]). Dropped, it cancels the request (and charges it).
+pub(crate) struct Started {
+    ctx: Ctx,
+    handle: cost::Guarded,
+    stream: bool,
+    include_usage: bool,
+    want_logprobs: bool,
+    /// Events the probe read, replayed before the engine's next ones.
+    early: VecDeque<Event>,
+}
+
+/// What the probe saw of a generation's start.
+#[derive(Debug, Default)]
+pub(crate) struct Draft {
+    /// The chosen tokens' logprobs (natural log), in order.
+    pub logprobs: Vec<f32>,
+    pub text: String,
+    /// The generation ended (or failed) within the probe.
+    pub ended: bool,
+}
+
+async fn next_event(early: &mut VecDeque<Event>, handle: &mut cost::Guarded) -> Option<Event> {
+    match early.pop_front() {
+        Some(ev) => Some(ev),
+        None => handle.events.recv().await,
+    }
+}
+
+impl Started {
+    /// Reads (and keeps, to be replayed) the events of the first `n` generated
+    /// tokens, or all of them if the generation ends sooner.
+    pub async fn probe(&mut self, n: usize) -> Draft {
+        let mut d = Draft::default();
+        while d.logprobs.len() < n {
+            let Some(ev) = self.handle.events.recv().await else {
+                d.ended = true;
+                break;
+            };
+            match &ev {
+                Event::Token { text, logprob, .. } => {
+                    d.text.push_str(text);
+                    if let Some(lp) = logprob {
+                        d.logprobs.push(lp.logprob);
+                    }
+                }
+                Event::Done { .. } | Event::Error(_) => d.ended = true,
+                Event::Started { .. } => {}
+            }
+            self.early.push_back(ev);
+            if d.ended {
+                break;
+            }
+        }
+        d
+    }
+
+    /// Sets the route recorded with the request (after the probe decided it).
+    pub fn set_routing(&mut self, r: Routing) {
+        if let Some(c) = &mut self.ctx.capture {
+            c.meta.reason = r.reason.clone().unwrap_or_default();
+            c.meta.probe_score = r.probe_score;
+        }
+        self.handle.set_routing(r.clone());
+        self.ctx.routing = r;
+    }
+
+    /// Answers with this generation: one JSON object, or SSE chunks.
+    pub async fn respond(self) -> Result<Response, ApiError> {
+        if self.stream {
+            Ok(stream_response(self))
+        } else {
+            collect(self).await
+        }
+    }
+
+    /// Cancels the generation, uncharged: returns the busy time it took, for the
+    /// record of the answer that replaces it.
+    pub async fn drop_draft(self) -> Option<Timings> {
+        let mut early = self.early;
+        let mut h = self.handle.disarm();
+        h.cancel.cancel();
+        let wait = async {
+            loop {
+                let ev = match early.pop_front() {
+                    Some(ev) => Some(ev),
+                    None => h.events.recv().await,
+                };
+                match ev {
+                    Some(Event::Done { timings, .. }) => return Some(timings),
+                    Some(Event::Error(_)) | None => return None,
+                    _ => {}
+                }
+            }
+        };
+        // The engine stops a cancelled request within a step.
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .ok()
+            .flatten()
     }
 }
 
 /// Waits for the whole generation and answers with one object. If the client
 /// goes away, axum drops this future and the handle with it (cancelling).
-async fn collect(
-    ctx: Ctx,
-    handle: RequestHandle,
-    want_logprobs: bool,
-) -> Result<Response, ApiError> {
-    let mut handle = ctx.cost.guard(handle, &ctx.model, &ctx.client);
+async fn collect(started: Started) -> Result<Response, ApiError> {
+    let Started {
+        ctx,
+        mut handle,
+        want_logprobs,
+        mut early,
+        ..
+    } = started;
     let mut text = String::new();
     let mut lps: Vec<(u32, TokenLogprob)> = Vec::new();
     let (finish, usage, timings) = loop {
-        match handle.events.recv().await {
+        match next_event(&mut early, &mut handle).await {
             Some(Event::Started { .. }) => {}
             Some(Event::Token {
                 id,
@@ -344,10 +478,17 @@ async fn collect(
             json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_str(finish)})
         }
     };
+    if let Some(c) = ctx
+        .capture
+        .as_ref()
+        .filter(|_| finish != FinishReason::Cancelled)
+    {
+        c.push(&choice["message"], &ctx.id, &ctx.model, &usage_json(&usage));
+    }
     let mut body = ctx.envelope(false, json!([choice]));
     let charged = ctx
         .cost
-        .charge(&ctx.model, &ctx.client, &usage, &timings)
+        .charge(&ctx.model, &ctx.client, &usage, &timings, &ctx.routing)
         .await;
     body["usage"] = usage_json(&usage);
     body["usage"]["owl"] = cost::usage_owl(&charged);
@@ -368,6 +509,7 @@ async fn collect(
 struct Streamer {
     ctx: Ctx,
     handle: cost::Guarded,
+    early: VecDeque<Event>,
     include_usage: bool,
     want_logprobs: bool,
     /// Bytes of text sent so far (completions' text_offset).
@@ -458,9 +600,29 @@ impl Streamer {
         "tool_calls"
     }
 
+    /// With `--capture-all`: the whole answer, as the non-streamed one's message.
+    fn capture(&self, usage: &Usage) {
+        let (Some(c), Kind::Chat) = (&self.ctx.capture, self.ctx.kind) else {
+            return;
+        };
+        let msg = match &self.ctx.tools {
+            Some((family, _)) => {
+                let parsed = owl_engine::tools::parse(*family, &self.all);
+                let calls: Vec<Value> = parsed
+                    .calls
+                    .iter()
+                    .map(|t| crate::tools::call_json(t, &crate::tools::call_id()))
+                    .collect();
+                json!({"role": "assistant", "content": parsed.content, "tool_calls": calls})
+            }
+            None => json!({"role": "assistant", "content": self.all}),
+        };
+        c.push(&msg, &self.ctx.id, &self.ctx.model, &usage_json(usage));
+    }
+
     /// Waits for the next engine event and queues the chunks it makes.
     async fn pump(&mut self) {
-        match self.handle.events.recv().await {
+        match next_event(&mut self.early, &mut self.handle).await {
             Some(Event::Started { .. }) => {}
             Some(Event::Token { text, .. })
                 if self.ctx.tools.is_some() && self.ctx.kind == Kind::Chat =>
@@ -474,6 +636,9 @@ impl Streamer {
                 self.tool_text(family, &text);
             }
             Some(Event::Token { id, text, logprob }) => {
+                if self.ctx.capture.is_some() {
+                    self.all.push_str(&text);
+                }
                 let lp = match (&logprob, self.want_logprobs) {
                     (Some(lp), true) => self.ctx.logprobs(&[(id, lp.clone())], self.sent),
                     _ => Value::Null,
@@ -493,7 +658,13 @@ impl Streamer {
                 let charged = self
                     .ctx
                     .cost
-                    .charge(&self.ctx.model, &self.ctx.client, &usage, &timings)
+                    .charge(
+                        &self.ctx.model,
+                        &self.ctx.client,
+                        &usage,
+                        &timings,
+                        &self.ctx.routing,
+                    )
                     .await;
                 let finish = match self.ctx.tools.clone() {
                     Some((family, choice)) if self.ctx.kind == Kind::Chat => {
@@ -502,6 +673,9 @@ impl Streamer {
                     }
                     _ => finish_str(finish_reason),
                 };
+                if finish_reason != FinishReason::Cancelled {
+                    self.capture(&usage);
+                }
                 let c = self.chunk(self.delta("", Value::Null, Some(finish)));
                 self.queue.push_back(c);
                 if self.include_usage {
@@ -537,16 +711,19 @@ impl Streamer {
     }
 }
 
-fn stream_response(
-    ctx: Ctx,
-    handle: RequestHandle,
-    include_usage: bool,
-    want_logprobs: bool,
-) -> Response {
-    let handle = ctx.cost.guard(handle, &ctx.model, &ctx.client);
+fn stream_response(started: Started) -> Response {
+    let Started {
+        ctx,
+        handle,
+        include_usage,
+        want_logprobs,
+        early,
+        ..
+    } = started;
     let mut s = Streamer {
         ctx,
         handle,
+        early,
         include_usage,
         want_logprobs,
         sent: 0,

@@ -5,6 +5,7 @@ smollm2-135m-instruct (the fastest; not the default), which `scripts/test` pulls
 """
 
 import http.client
+import json
 import os
 import re
 import subprocess
@@ -22,6 +23,26 @@ MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "nomic-embed-text-v1.5"
 PARALLEL = 4
 CTX = 4096
+
+
+def stream_text(url, body, path="/v1/chat/completions", headers=None, timeout=300):
+    """POSTs a streaming request and reads its SSE to `data: [DONE]`: the text
+    (chat deltas' content, or completions' text) and the response headers.
+    Fails on an error chunk or a stream that ends without [DONE]."""
+    text = ""
+    with rawhttp.stream("POST", url + path, json=body, headers=headers, timeout=timeout) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[len("data: "):]
+            if data == "[DONE]":
+                return text, r.headers
+            chunk = json.loads(data)
+            assert "error" not in chunk, chunk
+            for ch in chunk["choices"]:
+                text += ch.get("text") or (ch.get("delta") or {}).get("content") or ""
+    raise AssertionError("stream ended without [DONE]")
 
 
 class Server:

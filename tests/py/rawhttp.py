@@ -54,6 +54,7 @@ class Stream:
     def __init__(self, resp):
         self._resp = resp
         self.status_code = resp.status
+        self.headers = {k.lower(): v for k, v in resp.getheaders()}
 
     def read(self):
         return self._resp.read()

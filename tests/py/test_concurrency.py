@@ -2,14 +2,13 @@
 their solo outputs, --parallel caps active sequences, and a client that goes
 away mid-stream frees its sequence."""
 
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import rawhttp
 
-from conftest import MODEL, PARALLEL
+from conftest import MODEL, PARALLEL, stream_text
 
 N_CLIENTS = 16
 TOPICS = ["owls", "rivers", "bread", "chess", "mountains", "the moon", "bicycles", "tea",
@@ -19,19 +18,7 @@ TOPICS = ["owls", "rivers", "bread", "chess", "mountains", "the moon", "bicycles
 def stream_chat(url, topic, max_tokens=16):
     body = {"model": MODEL, "messages": [{"role": "user", "content": f"Write one sentence about {topic}."}],
             "max_tokens": max_tokens, "temperature": 0, "stream": True}
-    text = ""
-    with rawhttp.stream("POST", url + "/v1/chat/completions", json=body, timeout=300) as r:
-        assert r.status_code == 200, r.read()
-        for line in r.iter_lines():
-            if not line.startswith("data: "):
-                continue
-            data = line[len("data: "):]
-            if data == "[DONE]":
-                return text
-            chunk = json.loads(data)
-            assert "error" not in chunk, chunk
-            text += chunk["choices"][0]["delta"].get("content") or ""
-    raise AssertionError("stream ended without [DONE]")
+    return stream_text(url, body)[0]
 
 
 def test_concurrent_streams_equal_solo(server):

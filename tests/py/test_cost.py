@@ -24,6 +24,7 @@ MARKER = "quokkazebra"  # a word in every prompt: the ledger must never hold it
 RECORD_FIELDS = {
     "time", "source", "model", "client", "prompt_tokens", "cached_tokens", "completion_tokens",
     "prefill_s", "decode_s", "cost_usd", "baseline_model", "baseline_usd", "savings_usd",
+    "route", "reason",  # every server request is routed: local/default without upstreams
 }
 
 

@@ -42,9 +42,10 @@ pub(crate) async fn openai_chat(
 pub(crate) async fn openai_completions(
     st: &AppState,
     client: Client,
+    headers: HeaderMap,
     body: Value,
 ) -> Result<Response, ApiError> {
-    crate::generate::completions(State(st.clone()), client, JsonBody(body)).await
+    crate::route::completions(State(st.clone()), client, headers, JsonBody(body)).await
 }
 
 /// An error answer in OpenAI's shape (e.g. an upstream's 4xx passed through) as an [`ApiError`].

@@ -411,7 +411,7 @@ async fn answer(
     let resp = if shape.via_chat {
         openai_chat(&st, client, headers, body).await?
     } else {
-        openai_completions(&st, client, body).await?
+        openai_completions(&st, client, headers, body).await?
     };
     if !stream_it {
         let a = answer_json(resp).await?;

@@ -1,5 +1,5 @@
-//! Routing: answer a chat request locally or send it to an OpenAI-compatible
-//! upstream (`owl serve --upstream NAME=URL[,key_env=VAR][,model=MODEL]`).
+//! Routing: answer a chat or completions request locally or send it to an
+//! OpenAI-compatible upstream (`owl serve --upstream NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]`).
 //!
 //! The route is chosen per request, with a reason that `/metrics` counts
 //! (`owl_route_requests_total{route,reason}`) and the response carries
@@ -7,35 +7,45 @@
 //! - `header`: `x-owl-route: local | upstream | upstream:NAME` forces it;
 //! - `model`: the request's `model` names an upstream (its NAME or its `model=`);
 //! - `too_long`: the templated prompt has more tokens than `--route-max-local-tokens`;
+//! - `low_confidence` / `confident`: with `--route-threshold T`, the local model's
+//!   first `--route-probe-tokens` tokens score under T ([`probe`]): the draft is
+//!   dropped (a streaming client saw none of it) and the first upstream answers;
+//!   or they score T or more and the same local generation goes on as the answer;
 //! - `default`: none of these; the request is answered locally;
 //! - `upstream_error`: the upstream failed twice (connect error, timeout, 5xx),
 //!   so the request was answered locally after all.
 //!
 //! An upstream's 4xx is passed through as is. The upstream's answer is given
-//! in owl's shape (owl's id and fingerprint; a stream re-chunked as owl's SSE).
+//! in owl's shape ([`relay`]) and charged from its `usage`; every request's
+//! route, reason and probe score go into its ledger record.
 
+pub mod capture;
+pub mod probe;
+mod relay;
 pub mod upstream;
 
 use std::collections::BTreeMap;
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream;
+use owl_engine::service::Prompt;
+use owl_ledger::Routing;
 use serde_json::Value;
 
 pub use upstream::Upstream;
-use upstream::{Body, UpstreamError};
+use upstream::UpstreamError;
 
 use crate::app::{AppState, JsonBody};
 use crate::cost::Client;
 use crate::error::ApiError;
-use crate::openai::{parse_body, ChatParams};
+use crate::generate::{LocalOpts, Started};
+use crate::openai::{parse_body, ChatParams, CompletionParams};
+
+/// Default `--route-probe-tokens`.
+pub const DEFAULT_PROBE_TOKENS: usize = 16;
 
 /// `owl serve`'s routing settings and counters.
 #[derive(Debug)]
@@ -45,6 +55,14 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// Prompts with more tokens go upstream (`--route-max-local-tokens`).
     pub max_local_tokens: Option<usize>,
+    /// `--route-threshold`: with one, undecided requests are probed.
+    pub threshold: Option<f64>,
+    /// `--route-probe-tokens`.
+    pub probe_tokens: usize,
+    /// `--capture FILE`: upstream answers kept for distillation.
+    pub capture: Option<Arc<capture::Capture>>,
+    /// `--capture-all`: local answers are captured too (for evaluation).
+    pub capture_all: bool,
     counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
@@ -64,8 +82,27 @@ impl RouteConfig {
             upstreams,
             timeout,
             max_local_tokens,
+            threshold: None,
+            probe_tokens: DEFAULT_PROBE_TOKENS,
+            capture: None,
+            capture_all: false,
             counts: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Turns the confidence probe on: `threshold` in [0, 1], `tokens` at least 1.
+    pub fn with_probe(mut self, threshold: f64, tokens: usize) -> Result<Self, String> {
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(format!(
+                "--route-threshold {threshold}: must be between 0 (keep everything local) and 1 (escalate everything)"
+            ));
+        }
+        if tokens == 0 {
+            return Err("--route-probe-tokens must be at least 1".into());
+        }
+        self.threshold = Some(threshold);
+        self.probe_tokens = tokens;
+        Ok(self)
     }
 
     fn count(&self, route: &'static str, reason: &'static str) {
@@ -74,10 +111,17 @@ impl RouteConfig {
         }
     }
 
-    /// `owl_route_requests_total{route,reason}` in Prometheus text.
+    /// Keeps every complete upstream chat answer in `c` (see [`capture`]).
+    pub fn with_capture(mut self, c: capture::Capture, all: bool) -> Self {
+        self.capture = Some(Arc::new(c));
+        self.capture_all = all;
+        self
+    }
+
+    /// `owl_route_requests_total{route,reason}` (and the capture counters) in Prometheus text.
     pub fn metrics_text(&self) -> String {
         let mut out = String::from(
-            "# HELP owl_route_requests_total Chat requests by the route that answered them and why.\n# TYPE owl_route_requests_total counter\n",
+            "# HELP owl_route_requests_total Chat and completions requests by the route that answered them and why.\n# TYPE owl_route_requests_total counter\n",
         );
         if let Ok(c) = self.counts.lock() {
             for ((route, reason), n) in c.iter() {
@@ -85,6 +129,9 @@ impl RouteConfig {
                     "owl_route_requests_total{{route=\"{route}\",reason=\"{reason}\"}} {n}\n"
                 ));
             }
+        }
+        if let Some(c) = &self.capture {
+            out.push_str(&c.metrics_text());
         }
         out
     }
@@ -95,11 +142,55 @@ enum Decision {
     Upstream(usize, &'static str),
 }
 
+/// Which OpenAI endpoint a request came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Chat,
+    Text,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/chat/completions",
+            Endpoint::Text => "/completions",
+        }
+    }
+}
+
+/// The prompt's length in tokens, as the local model counts it.
+fn prompt_tokens(st: &AppState, ep: Endpoint, v: &Value) -> Result<usize, ApiError> {
+    let engine = st.engine()?;
+    let text = match ep {
+        Endpoint::Chat => {
+            let (messages, _) = parse_body::<ChatParams>(v)?.validate()?;
+            engine
+                .apply_chat_template(&messages, true)
+                .map_err(|e| ApiError::invalid("messages", e.0))?
+        }
+        Endpoint::Text => match parse_body::<CompletionParams>(v)?.validate()?.0 {
+            Prompt::Text(t) => t,
+            Prompt::Tokens(t) => return Ok(t.len()),
+            Prompt::Chat(_) => return Ok(0),
+        },
+    };
+    let param = if ep == Endpoint::Chat {
+        "messages"
+    } else {
+        "prompt"
+    };
+    Ok(engine
+        .tokenize(&text, true, true)
+        .map_err(|e| ApiError::invalid(param, e.0))?
+        .len())
+}
+
 fn decide(
     st: &AppState,
     cfg: &RouteConfig,
     headers: &HeaderMap,
     v: &Value,
+    ep: Endpoint,
 ) -> Result<Decision, ApiError> {
     if let Some(h) = headers.get("x-owl-route") {
         let h = h.to_str().unwrap_or("").trim();
@@ -148,32 +239,35 @@ fn decide(
         }
     }
     if let Some(max) = cfg.max_local_tokens {
-        let engine = st.engine()?;
-        let (messages, _) = parse_body::<ChatParams>(v)?.validate()?;
-        let text = engine
-            .apply_chat_template(&messages, true)
-            .map_err(|e| ApiError::invalid("messages", e.0))?;
-        let n = engine
-            .tokenize(&text, true, true)
-            .map_err(|e| ApiError::invalid("messages", e.0))?
-            .len();
-        if n > max {
+        if prompt_tokens(st, ep, v)? > max {
             return Ok(Decision::Upstream(0, "too_long"));
         }
     }
     Ok(Decision::Local("default"))
 }
 
-fn set_headers(resp: &mut Response, route: &str, reason: &str, upstream: Option<&str>) {
+fn set_headers(resp: &mut Response, r: &Routing) {
+    let score = r.probe_score.map(|s| format!("{s:.4}"));
     let h = resp.headers_mut();
     for (k, v) in [
-        ("x-owl-route", Some(route)),
-        ("x-owl-route-reason", Some(reason)),
-        ("x-owl-upstream", upstream),
+        ("x-owl-route", r.route.as_deref()),
+        ("x-owl-route-reason", r.reason.as_deref()),
+        ("x-owl-upstream", r.upstream.as_deref()),
+        ("x-owl-probe-score", score.as_deref()),
     ] {
         if let Some(v) = v.and_then(|v| HeaderValue::from_str(v).ok()) {
             h.insert(k, v);
         }
+    }
+}
+
+fn routing(route: &str, reason: &str, score: Option<f64>, upstream: Option<&str>) -> Routing {
+    Routing {
+        route: Some(route.into()),
+        reason: Some(reason.into()),
+        probe_score: score,
+        upstream: upstream.map(str::to_string),
+        upstream_usd: None,
     }
 }
 
@@ -184,18 +278,119 @@ pub async fn chat(
     headers: HeaderMap,
     JsonBody(v): JsonBody,
 ) -> Result<Response, ApiError> {
+    answer(st, client, headers, v, Endpoint::Chat).await
+}
+
+/// `POST /v1/completions`: the same policy as chat.
+pub async fn completions(
+    State(st): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+    JsonBody(v): JsonBody,
+) -> Result<Response, ApiError> {
+    answer(st, client, headers, v, Endpoint::Text).await
+}
+
+async fn start(
+    st: AppState,
+    client: Client,
+    v: &Value,
+    ep: Endpoint,
+    opts: LocalOpts,
+) -> Result<Started, ApiError> {
+    match ep {
+        Endpoint::Chat => crate::generate::start_chat(st, client, v, opts).await,
+        Endpoint::Text => crate::generate::start_text(st, client, v, opts).await,
+    }
+}
+
+async fn answer(
+    st: AppState,
+    client: Client,
+    headers: HeaderMap,
+    v: Value,
+    ep: Endpoint,
+) -> Result<Response, ApiError> {
     let cfg = st.route();
-    let (i, reason) = match decide(&st, &cfg, &headers, &v)? {
-        Decision::Local(reason) => return local(st, client, v, reason).await,
-        Decision::Upstream(i, reason) => (i, reason),
+    let opted_out = headers
+        .get("x-owl-capture")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.trim().eq_ignore_ascii_case("off"));
+    // --capture-all: local chat answers are captured too (meta filled in as the route is known).
+    let local_capture = match &cfg.capture {
+        Some(sink) if cfg.capture_all && ep == Endpoint::Chat && !opted_out => {
+            Some(capture::LocalCapture {
+                sink: sink.clone(),
+                request: v.clone(),
+                meta: capture::Meta {
+                    reason: String::new(),
+                    probe_score: None,
+                    local_draft: None,
+                },
+            })
+        }
+        _ => None,
+    };
+    let (i, reason, score, draft, draft_text) = match decide(&st, &cfg, &headers, &v, ep)? {
+        Decision::Upstream(i, reason) => (i, reason, None, None, None),
+        Decision::Local("default") if !cfg.upstreams.is_empty() && cfg.threshold.is_some() => {
+            let t = cfg.threshold.unwrap_or(0.0);
+            let opts = LocalOpts {
+                routing: routing("local", "confident", None, None),
+                probe: true,
+                capture: local_capture.clone(),
+            };
+            let mut started = start(st.clone(), client.clone(), &v, ep, opts).await?;
+            let draft = started.probe(cfg.probe_tokens).await;
+            let score = probe::score(&draft.logprobs);
+            if !probe::escalates(score, t) {
+                let r = routing("local", "confident", Some(score), None);
+                started.set_routing(r.clone());
+                let mut resp = started.respond().await?;
+                cfg.count("local", "confident");
+                set_headers(&mut resp, &r);
+                return Ok(resp);
+            }
+            let timings = started.drop_draft().await;
+            (0, "low_confidence", Some(score), timings, Some(draft.text))
+        }
+        Decision::Local(reason) => {
+            return local(st, client, v, ep, reason, None, local_capture).await
+        }
     };
     let up = &cfg.upstreams[i];
+    let r = routing("upstream", reason, score, Some(&up.name));
+    let cost = st.cost();
+    let price = up
+        .price
+        .as_deref()
+        .or(up.model.as_deref())
+        .and_then(|m| cost.price(m).ok().cloned());
+    let capture = match &cfg.capture {
+        Some(sink) if ep == Endpoint::Chat && !opted_out => Some(relay::CaptureJob {
+            sink: sink.clone(),
+            meta: capture::Meta {
+                reason: reason.to_string(),
+                probe_score: score,
+                local_draft: draft_text,
+            },
+        }),
+        _ => None,
+    };
     let mut last = String::new();
     for _attempt in 0..2 {
-        match forward(up, &v, cfg.timeout).await {
+        let charge = relay::Charge {
+            cost: cost.clone(),
+            client: client.0.clone(),
+            routing: r.clone(),
+            price: price.clone(),
+            draft,
+            capture: capture.clone(),
+        };
+        match relay::forward(up, ep.path(), &v, cfg.timeout, charge).await {
             Ok(mut resp) => {
                 cfg.count("upstream", reason);
-                set_headers(&mut resp, "upstream", reason, Some(&up.name));
+                set_headers(&mut resp, &r);
                 return Ok(resp);
             }
             Err(UpstreamError::Refused { status, body }) => {
@@ -203,136 +398,39 @@ pub async fn chat(
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
                 let mut resp =
                     (status, [("content-type", "application/json")], body).into_response();
-                set_headers(&mut resp, "upstream", reason, Some(&up.name));
+                set_headers(&mut resp, &r);
                 return Ok(resp);
             }
             Err(UpstreamError::Retryable(msg)) => last = msg,
         }
     }
     eprintln!("owl: {last}; answering locally");
-    local(st, client, v, "upstream_error").await
+    local(st, client, v, ep, "upstream_error", score, local_capture).await
 }
 
 async fn local(
     st: AppState,
     client: Client,
     v: Value,
+    ep: Endpoint,
     reason: &'static str,
+    score: Option<f64>,
+    capture: Option<capture::LocalCapture>,
 ) -> Result<Response, ApiError> {
     let cfg = st.route();
-    let mut resp = crate::generate::chat_completions(State(st), client, JsonBody(v)).await?;
-    cfg.count("local", reason);
-    set_headers(&mut resp, "local", reason, None);
-    Ok(resp)
-}
-
-/// Asks the upstream and wraps its answer in owl's shape.
-async fn forward(up: &Upstream, v: &Value, timeout: Duration) -> Result<Response, UpstreamError> {
-    let mut req = v.clone();
-    match &up.model {
-        Some(m) => req["model"] = Value::String(m.clone()),
-        None => {
-            if let Some(o) = req.as_object_mut() {
-                o.remove("model");
-            }
-        }
-    }
-    let streaming = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let bytes = serde_json::to_vec(&req).unwrap_or_default();
-    let mut body = upstream::post(up, "/chat/completions", &bytes, timeout).await?;
-    let id = crate::generate::new_chat_id();
-    if !streaming {
-        let raw = body.read_all().await.map_err(UpstreamError::Retryable)?;
-        let mut answer: Value = serde_json::from_slice(&raw).map_err(|e| {
-            UpstreamError::Retryable(format!(
-                "upstream {} sent a body that is not JSON: {e}",
-                up.name
-            ))
-        })?;
-        rebrand(&mut answer, &id);
-        return Ok(axum::Json(answer).into_response());
-    }
-    let relay = Relay {
-        body,
-        id,
-        buf: Vec::new(),
-        queue: VecDeque::new(),
-        done: false,
-        name: up.name.clone(),
-    };
-    let events = stream::unfold(relay, |mut r| async move {
-        loop {
-            if let Some(data) = r.queue.pop_front() {
-                return Some((Ok::<_, Infallible>(SseEvent::default().data(data)), r));
-            }
-            if r.done {
-                return None;
-            }
-            r.pump().await;
-        }
+    let r = routing("local", reason, score, None);
+    let capture = capture.map(|mut c| {
+        c.meta.reason = reason.to_string();
+        c.meta.probe_score = score;
+        c
     });
-    Ok(Sse::new(events).into_response())
-}
-
-/// Gives an upstream answer (or chunk) owl's id and fingerprint.
-fn rebrand(answer: &mut Value, id: &str) {
-    if let Some(o) = answer.as_object_mut() {
-        o.insert("id".into(), Value::String(id.to_string()));
-        o.insert(
-            "system_fingerprint".into(),
-            Value::String(concat!("owl-", env!("CARGO_PKG_VERSION")).into()),
-        );
-    }
-}
-
-/// Re-chunks an upstream SSE stream as owl's. Dropping it (the client went
-/// away) closes the upstream connection, which cancels the upstream request.
-struct Relay {
-    body: Body,
-    id: String,
-    buf: Vec<u8>,
-    queue: VecDeque<String>,
-    done: bool,
-    name: String,
-}
-
-impl Relay {
-    async fn pump(&mut self) {
-        let piece = match self.body.next().await {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                // A stream cut before [DONE] still ends as owl's streams do.
-                self.queue.push_back("[DONE]".into());
-                self.done = true;
-                return;
-            }
-            Err(e) => {
-                let err = ApiError::internal(format!("upstream {} broke off: {e}", self.name));
-                self.queue.push_back(err.body().to_string());
-                self.queue.push_back("[DONE]".into());
-                self.done = true;
-                return;
-            }
-        };
-        self.buf.extend_from_slice(&piece);
-        while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(data) = line.trim_end().strip_prefix("data:").map(str::trim) else {
-                continue;
-            };
-            if data == "[DONE]" {
-                self.queue.push_back("[DONE]".into());
-                self.done = true;
-                return;
-            }
-            match serde_json::from_str::<Value>(data) {
-                Ok(mut chunk) => {
-                    rebrand(&mut chunk, &self.id);
-                    self.queue.push_back(chunk.to_string());
-                }
-                Err(_) => self.queue.push_back(data.to_string()),
-            }
-        }
-    }
+    let opts = LocalOpts {
+        routing: r.clone(),
+        probe: false,
+        capture,
+    };
+    let mut resp = start(st, client, &v, ep, opts).await?.respond().await?;
+    cfg.count("local", reason);
+    set_headers(&mut resp, &r);
+    Ok(resp)
 }

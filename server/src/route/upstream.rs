@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// One `--upstream NAME=URL[,key_env=VAR][,model=MODEL]`.
+/// One `--upstream NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Upstream {
     pub name: String,
@@ -23,6 +23,9 @@ pub struct Upstream {
     pub key_env: Option<String>,
     /// The model to ask for (replaces the request's `model`); also routes requests naming it.
     pub model: Option<String>,
+    /// The price table's model the upstream's tokens are priced as (default: `model`,
+    /// when the table has it); an upstream reporting `usage.cost` is charged that.
+    pub price: Option<String>,
     host: String,
     port: u16,
     /// The URL's path without a trailing slash (`/v1`).
@@ -30,41 +33,58 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Parses `NAME=URL[,key_env=VAR][,model=MODEL]`.
+    /// Parses `NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]`.
     pub fn parse(spec: &str) -> Result<Upstream, String> {
-        let usage = "write --upstream NAME=URL[,key_env=VAR][,model=MODEL], e.g. big=http://127.0.0.1:8081/v1";
+        let usage = "write --upstream NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL], e.g. big=http://127.0.0.1:8081/v1";
         let (name, rest) = spec
             .split_once('=')
             .ok_or_else(|| format!("--upstream {spec:?} has no NAME=: {usage}"))?;
         let name = name.trim();
+        let mut parts = rest.split(',');
+        let url = parts.next().unwrap_or("").trim().to_string();
+        let (mut key_env, mut model, mut price) = (None, None, None);
+        for p in parts {
+            match p.split_once('=') {
+                Some(("key_env", v)) if !v.is_empty() => key_env = Some(v.to_string()),
+                Some(("model", v)) if !v.is_empty() => model = Some(v.to_string()),
+                Some(("price", v)) if !v.is_empty() => price = Some(v.to_string()),
+                _ => return Err(format!("--upstream {name}: unknown option {p:?}: {usage}")),
+            }
+        }
+        Upstream::new(name, &url, key_env, model, price).map_err(|e| format!("--{e}: {usage}"))
+    }
+
+    /// An upstream from its parts (a `--upstream` flag or an `[[upstream]]` table);
+    /// an error starts "upstream NAME: ".
+    pub fn new(
+        name: &str,
+        url: &str,
+        key_env: Option<String>,
+        model: Option<String>,
+        price: Option<String>,
+    ) -> Result<Upstream, String> {
+        let name = name.trim();
+        let url = url.trim().to_string();
+        let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        let (key_env, model, price) = (given(key_env), given(model), given(price));
         if name.is_empty()
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             return Err(format!(
-                "--upstream name {name:?} must be letters, digits, '-', '_' or '.': {usage}"
+                "upstream name {name:?} must be letters, digits, '-', '_' or '.'"
             ));
-        }
-        let mut parts = rest.split(',');
-        let url = parts.next().unwrap_or("").trim().to_string();
-        let (mut key_env, mut model) = (None, None);
-        for p in parts {
-            match p.split_once('=') {
-                Some(("key_env", v)) if !v.is_empty() => key_env = Some(v.to_string()),
-                Some(("model", v)) if !v.is_empty() => model = Some(v.to_string()),
-                _ => return Err(format!("--upstream {name}: unknown option {p:?}: {usage}")),
-            }
         }
         let after = if let Some(a) = url.strip_prefix("http://") {
             a
         } else if url.starts_with("https://") {
             return Err(format!(
-                "--upstream {name}: https upstreams are not supported yet; put a local TLS proxy in front and give its http:// URL"
+                "upstream {name}: https upstreams are not supported yet; put a local TLS proxy in front and give its http:// URL"
             ));
         } else {
             return Err(format!(
-                "--upstream {name}: URL {url:?} must start with http://: {usage}"
+                "upstream {name}: URL {url:?} must start with http://"
             ));
         };
         let (authority, path) = match after.find('/') {
@@ -75,7 +95,7 @@ impl Upstream {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
                 let port = p
                     .parse::<u16>()
-                    .map_err(|_| format!("--upstream {name}: bad port {p:?} in {url:?}"))?;
+                    .map_err(|_| format!("upstream {name}: bad port {p:?} in {url:?}"))?;
                 (
                     h.trim_start_matches('[').trim_end_matches(']').to_string(),
                     port,
@@ -84,15 +104,14 @@ impl Upstream {
             _ => (authority.to_string(), 80),
         };
         if host.is_empty() {
-            return Err(format!(
-                "--upstream {name}: URL {url:?} has no host: {usage}"
-            ));
+            return Err(format!("upstream {name}: URL {url:?} has no host"));
         }
         Ok(Upstream {
             name: name.to_string(),
             url: url.clone(),
             key_env,
             model,
+            price,
             host,
             port,
             prefix: path.trim_end_matches('/').to_string(),
