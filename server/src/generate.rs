@@ -622,17 +622,14 @@ impl Streamer {
 
     /// Waits for the next engine event and queues the chunks it makes.
     async fn pump(&mut self) {
+        // A chat request with tools parses its text for calls; everything else streams as is.
+        let tool_family = match self.ctx.kind {
+            Kind::Chat => self.ctx.tools.as_ref().map(|t| t.0),
+            _ => None,
+        };
         match next_event(&mut self.early, &mut self.handle).await {
             Some(Event::Started { .. }) => {}
-            Some(Event::Token { text, .. })
-                if self.ctx.tools.is_some() && self.ctx.kind == Kind::Chat =>
-            {
-                let family = self
-                    .ctx
-                    .tools
-                    .as_ref()
-                    .map(|t| t.0)
-                    .unwrap_or(Family::Generic);
+            Some(Event::Token { text, .. }) if let Some(family) = tool_family => {
                 self.tool_text(family, &text);
             }
             Some(Event::Token { id, text, logprob }) => {
