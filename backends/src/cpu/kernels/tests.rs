@@ -400,7 +400,7 @@ fn packed_tile_equals_single_dots_for_any_batch() {
             let aty = ty.vec_dot_type();
             for n in [256, 768] {
                 let (wr, ar) = (ty.row_bytes(n).unwrap(), aty.row_bytes(n).unwrap());
-                for nw in [1, 7, 8, 13, 27] {
+                for nw in [1, 7, 8, 13, 20, 27] {
                     let w: Vec<u8> = (0..nw).flat_map(|_| random_weights(ty, n, &mut rng)).collect();
                     let p = pack(ty, &w, nw, n).expect("packs");
                     for na in [1, 2, 3, 4, 5, 7, 9] {
