@@ -33,7 +33,10 @@ unsafe fn join32(a: *const u8, b: *const u8) -> __m512i {
 }
 
 /// Groups `x0` (lanes 0..8) and `x1` (lanes 8..16) against R activation rows.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
+/// dpbusd sums a sub-block's 32 products per lane in i32, then one multiply by
+/// the row's scale: the same exact integers the 256-bit kernel forms with
+/// maddubs and madd.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 unsafe fn gemm_q4_kx16<const R: usize>(
     x0: &[BlockQ4Kx8],
     x1: &[BlockQ4Kx8],
@@ -73,21 +76,22 @@ unsafe fn gemm_q4_kx16<const R: usize>(
                     let yb = y[r].get_unchecked(i).qs.as_ptr().add(64 * j + 4 * c);
                     let ylo = _mm512_set1_epi32((yb as *const i32).read_unaligned());
                     let yhi = _mm512_set1_epi32((yb.add(32) as *const i32).read_unaligned());
-                    // 16 products of at most 15 * 127 per i16 lane: no overflow.
-                    slo[r] = _mm512_add_epi16(slo[r], _mm512_maddubs_epi16(lo, ylo));
-                    shi[r] = _mm512_add_epi16(shi[r], _mm512_maddubs_epi16(hi, yhi));
+                    // Exact i32 sums of a sub-block's 32 products per lane.
+                    slo[r] = _mm512_dpbusd_epi32(slo[r], lo, ylo);
+                    shi[r] = _mm512_dpbusd_epi32(shi[r], hi, yhi);
                 }
             }
             let ext = |p0: &[u8; 16], p1: &[u8; 16]| {
                 _mm512_cvtepu8_epi16(join16(p0.as_ptr(), p1.as_ptr()))
             };
-            let sc_lo = ext(&a0.scales[2 * j], &a1.scales[2 * j]);
-            let sc_hi = ext(&a0.scales[2 * j + 1], &a1.scales[2 * j + 1]);
+            // Each row's scale pair (sc, sc) as one i32 sc.
+            let sc_lo = _mm512_srli_epi32::<16>(ext(&a0.scales[2 * j], &a1.scales[2 * j]));
+            let sc_hi = _mm512_srli_epi32::<16>(ext(&a0.scales[2 * j + 1], &a1.scales[2 * j + 1]));
             let mn = ext(&a0.mins[j], &a1.mins[j]);
             for r in 0..R {
                 let p = _mm512_add_epi32(
-                    _mm512_madd_epi16(slo[r], sc_lo),
-                    _mm512_madd_epi16(shi[r], sc_hi),
+                    _mm512_mullo_epi32(slo[r], sc_lo),
+                    _mm512_mullo_epi32(shi[r], sc_hi),
                 );
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sd[r], acc[r]);
                 let s = _mm512_set1_epi32(*sp[r].get_unchecked(4 * i + j));
