@@ -403,7 +403,7 @@ fn packed_tile_equals_single_dots_for_any_batch() {
                 for nw in [1, 7, 8, 13, 20, 27] {
                     let w: Vec<u8> = (0..nw).flat_map(|_| random_weights(ty, n, &mut rng)).collect();
                     let p = pack(ty, &w, nw, n).expect("packs");
-                    for na in [1, 2, 3, 4, 5, 7, 9] {
+                    for na in [1, 2, 3, 4, 5, 7, 8, 9, 17] {
                         let mut a = vec![0u8; ar * na];
                         for q in a.chunks_exact_mut(ar) {
                             let x: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 2.0)).collect();
