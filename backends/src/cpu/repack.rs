@@ -61,7 +61,7 @@ impl Packed {
 /// or `None` for a type without a packed layout. Runs in the current rayon pool.
 pub fn pack(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Option<Packed> {
     use rayon::prelude::*;
-    if ty != GgmlType::Q4_K || cols % QK_K != 0 || rows == 0 {
+    if ty != GgmlType::Q4_K || !cols.is_multiple_of(QK_K) || rows == 0 {
         return None;
     }
     let nb = cols / QK_K;
@@ -95,9 +95,9 @@ fn pack_q4_k(x: [&BlockQ4K; GROUP], o: &mut BlockQ4Kx8) {
         o.d[w] = u16::from_le_bytes(b.d);
         o.dmin[w] = u16::from_le_bytes(b.dmin);
         let (sc, mn) = unpack_scales_mins_k4(&b.scales);
-        for k in 0..8 {
-            o.scales[k][2 * w] = sc[k];
-            o.scales[k][2 * w + 1] = sc[k];
+        for (dst, &s) in o.scales.iter_mut().zip(&sc) {
+            dst[2 * w] = s;
+            dst[2 * w + 1] = s;
         }
         for j in 0..4 {
             o.mins[j][2 * w] = mn[2 * j];

@@ -306,6 +306,7 @@ impl Kernels {
     ///
     /// # Safety
     /// As `dot_tile`.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn packed_tile(&self, p: &Packed, g0: usize, nrows: usize, a: &[u8], n: usize, out: *mut f32, ostride: usize) {
         let Some(ar) = p.ty.vec_dot_type().row_bytes(n) else { return };
         let g1 = g0 + nrows.div_ceil(crate::cpu::repack::GROUP);
