@@ -296,3 +296,51 @@ conformance!(cpu, owl_backends::open("cpu", Some(2)).unwrap());
 // No adapter is a failure, not a skip: scripts/test installs lavapipe so this runs everywhere.
 #[cfg(feature = "wgpu")]
 conformance!(wgpu, owl_backends::open("wgpu", None).unwrap_or_else(|e| panic!("the wgpu conformance tests need an adapter: {e}")));
+
+/// The CPU backend repacks K-quant weights at their first matmul (where its
+/// kernel table has a packed tile): every output row equals the same row run
+/// alone (decode) bit for bit, and stays within the dot budget of the
+/// dequantized reference. 13 rows leave a partial packed group; 150 rows make
+/// the matmul split a weight into tasks that start mid-weight.
+#[test]
+fn cpu_kquant_rows_do_not_depend_on_the_batch() {
+    let mut be = owl_backends::open("cpu", Some(2)).unwrap();
+    let be = &mut *be;
+    for (m, k) in [(13, 256), (150, 512)] {
+        // owl-quant does not write Q4_K: random blocks with small finite scales.
+        let mut bytes = vec![0u8; GgmlType::Q4_K.row_bytes(k).unwrap() * m];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for (i, b) in bytes.iter_mut().enumerate() {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *b = (state >> 33) as u8;
+            if i % 144 < 4 {
+                // d, dmin: f16 in [2^-10, 2^-6).
+                *b = if i % 2 == 0 { *b } else { 0x14 | (*b & 0x07) };
+            }
+        }
+        let mut wd = vec![0f32; m * k];
+        owl_quant::dequantize(GgmlType::Q4_K, &bytes, &mut wd).unwrap();
+        let len = bytes.len();
+        let w = WeightData::new("w", GgmlType::Q4_K, m, k, Arc::new(bytes), 0, len).unwrap();
+        let wt = be.upload_weight(w).unwrap();
+        let n = 9;
+        let x = rand_vec(n * k, 8);
+        let xt = upload_f32(be, n, k, &x);
+        let out = be.alloc(n, m).unwrap();
+        be.matmul(&xt, &wt, &out).unwrap();
+        let all = read(be, &out);
+        let want: Vec<f32> = (0..n * m).map(|i| (0..k).map(|j| x[(i / m) * k + j] * wd[(i % m) * k + j]).sum()).collect();
+        let err = max_err(&all, &want) / k as f32;
+        assert!(want.iter().any(|v| v.abs() > 1.0), "Q4_K {m}x{k}: a reference of near zeros checks nothing");
+        assert!(err < 0.02, "Q4_K {m}x{k}: matmul error {err} per element");
+        for i in 0..n {
+            let xi = upload_f32(be, 1, k, &x[i * k..][..k]);
+            let oi = be.alloc(1, m).unwrap();
+            be.matmul(&xi, &wt, &oi).unwrap();
+            let solo = read(be, &oi);
+            for (j, (s, b)) in solo.iter().zip(&all[i * m..][..m]).enumerate() {
+                assert_eq!(s.to_bits(), b.to_bits(), "Q4_K {m}x{k} row {i} col {j}: solo {s} vs batched {b}");
+            }
+        }
+    }
+}

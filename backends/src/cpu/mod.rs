@@ -4,8 +4,9 @@
 mod expf;
 pub mod kernels;
 mod ops;
+pub mod repack;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use half::f16;
 use rayon::ThreadPool;
@@ -15,7 +16,9 @@ use crate::{shape_err, AttnBatch, AttnParams, Backend, BackendError, Result, Rop
 enum Slot {
     F32(Vec<f32>),
     F16(Vec<f16>),
-    Weight(WeightData),
+    /// A weight and, once a matmul first reads it, its packed copy (`None`
+    /// where the kernel table has no packed tile for its type).
+    Weight(WeightData, OnceLock<Option<repack::Packed>>),
     Free,
 }
 
@@ -60,7 +63,29 @@ impl CpuBackend {
 
     fn weight(&self, t: &Tensor) -> Result<&WeightData> {
         match self.slots.get(t.id as usize) {
-            Some(Slot::Weight(w)) => Ok(w),
+            Some(Slot::Weight(w, _)) => Ok(w),
+            _ => Err(BackendError::Invalid { op: "tensor", detail: format!("tensor {} is not a weight", t.id) }),
+        }
+    }
+
+    /// A weight as the matmul reads it: packed on first use where the kernel
+    /// table has a packed tile for its type (the map's pages of it are then
+    /// released: only the packed copy is read from here on).
+    fn mat_weight(&self, t: &Tensor) -> Result<ops::MatW<'_>> {
+        match self.slots.get(t.id as usize) {
+            Some(Slot::Weight(w, packed)) => {
+                let packed = packed.get_or_init(|| {
+                    if !kernels::kernels().packs(w.ty) {
+                        return None;
+                    }
+                    let p = self.pool.install(|| repack::pack(w.ty, w.bytes(), w.rows, w.cols));
+                    if p.is_some() {
+                        repack::release(w.bytes());
+                    }
+                    p
+                });
+                Ok(ops::MatW { w, packed: packed.as_ref() })
+            }
             _ => Err(BackendError::Invalid { op: "tensor", detail: format!("tensor {} is not a weight", t.id) }),
         }
     }
@@ -129,7 +154,7 @@ impl Backend for CpuBackend {
 
     fn upload_weight(&mut self, w: WeightData) -> Result<Tensor> {
         let (rows, cols, ty) = (w.rows, w.cols, w.ty);
-        let id = self.push(Slot::Weight(w));
+        let id = self.push(Slot::Weight(w, OnceLock::new()));
         Ok(Tensor { id, rows, cols, kind: TensorKind::Weight(ty) })
     }
 
@@ -203,7 +228,7 @@ impl Backend for CpuBackend {
         let mut qbuf = std::mem::take(&mut self.qbuf);
         let r = self.with_out(out, |s, o| {
             let xw = s.f32(x)?;
-            let ww = s.weight(w)?;
+            let ww = s.mat_weight(w)?;
             s.pool.install(|| ops::matmul(xw, x.rows, ww, o, &mut qbuf))
         });
         self.qbuf = qbuf;
@@ -242,7 +267,7 @@ impl Backend for CpuBackend {
         let mut qbuf = std::mem::take(&mut self.qbuf);
         let r = (|| {
             let xw = self.f32(x)?;
-            let ws = pairs.iter().map(|(w, _)| self.weight(w)).collect::<Result<Vec<_>>>()?;
+            let ws = pairs.iter().map(|(w, _)| self.mat_weight(w)).collect::<Result<Vec<_>>>()?;
             let mut os: Vec<&mut [f32]> = outs.iter_mut().zip(pairs).map(|(v, (_, o))| &mut v[..o.rows * o.cols]).collect();
             self.pool.install(|| ops::matmul_many(xw, x.rows, &ws, &mut os, &mut qbuf))
         })();

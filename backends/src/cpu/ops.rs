@@ -42,16 +42,24 @@ pub fn embed(w: &WeightData, tokens: &[u32], scale: f32, out: &mut [f32]) -> Res
     Ok(())
 }
 
+/// A weight as a matmul reads it: its mapped bytes, or its packed copy where
+/// there is one (then only that is read).
+#[derive(Clone, Copy)]
+pub struct MatW<'a> {
+    pub w: &'a WeightData,
+    pub packed: Option<&'a super::repack::Packed>,
+}
+
 /// out [n, m] = x [n, k] · wᵀ, w [m, k] in its GGML type.
-pub fn matmul(x: &[f32], n: usize, w: &WeightData, out: &mut [f32], qbuf: &mut Vec<u8>) -> Result<()> {
+pub fn matmul(x: &[f32], n: usize, w: MatW<'_>, out: &mut [f32], qbuf: &mut Vec<u8>) -> Result<()> {
     matmul_many(x, n, &[w], &mut [out], qbuf)
 }
 
 /// Several weights against the same x (all with x's width and one activation
 /// type): activations quantized once, every weight's row runs in one parallel
 /// region. out[i] [n, m_i] = x · w_iᵀ.
-pub fn matmul_many(x: &[f32], n: usize, ws: &[&WeightData], outs: &mut [&mut [f32]], qbuf: &mut Vec<u8>) -> Result<()> {
-    let Some(w0) = ws.first() else { return Ok(()) };
+pub fn matmul_many(x: &[f32], n: usize, ws: &[MatW<'_>], outs: &mut [&mut [f32]], qbuf: &mut Vec<u8>) -> Result<()> {
+    let Some(w0) = ws.first().map(|m| m.w) else { return Ok(()) };
     let k = w0.cols;
     let kern = super::kernels::kernels();
     let vdt = w0.ty.vec_dot_type();
@@ -74,23 +82,32 @@ pub fn matmul_many(x: &[f32], n: usize, ws: &[&WeightData], outs: &mut [&mut [f3
     const ROW_BLOCK: usize = 64;
     let mut tasks: Vec<(usize, usize, usize, usize)> = Vec::new();
     for r0 in (0..n).step_by(ROW_BLOCK) {
-        for (wi, w) in ws.iter().enumerate() {
-            let m = w.rows;
+        for (wi, mw) in ws.iter().enumerate() {
+            let m = mw.w.rows;
             // Prefill: 64 weight rows (32 pairs for the 512-bit tiles) per pass over a
             // row block: the activation set-up of the tiles is paid once per 64 rows
             // (32 -> 64 gave Gemma 3 pp512 ~420 -> ~450 t/s here; 128 was slower).
             let chunk = if n == 1 { 16.max(m / (rayon::current_num_threads() * 64).max(1)).min(256) } else { 64 };
+            // Packed weights run whole groups of eight rows.
+            let chunk = if mw.packed.is_some() { chunk.next_multiple_of(super::repack::GROUP) } else { chunk };
             tasks.extend((0..m.div_ceil(chunk)).map(|c| (wi, c * chunk, ((c + 1) * chunk).min(m), r0)));
         }
     }
     let optrs: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
     tasks.into_par_iter().for_each(|(wi, j0, j1, r0)| {
-        let w = ws[wi];
+        let (w, packed) = (ws[wi].w, ws[wi].packed);
         let w_row = w.row_bytes();
         let r1 = (r0 + ROW_BLOCK).min(n);
+        let (a, o) = (&qa[r0 * a_row..r1 * a_row], optrs[wi].0.wrapping_add(r0 * w.rows + j0));
         // SAFETY: this task writes out_wi[r*m + j] for r in r0..r1, j in j0..j1
-        // only, all inside that output's n*m elements; tasks own disjoint blocks.
-        unsafe { kern.dot_tile(w.ty, &w.bytes()[j0 * w_row..j1 * w_row], &qa[r0 * a_row..r1 * a_row], k, optrs[wi].0.add(r0 * w.rows + j0), w.rows) };
+        // only, all inside that output's n*m elements; tasks own disjoint blocks
+        // (packed chunks are multiples of the group, so j0 starts a group).
+        unsafe {
+            match packed {
+                Some(p) => kern.packed_tile(p, j0 / super::repack::GROUP, j1 - j0, a, k, o, w.rows),
+                None => kern.dot_tile(w.ty, &w.bytes()[j0 * w_row..j1 * w_row], a, k, o, w.rows),
+            }
+        }
     });
     Ok(())
 }

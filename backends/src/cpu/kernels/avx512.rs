@@ -24,6 +24,7 @@ mod evex {
     x86_int8_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
 
     mod zmm;
+    mod zmm_packed;
 
     pub(in crate::cpu::kernels) fn table() -> Option<Kernels> {
         let ok = is_x86_feature_detected!("avx2")
@@ -36,6 +37,7 @@ mod evex {
         ok.then(|| {
             let mut k = build("avx512vnni");
             zmm::install(&mut k);
+            zmm_packed::install(&mut k);
             k
         })
     }

@@ -31,6 +31,8 @@ use std::sync::OnceLock;
 
 use owl_quant::GgmlType;
 
+use crate::cpu::repack::Packed;
+
 /// Dot of a weight row with an activation row of `n` elements. Callers have
 /// checked both byte lengths against `n`.
 pub(crate) type DotFn = fn(w: &[u8], a: &[u8], n: usize) -> f32;
@@ -43,6 +45,14 @@ pub(crate) type QuantFn = fn(x: &[f32], out: &mut [u8]);
 /// element inside its own allocation (tasks write disjoint columns of one matrix).
 pub(crate) type TileFn = unsafe fn(w: &[u8], wr: usize, a: &[u8], ar: usize, out: *mut f32, ostride: usize);
 
+/// Matmul tile over repacked weights (`crate::cpu::repack`): `p` holds whole
+/// groups of eight rows (`nb` blocks each) covering `nrows` weight rows, `a`
+/// activation rows of `ar` bytes; writes out[i * ostride + j], j < nrows.
+///
+/// Unsafe for the same reason as `TileFn`.
+pub(crate) type PackedFn =
+    unsafe fn(p: &[u8], nb: usize, nrows: usize, a: &[u8], ar: usize, out: *mut f32, ostride: usize);
+
 const N_IDS: usize = 31;
 
 /// A kernel table for one instruction set.
@@ -52,6 +62,7 @@ pub struct Kernels {
     dots: [Option<DotFn>; N_IDS],
     quants: [Option<QuantFn>; N_IDS],
     tiles: [Option<TileFn>; N_IDS],
+    packed: [Option<PackedFn>; N_IDS],
 }
 
 impl Kernels {
@@ -61,6 +72,7 @@ impl Kernels {
             dots: [None; N_IDS],
             quants: [None; N_IDS],
             tiles: [None; N_IDS],
+            packed: [None; N_IDS],
         }
     }
 
@@ -70,6 +82,10 @@ impl Kernels {
 
     pub(crate) fn set_tile(&mut self, ty: GgmlType, f: TileFn) {
         self.tiles[ty.id() as usize] = Some(f);
+    }
+
+    pub(crate) fn set_packed(&mut self, ty: GgmlType, f: PackedFn) {
+        self.packed[ty.id() as usize] = Some(f);
     }
 
     pub(crate) fn set_quant(&mut self, ty: GgmlType, f: QuantFn) {
@@ -269,6 +285,41 @@ impl Kernels {
                 unsafe { *out.add(i * ostride + j) = self.vec_dot(ty, wrow, arow, n) };
             }
         }
+    }
+
+    /// Whether weights of `ty` are repacked for this table (`OWL_NO_REPACK`, any
+    /// value, keeps the mapped layout, for A/B timing).
+    pub fn packs(&self, ty: GgmlType) -> bool {
+        static OFF: OnceLock<bool> = OnceLock::new();
+        self.has_packed(ty) && !*OFF.get_or_init(|| std::env::var_os("OWL_NO_REPACK").is_some())
+    }
+
+    /// Whether this table has a tile over repacked `ty` weights.
+    pub fn has_packed(&self, ty: GgmlType) -> bool {
+        self.packed[ty.id() as usize].is_some()
+    }
+
+    /// `dot_tile` over a packed weight: rows `8 * g0 .. 8 * g0 + nrows` of `p`
+    /// against every activation row in `a`, written to out[i * ostride + j] for
+    /// activation row i and weight row j (counted from `8 * g0`). Each element
+    /// equals `vec_dot` of its mapped row bit for bit.
+    ///
+    /// # Safety
+    /// As `dot_tile`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn packed_tile(&self, p: &Packed, g0: usize, nrows: usize, a: &[u8], n: usize, out: *mut f32, ostride: usize) {
+        let Some(ar) = p.ty.vec_dot_type().row_bytes(n) else { return };
+        let g1 = g0 + nrows.div_ceil(crate::cpu::repack::GROUP);
+        if ar == 0 || !a.len().is_multiple_of(ar) || p.cols != n || 8 * g0 + nrows > p.rows {
+            debug_assert!(false, "packed_tile {}: bad lengths", p.ty.name());
+            return;
+        }
+        let Some(f) = self.packed[p.ty.id() as usize] else {
+            debug_assert!(false, "packed_tile {}: no packed kernel", p.ty.name());
+            return;
+        };
+        // SAFETY: lengths checked above; `out` is the caller's promise.
+        unsafe { f(p.groups(g0, g1), p.nb, nrows, a, ar, out, ostride) }
     }
 
     /// Quantizes an f32 activation row into `ty` (Q8_0, Q8_1, Q8_K, F16, BF16 or

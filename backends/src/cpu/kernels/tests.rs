@@ -4,6 +4,7 @@
 use owl_quant::*;
 
 use super::Kernels;
+use crate::cpu::repack::{pack, GROUP};
 
 /// test-quantize-fns.cpp MAX_QUANTIZATION_REFERENCE_ERROR (|fast - ref| / n).
 const MAX_REF_ERROR: f32 = 0.0001;
@@ -272,14 +273,24 @@ fn dots_match_the_scalar_reference_on_every_path() {
                     let mut a = vec![0u8; aty.row_bytes(n).unwrap()];
                     quantize(aty, &x, &mut a).unwrap();
                     let want = vec_dot_ref(ty, &w, &a, n).unwrap();
-                    let got = k.vec_dot(ty, &w, &a, n);
-                    let err = (got - want).abs() / n as f32;
-                    assert!(
-                        err < MAX_REF_ERROR && err <= 1e-5 * want.abs().max(1.0),
-                        "{} {ty} n={n}: fast {got} vs reference {want}",
-                        k.name
-                    );
-                    max_err = max_err.max(err);
+                    let mut got = vec![k.vec_dot(ty, &w, &a, n)];
+                    if k.has_packed(ty) {
+                        // The repacked layout's tile, one row, as decode runs it.
+                        let p = pack(ty, &w, 1, n).expect("packs");
+                        let mut o = [f32::NAN];
+                        // SAFETY: one activation row, one weight row, one element.
+                        unsafe { k.packed_tile(&p, 0, 1, &a, n, o.as_mut_ptr(), 1) };
+                        got.push(o[0]);
+                    }
+                    for got in got {
+                        let err = (got - want).abs() / n as f32;
+                        assert!(
+                            err < MAX_REF_ERROR && err <= 1e-5 * want.abs().max(1.0),
+                            "{} {ty} n={n}: fast {got} vs reference {want}",
+                            k.name
+                        );
+                        max_err = max_err.max(err);
+                    }
                 }
             }
             worst.push(format!("{} {ty}: max |fast-ref|/n {max_err:.1e}", k.name));
@@ -370,4 +381,71 @@ fn dot_tile_equals_single_dots_for_any_batch() {
             }
         }
     }
+}
+
+/// The tiles over repacked weights on every path that has them: each element
+/// bit-equal to the one-row dot of the same table on the mapped bytes, whatever
+/// the number of activation rows, the number of weight rows (odd, a partial
+/// last group) or the group a call starts at (tasks start mid-weight).
+#[test]
+fn packed_tile_equals_single_dots_for_any_batch() {
+    let mut rng = Rng(0x9ac4);
+    let mut covered = Vec::new();
+    for k in Kernels::available() {
+        for ty in DOT_TYPES {
+            if !k.has_packed(ty) {
+                continue;
+            }
+            covered.push(format!("{} {ty}", k.name));
+            let aty = ty.vec_dot_type();
+            for n in [256, 768] {
+                let (wr, ar) = (ty.row_bytes(n).unwrap(), aty.row_bytes(n).unwrap());
+                for nw in [1, 7, 8, 13, 20, 27] {
+                    let w: Vec<u8> = (0..nw).flat_map(|_| random_weights(ty, n, &mut rng)).collect();
+                    let p = pack(ty, &w, nw, n).expect("packs");
+                    for na in [1, 2, 3, 4, 5, 7, 8, 9, 17] {
+                        let mut a = vec![0u8; ar * na];
+                        for q in a.chunks_exact_mut(ar) {
+                            let x: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 2.0)).collect();
+                            k.quantize_act(aty, &x, q);
+                        }
+                        // The whole weight, then from its second group on.
+                        for g0 in [0, 1] {
+                            let j0 = g0 * GROUP;
+                            if j0 >= nw {
+                                continue;
+                            }
+                            let ostride = nw + 3;
+                            let mut out = vec![f32::NAN; na * ostride];
+                            // SAFETY: out holds na rows of ostride >= nw - j0 elements.
+                            unsafe { k.packed_tile(&p, g0, nw - j0, &a, n, out.as_mut_ptr(), ostride) };
+                            for i in 0..na {
+                                for j in 0..ostride {
+                                    let got = out[i * ostride + j];
+                                    if j0 + j >= nw {
+                                        assert!(got.is_nan(), "{} {ty}: wrote past the rows at ({i},{j})", k.name);
+                                        continue;
+                                    }
+                                    let want = k.vec_dot(ty, &w[(j0 + j) * wr..][..wr], &a[i * ar..][..ar], n);
+                                    assert_eq!(
+                                        got.to_bits(),
+                                        want.to_bits(),
+                                        "{} {ty} n={n} nw={nw} na={na} g0={g0} ({i},{j}): {got} vs {want}",
+                                        k.name
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        for name in Kernels::available().iter().map(|k| k.name).filter(|&n| n != "scalar") {
+            assert!(covered.contains(&format!("{name} Q4_K")), "{name}: no packed Q4_K tile ({covered:?})");
+        }
+    }
+    eprintln!("packed tiles checked: {}", covered.join(", "));
 }

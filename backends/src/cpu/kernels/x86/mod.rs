@@ -33,6 +33,8 @@ mod rows;
 mod drive;
 #[macro_use]
 mod quantize;
+#[macro_use]
+mod packed;
 
 macro_rules! x86_int8_kernels {
     ($feat:literal) => {
@@ -51,6 +53,7 @@ macro_rules! x86_int8_kernels {
         x86_rows!($feat);
         x86_drive!($feat);
         x86_quantize!($feat);
+        x86_packed!($feat);
 
         /// Safe entry points for the table: only reachable through `table`, which
         /// is built after the CPU was checked for `$feat`.
@@ -114,6 +117,7 @@ macro_rules! x86_int8_kernels {
             k.set_tile(GgmlType::IQ4_XS, t_iq4_xs);
             k.set_tile(GgmlType::Q4_K, t_q4_k);
             k.set_tile(GgmlType::Q6_K, t_q6_k);
+            k.set_packed(GgmlType::Q4_K, p_q4_k);
             k.set_quant(GgmlType::Q8_0, q_q8_0);
             k.set_quant(GgmlType::Q8_1, q_q8_1);
             k.set_quant(GgmlType::Q8_K, q_q8_k);
