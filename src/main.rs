@@ -11,6 +11,7 @@ mod charge;
 mod cost;
 mod cost_report;
 mod embed;
+mod perplexity;
 mod quantize;
 mod run;
 mod synth;
@@ -96,6 +97,8 @@ enum Command {
     Cost(cost::CostArgs),
     /// Rewrite a GGUF model in another type as llama-quantize does (`owl quantize in.gguf out.gguf Q4_K_M`).
     Quantize(quantize::QuantizeArgs),
+    /// Perplexity of a model on a text, as llama-perplexity measures it (`owl perplexity -m MODEL -f TEXT`).
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 #[derive(clap::Args)]
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => embed::cmd_embed(a),
         Command::Cost(a) => cost::cmd_cost(a, &registry::cache_dir()),
         Command::Quantize(a) => quantize::cmd_quantize(a),
+        Command::Perplexity(a) => perplexity::cmd_perplexity(a),
     };
     match result {
         Ok(code) => code,
