@@ -11,6 +11,7 @@ mod charge;
 mod cost;
 mod cost_report;
 mod embed;
+mod kld;
 mod perplexity;
 mod quantize;
 mod run;

@@ -10,9 +10,11 @@ use anyhow::{bail, Context, Result};
 use owl_engine::gguf::Gguf;
 use owl_engine::models::transformer::Config;
 use owl_engine::models::Model;
-use owl_engine::perplexity::{self, PplOptions};
+use owl_engine::perplexity::kld::BaseWriter;
+use owl_engine::perplexity::{self, PplAccumulator, PplOptions};
 use owl_engine::registry;
 use owl_engine::tokenizer::Tokenizer;
+use owl_engine::EngineError;
 
 #[derive(clap::Args, Debug)]
 pub struct PerplexityArgs {
@@ -20,8 +22,9 @@ pub struct PerplexityArgs {
     #[arg(long, short)]
     pub model: String,
     /// The text to measure on (UTF-8; one trailing newline is dropped, as llama.cpp's -f does).
-    #[arg(long, short = 'f')]
-    pub file: PathBuf,
+    /// Not needed with --kl-divergence: the base file holds the tokens.
+    #[arg(long, short = 'f', required_unless_present = "kl_divergence")]
+    pub file: Option<PathBuf>,
     /// Tokens per chunk; the second half of each chunk is scored.
     #[arg(long, short = 'c', default_value_t = 512)]
     pub ctx: usize,
@@ -37,13 +40,25 @@ pub struct PerplexityArgs {
     /// Compute device: cpu, wgpu or wgpu:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Save the model's log-probabilities of every scored token to FILE (llama-perplexity's
+    /// format); with --kl-divergence, the file to compare against.
+    #[arg(long, value_name = "FILE")]
+    pub kl_divergence_base: Option<PathBuf>,
+    /// Compare this model against the --kl-divergence-base file of another quant of it:
+    /// KL divergence, Δp and top-token agreement, as llama-perplexity reports them.
+    #[arg(long, requires = "kl_divergence_base")]
+    pub kl_divergence: bool,
 }
 
 pub fn cmd_perplexity(a: PerplexityArgs) -> Result<ExitCode> {
-    let bytes = std::fs::read(&a.file)
-        .with_context(|| format!("cannot read the text {}", a.file.display()))?;
+    if a.kl_divergence {
+        return crate::kld::cmd_kl_divergence(a);
+    }
+    let file = a.file.as_deref().context("give the text with -f FILE")?;
+    let bytes =
+        std::fs::read(file).with_context(|| format!("cannot read the text {}", file.display()))?;
     let Ok(mut text) = String::from_utf8(bytes) else {
-        bail!("{} is not UTF-8 text", a.file.display());
+        bail!("{} is not UTF-8 text", file.display());
     };
     if text.ends_with('\n') {
         text.pop();
@@ -74,12 +89,52 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<ExitCode> {
         model.backend_name()
     );
     let bos = if tok.add_bos() { tok.bos() } else { None };
+    let mut base = match &a.kl_divergence_base {
+        Some(p) => {
+            let f = std::fs::File::create(p)
+                .with_context(|| format!("cannot create {}", p.display()))?;
+            let w = BaseWriter::new(
+                std::io::BufWriter::new(f),
+                opts.n_ctx,
+                cfg.n_vocab,
+                n_chunk,
+                &tokens,
+            );
+            Some(w.with_context(|| format!("cannot write {}", p.display()))?)
+        }
+        None => None,
+    };
+    let (n_vocab, pool) = (cfg.n_vocab, model.thread_pool());
     let mut out = std::io::stdout().lock();
-    let r = perplexity::perplexity(&mut model, &tokens, bos, &opts, |k, ppl| {
+    let mut acc = PplAccumulator::default();
+    let mut write_err = None;
+    perplexity::eval_chunks(&mut model, &tokens, bos, &opts, |c| {
+        let ppl = acc.add(&c, n_vocab, pool.as_deref());
+        if let Some(w) = base.as_mut() {
+            if let Err(e) = w.chunk(&c, pool.as_deref()) {
+                write_err = Some(e);
+                return Err(EngineError::Config(
+                    "cannot write the KL-divergence base file".into(),
+                ));
+            }
+        }
         // Printed as it comes, like llama-perplexity's `[1]12.3456,[2]...`.
-        let _ = write!(out, "[{k}]{ppl:.4},");
+        let _ = write!(out, "[{}]{ppl:.4},", c.index + 1);
         let _ = out.flush();
+        Ok(())
+    })
+    .map_err(|e| match write_err.take() {
+        Some(w) => anyhow::anyhow!(
+            "cannot write {}: {w}",
+            a.kl_divergence_base.as_ref().unwrap().display()
+        ),
+        None => e.into(),
     })?;
+    if let (Some(w), Some(p)) = (base, &a.kl_divergence_base) {
+        w.finish()
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    let r = acc.finish();
     writeln!(out)?;
     match r.err {
         Some(e) => writeln!(out, "Final estimate: PPL = {:.4} +/- {:.5}", r.ppl, e)?,

@@ -163,3 +163,124 @@ fn bad_input_is_one_clear_line() {
         "not UTF-8",
     );
 }
+
+/// The value after `label` in `--kl-divergence`'s report (`Mean    KLD:   0.001234 ± ...`).
+fn stat(report: &str, label: &str) -> f64 {
+    let line = report
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {report}"));
+    line[label.len()..]
+        .trim_start_matches([' ', ':'])
+        .split([' ', '%'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+#[test]
+fn kl_divergence_of_a_model_and_of_its_requant() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.kld");
+    let (b, text) = (
+        base.to_str().unwrap(),
+        text_fixture("devils-dictionary.txt"),
+    );
+    // Steps of 128 tokens (4 a chunk) here; the comparisons below put both chunks in one step.
+    let o = owl_perplexity(&[
+        "-m",
+        "smollm2-135m-instruct",
+        "-f",
+        text.to_str().unwrap(),
+        "--chunks",
+        "2",
+        "-b",
+        "128",
+        "--kl-divergence-base",
+        b,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, base_ppl, _) = parse(&String::from_utf8_lossy(&o.stdout));
+
+    let o = owl_perplexity(&[
+        "-m",
+        "smollm2-135m-instruct",
+        "--kl-divergence",
+        "--kl-divergence-base",
+        b,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let same = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        (stat(&same, "Mean PPL(Q)") - base_ppl).abs() < 1e-3 * base_ppl,
+        "the batch changed the numbers: {same}"
+    );
+    // The base's log-probs are kept in 16 bits: only that rounding separates a model from itself.
+    assert!(
+        (stat(&same, "Mean PPL(base)") - base_ppl).abs() < 1e-3 * base_ppl,
+        "{same}"
+    );
+    assert!(stat(&same, "Maximum KLD").abs() < 1e-3, "{same}");
+    assert!(stat(&same, "Same top p") > 99.5, "{same}");
+
+    let q = dir.path().join("q4_0.gguf");
+    let model = owl_engine::registry::models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let o = Command::new(env!("CARGO_BIN_EXE_owl"))
+        .args([
+            "quantize",
+            model.to_str().unwrap(),
+            q.to_str().unwrap(),
+            "Q4_0",
+            "--allow-requantize",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = owl_perplexity(&[
+        "-m",
+        q.to_str().unwrap(),
+        "--kl-divergence",
+        "--kl-divergence-base",
+        b,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let req = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        (stat(&req, "Mean PPL(base)") - base_ppl).abs() < 1e-3 * base_ppl,
+        "{req}"
+    );
+    let kld = stat(&req, "Mean    KLD");
+    assert!(
+        kld > 0.01 && kld < 2.0,
+        "requantizing Q4_1 to Q4_0 costs something, not everything: {req}"
+    );
+    assert!(
+        stat(&req, "Same top p") < 99.5 && stat(&req, "Same top p") > 50.0,
+        "{req}"
+    );
+    assert!(stat(&req, "Mean PPL(Q)") > base_ppl, "{req}");
+
+    // Another model's vocabulary: one line.
+    one_error_line(
+        &owl_perplexity(&[
+            "-m",
+            "gemma3-270m",
+            "--kl-divergence",
+            "--kl-divergence-base",
+            b,
+        ]),
+        "compare quants of the same model",
+    );
+    std::fs::write(&base, b"_logits_").unwrap();
+    one_error_line(
+        &owl_perplexity(&[
+            "-m",
+            "smollm2-135m-instruct",
+            "--kl-divergence",
+            "--kl-divergence-base",
+            b,
+        ]),
+        "too short to hold a header",
+    );
+}

@@ -11,6 +11,8 @@ use rayon::prelude::*;
 use crate::models::{Batch, BatchRow, Model};
 use crate::EngineError;
 
+pub mod kld;
+
 /// How the text is cut and fed (llama-perplexity's `-c`, `-b`, `--chunks`).
 #[derive(Clone, Copy, Debug)]
 pub struct PplOptions {
@@ -93,9 +95,29 @@ pub fn eval_chunks(
     tokens: &[u32],
     bos: Option<u32>,
     opts: &PplOptions,
-    mut f: impl FnMut(ChunkLogits) -> Result<(), EngineError>,
+    f: impl FnMut(ChunkLogits) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
     let n_chunk = opts.check(tokens.len(), model.cfg.n_ctx_train)?;
+    run_chunks(model, tokens, bos, opts, n_chunk, f)
+}
+
+/// `eval_chunks` over exactly `n_chunk` chunks of `tokens`, without the text-length
+/// check (a KL-divergence base file fixes the tokens and the chunk count).
+pub fn run_chunks(
+    model: &mut Model,
+    tokens: &[u32],
+    bos: Option<u32>,
+    opts: &PplOptions,
+    n_chunk: usize,
+    mut f: impl FnMut(ChunkLogits) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    if tokens.len() < n_chunk * opts.n_ctx {
+        return Err(EngineError::Internal(format!(
+            "{} tokens do not make {n_chunk} chunks of {}",
+            tokens.len(),
+            opts.n_ctx
+        )));
+    }
     if model.n_cells < opts.n_cells() {
         return Err(EngineError::Internal(format!(
             "the model has {} KV cells, perplexity needs {}",
