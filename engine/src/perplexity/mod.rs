@@ -147,10 +147,10 @@ pub fn run_chunks(
             let mut rows = Vec::with_capacity(n_seq_batch * len);
             for s in 0..n_seq_batch {
                 let chunk = &tokens[(i + s) * n_ctx..(i + s + 1) * n_ctx];
-                for pos in b0..b0 + len {
+                for (pos, &t) in chunk.iter().enumerate().skip(b0).take(len) {
                     let token = match (pos, bos) {
                         (0, Some(b)) => b,
-                        _ => chunk[pos],
+                        _ => t,
                     };
                     rows.push(BatchRow {
                         token,
