@@ -89,7 +89,14 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<ExitCode> {
         model.backend_name()
     );
     let bos = if tok.add_bos() { tok.bos() } else { None };
-    let mut base = match &a.kl_divergence_base {
+    // The base file is written beside its name and renamed when complete, so a cut
+    // run leaves nothing under FILE.
+    let partial = a.kl_divergence_base.as_ref().map(|p| {
+        let mut name = p.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        p.with_file_name(name)
+    });
+    let mut base = match &partial {
         Some(p) => {
             let f = std::fs::File::create(p)
                 .with_context(|| format!("cannot create {}", p.display()))?;
@@ -108,7 +115,7 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut acc = PplAccumulator::default();
     let mut write_err = None;
-    perplexity::eval_chunks(&mut model, &tokens, bos, &opts, |c| {
+    let run = perplexity::eval_chunks(&mut model, &tokens, bos, &opts, |c| {
         let ppl = acc.add(&c, n_vocab, pool.as_deref());
         if let Some(w) = base.as_mut() {
             if let Err(e) = w.chunk(&c, pool.as_deref()) {
@@ -126,13 +133,24 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<ExitCode> {
     .map_err(|e| match write_err.take() {
         Some(w) => anyhow::anyhow!(
             "cannot write {}: {w}",
-            a.kl_divergence_base.as_ref().unwrap().display()
+            partial.as_deref().unwrap_or(file).display()
         ),
         None => e.into(),
-    })?;
-    if let (Some(w), Some(p)) = (base, &a.kl_divergence_base) {
-        w.finish()
-            .with_context(|| format!("cannot write {}", p.display()))?;
+    })
+    .and_then(|()| match (base, &partial, &a.kl_divergence_base) {
+        (Some(w), Some(tmp), Some(p)) => {
+            w.finish()
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(tmp, p)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), p.display()))
+        }
+        _ => Ok(()),
+    });
+    if let Err(e) = run {
+        if let Some(tmp) = &partial {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(e);
     }
     let r = acc.finish();
     writeln!(out)?;

@@ -202,6 +202,15 @@ fn kl_divergence_of_a_model_and_of_its_requant() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (_, base_ppl, _) = parse(&String::from_utf8_lossy(&o.stdout));
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["base.kld"],
+        "the partial file was renamed, nothing else left"
+    );
 
     let o = owl_perplexity(&[
         "-m",
