@@ -12,6 +12,8 @@ mod charge;
 mod cost;
 mod cost_report;
 mod embed;
+mod kld;
+mod perplexity;
 mod quantize;
 mod route_cli;
 mod route_eval;
@@ -103,6 +105,8 @@ enum Command {
     Capture(capture::CaptureArgs),
     /// Routing to upstreams: `owl route calibrate --escalate 0.2 --from-ledger`.
     Route(route_cli::RouteArgs),
+    /// Perplexity of a model on a text, as llama-perplexity measures it (`owl perplexity -m MODEL -f TEXT`).
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 #[derive(clap::Args)]
@@ -181,6 +185,7 @@ fn main() -> ExitCode {
         Command::Quantize(a) => quantize::cmd_quantize(a),
         Command::Capture(a) => capture::cmd_capture(a),
         Command::Route(a) => route_cli::cmd_route(a, &registry::cache_dir()),
+        Command::Perplexity(a) => perplexity::cmd_perplexity(a),
     };
     match result {
         Ok(code) => code,

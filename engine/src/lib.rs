@@ -6,6 +6,7 @@ mod error;
 pub mod gguf;
 pub mod kv;
 pub mod models;
+pub mod perplexity;
 pub mod quantize;
 pub mod registry;
 pub mod sampler;
