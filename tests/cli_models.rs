@@ -8,6 +8,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+#[path = "../engine/tests/common/fixtures.rs"]
+mod fixtures;
+
 use owl_engine::gguf::{GgmlType, GgufWriter};
 
 /// What the test server saw, and a switch to cut its next response mid-way.
@@ -300,13 +303,7 @@ fn built_in_lock_and_inspect_by_path() {
     );
     assert!(text.contains("93.8 MiB"), "{text}");
 
-    let synthetic = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("engine/tests/fixtures/synthetic/tiny-llama-Q4_K_M.gguf");
-    assert!(
-        synthetic.is_file(),
-        "{} missing: the synthetic models are committed in engine/tests/fixtures/synthetic",
-        synthetic.display()
-    );
+    let synthetic = fixtures::synthetic("tiny-llama-Q4_K_M.gguf");
     let out = run(&["inspect", synthetic.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);

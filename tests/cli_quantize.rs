@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "../engine/tests/common/fixtures.rs"]
+mod fixtures;
+
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("engine/tests/fixtures/synthetic")
-        .join(name)
+    fixtures::synthetic(name)
 }
 
 fn owl_quantize(args: &[&str]) -> Output {
@@ -44,8 +45,10 @@ fn writes_llama_quantizes_bytes_and_no_temp_file() {
         stdout.contains("wrote") && stdout.contains("Q4_K_M"),
         "{stdout}"
     );
-    assert!(
-        std::fs::read(&out).unwrap() == std::fs::read(fixture("tiny-llama-Q4_K_M.gguf")).unwrap()
+    // llama-quantize's file, by its pinned sha256.
+    assert_eq!(
+        owl_engine::registry::sha256_file_hex(&out).unwrap(),
+        fixtures::pinned_sha256("Q4_K_M")
     );
     assert_eq!(files_in(dir.path()), vec!["q.gguf".to_string()]);
     #[cfg(unix)]

@@ -471,7 +471,7 @@ fn mutation_fuzz_in_memory_file() {
 
 #[test]
 fn mutation_fuzz_synthetic_header() {
-    let path = synthetic_dir().join("tiny-llama-Q4_K_M.gguf");
+    let path = fixtures::synthetic("tiny-llama-Q4_K_M.gguf");
     let base = std::fs::read(&path).unwrap();
     // Mutate the header, metadata and tensor table (everything before the data).
     let g = open_bytes(base.clone()).unwrap();
@@ -640,15 +640,8 @@ fn open_reports_path_and_io_errors() {
     assert!(Gguf::open(&empty).is_err());
 }
 
-fn synthetic_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
-    assert!(
-        dir.is_dir(),
-        "synthetic models not found at {}: they are committed in engine/tests/fixtures/synthetic",
-        dir.display()
-    );
-    dir
-}
+#[path = "common/fixtures.rs"]
+mod fixtures;
 
 /// Checks what any well-formed model must satisfy; returns the set of tensor types.
 fn check_model(path: &Path) -> (Gguf, Vec<GgmlType>) {
@@ -682,8 +675,9 @@ fn check_model(path: &Path) -> (Gguf, Vec<GgmlType>) {
 
 #[test]
 fn every_synthetic_model_parses() {
+    fixtures::ensure_all();
     let mut n = 0;
-    for entry in std::fs::read_dir(synthetic_dir()).unwrap() {
+    for entry in std::fs::read_dir(fixtures::synthetic_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "gguf") {
             continue;
@@ -705,7 +699,10 @@ fn every_synthetic_model_parses() {
         );
         n += 1;
     }
-    assert_eq!(n, 18, "expected 18 synthetic models (17 from llama.cpp, tiny-phi3 from owl synth)");
+    assert_eq!(
+        n, 18,
+        "expected 18 synthetic models (17 from llama.cpp, tiny-phi3 from owl synth)"
+    );
 }
 
 fn real_model(file: &str) -> PathBuf {
@@ -760,7 +757,7 @@ fn real_gemma3_parses() {
 fn rewrite_a_synthetic_model_byte_for_byte() {
     // Metadata + tensors of a llama.cpp-written file, written back by GgufWriter,
     // give the same tensors and metadata (and the same bytes when the layout matches).
-    let path = synthetic_dir().join("tiny-llama-Q8_0.gguf");
+    let path = fixtures::synthetic("tiny-llama-Q8_0.gguf");
     let g = Gguf::open(&path).unwrap();
     let mut w = GgufWriter::new()
         .with_version(g.version())

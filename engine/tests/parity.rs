@@ -18,21 +18,29 @@ fn fixture(name: &str) -> Vec<Value> {
 }
 
 fn fixture_in(dir: &str, name: &str) -> Vec<Value> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir).join(name);
-    String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
+        .join(name);
+    String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn real_model(file: &str) -> PathBuf {
     let p = owl_engine::registry::models_dir().join(file);
-    assert!(p.is_file(), "{} is missing: run `owl pull` (scripts/test does) before the tests", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `owl pull` (scripts/test does) before the tests",
+        p.display()
+    );
     p
 }
 
-fn synthetic(file: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic").join(file);
-    assert!(p.is_file(), "{} is missing: the synthetic models are committed in engine/tests/fixtures/synthetic", p.display());
-    p
-}
+#[path = "common/fixtures.rs"]
+mod fixtures;
+use fixtures::synthetic;
 
 fn load(path: &std::path::Path) -> Model {
     let g = Gguf::open(path).unwrap();
@@ -43,7 +51,16 @@ fn load(path: &std::path::Path) -> Model {
 /// Logits for every position of one sequence, in one step.
 fn all_logits(m: &mut Model, tokens: &[u32]) -> Vec<Vec<f32>> {
     let batch = Batch {
-        rows: tokens.iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 0, pos: i as u32, logits: true }).collect(),
+        rows: tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| BatchRow {
+                token: t,
+                seq: 0,
+                pos: i as u32,
+                logits: true,
+            })
+            .collect(),
         seq_cells: vec![(0..tokens.len() as u32).collect()],
     };
     let l = m.forward(&batch).unwrap();
@@ -67,7 +84,15 @@ fn greedy(m: &mut Model, prompt: &[u32], want: &[u32]) -> (usize, f32) {
         }
         toks.push(t);
         let pos = toks.len() - 1;
-        let batch = Batch { rows: vec![BatchRow { token: t, seq: 0, pos: pos as u32, logits: true }], seq_cells: vec![(0..toks.len() as u32).collect()] };
+        let batch = Batch {
+            rows: vec![BatchRow {
+                token: t,
+                seq: 0,
+                pos: pos as u32,
+                logits: true,
+            }],
+            seq_cells: vec![(0..toks.len() as u32).collect()],
+        };
         last = m.forward(&batch).unwrap();
     }
     (want.len(), 0.0)
@@ -90,10 +115,27 @@ struct Report {
 }
 
 fn check_model(m: &mut Model, refs: &[Value], greedy_n: usize) -> Report {
-    let mut r = Report { positions: 0, argmax_agree: 0, max_top20_err: 0.0, greedy_prefix: vec![], max_split_gap: 0.0, max_argmax_gap: 0.0 };
+    let mut r = Report {
+        positions: 0,
+        argmax_agree: 0,
+        max_top20_err: 0.0,
+        greedy_prefix: vec![],
+        max_split_gap: 0.0,
+        max_argmax_gap: 0.0,
+    };
     for d in refs {
-        let tokens: Vec<u32> = d["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let want_argmax: Vec<u32> = d["argmax"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let tokens: Vec<u32> = d["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let want_argmax: Vec<u32> = d["argmax"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         let logits = all_logits(m, &tokens);
         for (l, &w) in logits.iter().zip(&want_argmax) {
             r.positions += 1;
@@ -103,7 +145,13 @@ fn check_model(m: &mut Model, refs: &[Value], greedy_n: usize) -> Report {
                 r.argmax_agree += 1;
             } else {
                 r.max_argmax_gap = r.max_argmax_gap.max(l[got as usize] - l[w as usize]);
-                eprintln!("  argmax differs at {} of {:?}: ours {got} ({}), llama.cpp {w} ({})", r.positions, d["text"].as_str().unwrap_or(""), l[got as usize], l[w as usize]);
+                eprintln!(
+                    "  argmax differs at {} of {:?}: ours {got} ({}), llama.cpp {w} ({})",
+                    r.positions,
+                    d["text"].as_str().unwrap_or(""),
+                    l[got as usize],
+                    l[w as usize]
+                );
             }
         }
         let last = logits.last().unwrap();
@@ -113,7 +161,12 @@ fn check_model(m: &mut Model, refs: &[Value], greedy_n: usize) -> Report {
             r.max_top20_err = r.max_top20_err.max((last[id] - want).abs());
         }
         if greedy_n > 0 {
-            let want: Vec<u32> = d["greedy"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let want: Vec<u32> = d["greedy"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
             let (agree, gap) = greedy(m, &tokens, &want[..greedy_n.min(want.len())]);
             r.greedy_prefix.push(agree);
             r.max_split_gap = r.max_split_gap.max(gap);
@@ -127,13 +180,30 @@ fn smollm2_matches_llama_cpp() {
     let mut m = load(&real_model("SmolLM2-135M-Instruct.Q4_1.gguf"));
     let refs = fixture("SmolLM2-135M-Instruct.Q4_1.public.logits.jsonl");
     let r = check_model(&mut m, &refs, 16);
-    eprintln!("smollm2: argmax {}/{}, top20 max err {:.3}, greedy prefixes {:?}, split gap {:.3}", r.argmax_agree, r.positions, r.max_top20_err, r.greedy_prefix, r.max_split_gap);
+    eprintln!(
+        "smollm2: argmax {}/{}, top20 max err {:.3}, greedy prefixes {:?}, split gap {:.3}",
+        r.argmax_agree, r.positions, r.max_top20_err, r.greedy_prefix, r.max_split_gap
+    );
     // Strict agreement (no tie allowance), target 99%. Measured here: 121/121, top-20 error
     // 0.000, every greedy prefix 16/16: the CPU path follows llama.cpp's arithmetic bit for bit.
-    assert!(r.argmax_agree * 100 >= r.positions * 99, "argmax agreement {}/{}", r.argmax_agree, r.positions);
-    assert!(r.max_top20_err < 0.8, "top-20 logits differ by up to {}", r.max_top20_err);
+    assert!(
+        r.argmax_agree * 100 >= r.positions * 99,
+        "argmax agreement {}/{}",
+        r.argmax_agree,
+        r.positions
+    );
+    assert!(
+        r.max_top20_err < 0.8,
+        "top-20 logits differ by up to {}",
+        r.max_top20_err
+    );
     // Greedy text follows llama.cpp until two candidates are nearly tied.
-    assert!(r.max_split_gap < SPLIT_GAP, "greedy parted from llama.cpp at a logit gap of {} (prefixes {:?})", r.max_split_gap, r.greedy_prefix);
+    assert!(
+        r.max_split_gap < SPLIT_GAP,
+        "greedy parted from llama.cpp at a logit gap of {} (prefixes {:?})",
+        r.max_split_gap,
+        r.greedy_prefix
+    );
 }
 
 #[test]
@@ -141,27 +211,51 @@ fn gemma3_matches_llama_cpp() {
     let mut m = load(&real_model("gemma-3-270m-q4_k_m.gguf"));
     let refs = fixture("gemma-3-270m-q4_k_m.public.logits.jsonl");
     let r = check_model(&mut m, &refs, 16);
-    eprintln!("gemma3: argmax {}/{}, top20 max err {:.3}, greedy prefixes {:?}, split gap {:.3}", r.argmax_agree, r.positions, r.max_top20_err, r.greedy_prefix, r.max_split_gap);
+    eprintln!(
+        "gemma3: argmax {}/{}, top20 max err {:.3}, greedy prefixes {:?}, split gap {:.3}",
+        r.argmax_agree, r.positions, r.max_top20_err, r.greedy_prefix, r.max_split_gap
+    );
     // Strict agreement (no tie allowance), target 99%. Measured here: 152/152, top-20 error
     // 0.786. What is left is float order where llama.cpp's own kernels depend on the batch:
     // Q6_K prompts of 8+ rows go through its tiled matmul (owl: its vec_dot order), Q4_K
     // rows outside a group of four and decode rows through its GEMV (owl: its 4-row GEMM
     // order for every row, so a row does not depend on its batch).
-    assert!(r.argmax_agree * 100 >= r.positions * 99, "argmax agreement {}/{}", r.argmax_agree, r.positions);
-    assert!(r.max_top20_err < 0.8, "top-20 logits differ by up to {}", r.max_top20_err);
+    assert!(
+        r.argmax_agree * 100 >= r.positions * 99,
+        "argmax agreement {}/{}",
+        r.argmax_agree,
+        r.positions
+    );
+    assert!(
+        r.max_top20_err < 0.8,
+        "top-20 logits differ by up to {}",
+        r.max_top20_err
+    );
     // Greedy text follows llama.cpp until two candidates are nearly tied. llama.cpp decodes
     // Q4_K with its GEMV order (owl keeps the GEMM order), so Gemma 3's greedy paths may
     // part at a slightly wider gap (measured 0.327).
-    assert!(r.max_split_gap < GEMMA_SPLIT_GAP, "greedy parted from llama.cpp at a logit gap of {} (prefixes {:?})", r.max_split_gap, r.greedy_prefix);
+    assert!(
+        r.max_split_gap < GEMMA_SPLIT_GAP,
+        "greedy parted from llama.cpp at a logit gap of {} (prefixes {:?})",
+        r.max_split_gap,
+        r.greedy_prefix
+    );
 }
 
 /// Every synthetic model (every quant type, qwen2, qwen3, phi3): logits within a tolerance.
 #[test]
 fn synthetic_models_match_llama_cpp() {
     let mut failures = Vec::new();
-    for ty in ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS"] {
+    for ty in [
+        "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_M", "Q4_K_M",
+        "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS",
+    ] {
         let name = format!("tiny-llama-{ty}");
-        let refs_name = if ty == "F32" { "tiny-llama-F16".to_string() } else { name.clone() };
+        let refs_name = if ty == "F32" {
+            "tiny-llama-F16".to_string()
+        } else {
+            name.clone()
+        };
         failures.extend(check_synth(&name, &refs_name, ty == "F32"));
     }
     failures.extend(check_synth("tiny-qwen2-Q8_0", "tiny-qwen2-Q8_0", false));
@@ -175,10 +269,18 @@ fn check_synth(model: &str, refs: &str, loose: bool) -> Option<String> {
     let mut m = load(&synthetic(&format!("{model}.gguf")));
     let refs = fixture_in("synthetic", &format!("{refs}.logits.jsonl"));
     let r = check_model(&mut m, &refs, 0);
-    eprintln!("{model}: argmax {}/{}, top20 max err {:.4}", r.argmax_agree, r.positions, r.max_top20_err);
+    eprintln!(
+        "{model}: argmax {}/{}, top20 max err {:.4}",
+        r.argmax_agree, r.positions, r.max_top20_err
+    );
     // Random weights give flat logits (|logit| < 5): argmax flips on tiny differences, so logits decide.
     let tol = if loose { 0.25 } else { 0.15 };
-    (r.max_top20_err > tol).then(|| format!("{model}: top-20 logits differ by {} (tolerance {tol})", r.max_top20_err))
+    (r.max_top20_err > tol).then(|| {
+        format!(
+            "{model}: top-20 logits differ by {} (tolerance {tol})",
+            r.max_top20_err
+        )
+    })
 }
 
 /// Two sequences at different positions in one step give exactly the logits
@@ -193,23 +295,68 @@ fn batched_sequences_equal_solo() {
     let solo_a = all_logits(&mut m, &a);
     let solo_b = {
         let batch = Batch {
-            rows: b.iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 0, pos: i as u32, logits: true }).collect(),
+            rows: b
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| BatchRow {
+                    token: t,
+                    seq: 0,
+                    pos: i as u32,
+                    logits: true,
+                })
+                .collect(),
             seq_cells: vec![(100..100 + b.len() as u32).collect()],
         };
         m.forward(&batch).unwrap()
     };
     // Together: a's first 5 tokens already cached, then a's last 2 and all of b in one step.
     let first = Batch {
-        rows: a[..5].iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 0, pos: i as u32, logits: false }).collect(),
+        rows: a[..5]
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| BatchRow {
+                token: t,
+                seq: 0,
+                pos: i as u32,
+                logits: false,
+            })
+            .collect(),
         seq_cells: vec![(200..205).collect()],
     };
     m.forward(&first).unwrap();
-    let mut rows: Vec<BatchRow> = a[5..].iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 0, pos: 5 + i as u32, logits: true }).collect();
-    rows.extend(b.iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 1, pos: i as u32, logits: true }));
-    let both = m.forward(&Batch { rows, seq_cells: vec![(200..207).collect(), (300..300 + b.len() as u32).collect()] }).unwrap();
+    let mut rows: Vec<BatchRow> = a[5..]
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| BatchRow {
+            token: t,
+            seq: 0,
+            pos: 5 + i as u32,
+            logits: true,
+        })
+        .collect();
+    rows.extend(b.iter().enumerate().map(|(i, &t)| BatchRow {
+        token: t,
+        seq: 1,
+        pos: i as u32,
+        logits: true,
+    }));
+    let both = m
+        .forward(&Batch {
+            rows,
+            seq_cells: vec![(200..207).collect(), (300..300 + b.len() as u32).collect()],
+        })
+        .unwrap();
     let nv = m.cfg.n_vocab;
-    assert_eq!(&both[..2 * nv], &solo_a[5..].concat()[..], "sequence a changed in a batch");
-    assert_eq!(&both[2 * nv..], &solo_b[..], "sequence b changed in a batch");
+    assert_eq!(
+        &both[..2 * nv],
+        &solo_a[5..].concat()[..],
+        "sequence a changed in a batch"
+    );
+    assert_eq!(
+        &both[2 * nv..],
+        &solo_b[..],
+        "sequence b changed in a batch"
+    );
 }
 
 /// Qwen 2.5 Coder 0.5B and 1.5B Instruct (qwen2, Q4_K_M mixes) against llama.cpp built for
@@ -228,38 +375,81 @@ fn check_qwen(file: &str, refs: &str, greedy_n: usize, min_agree_pct: usize) {
     let r = check_model(&mut m, &refs, greedy_n);
     eprintln!("{file}: argmax {}/{} (largest gap where they differ {:.3}), top20 max err {:.3}, split gap {:.3}", r.argmax_agree, r.positions, r.max_argmax_gap, r.max_top20_err, r.max_split_gap);
     for (d, n) in refs.iter().zip(&r.greedy_prefix) {
-        eprintln!("  greedy {n:>2}/{greedy_n} {:?}", d["text"].as_str().unwrap_or(""));
+        eprintln!(
+            "  greedy {n:>2}/{greedy_n} {:?}",
+            d["text"].as_str().unwrap_or("")
+        );
     }
-    assert!(r.argmax_agree * 100 >= r.positions * min_agree_pct, "argmax agreement {}/{}", r.argmax_agree, r.positions);
-    assert!(r.max_argmax_gap < SPLIT_GAP, "argmax differs from llama.cpp at a logit gap of {}", r.max_argmax_gap);
-    assert!(r.max_top20_err < 0.8, "top-20 logits differ by up to {}", r.max_top20_err);
-    assert!(r.max_split_gap < SPLIT_GAP, "greedy parted from llama.cpp at a logit gap of {} (prefixes {:?})", r.max_split_gap, r.greedy_prefix);
+    assert!(
+        r.argmax_agree * 100 >= r.positions * min_agree_pct,
+        "argmax agreement {}/{}",
+        r.argmax_agree,
+        r.positions
+    );
+    assert!(
+        r.max_argmax_gap < SPLIT_GAP,
+        "argmax differs from llama.cpp at a logit gap of {}",
+        r.max_argmax_gap
+    );
+    assert!(
+        r.max_top20_err < 0.8,
+        "top-20 logits differ by up to {}",
+        r.max_top20_err
+    );
+    assert!(
+        r.max_split_gap < SPLIT_GAP,
+        "greedy parted from llama.cpp at a logit gap of {} (prefixes {:?})",
+        r.max_split_gap,
+        r.greedy_prefix
+    );
 }
 
 #[test]
 fn qwen25_coder_05b_matches_llama_cpp() {
-    check_qwen("qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf", "qwen2.5-coder-0.5b-instruct-awq-q4_k_m.public.logits.jsonl", 32, 99);
+    check_qwen(
+        "qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf",
+        "qwen2.5-coder-0.5b-instruct-awq-q4_k_m.public.logits.jsonl",
+        32,
+        99,
+    );
 }
 
 #[test]
 fn qwen25_coder_15b_matches_llama_cpp() {
-    check_qwen("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-1.5b-instruct-q4_k_m.public.logits.jsonl", 16, 95);
+    check_qwen(
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.public.logits.jsonl",
+        16,
+        95,
+    );
 }
 
 /// A file of an architecture owl does not run is refused in one line that names what it runs.
 #[test]
 fn unsupported_architecture_is_one_clear_error() {
     use owl_engine::synth::{synth, Experts, Shape, SynthSpec};
-    let spec = SynthSpec { arch: "llama".into(), shape_name: "tiny".into(), shape: Shape::named("tiny").unwrap(), ty: owl_engine::gguf::GgmlType::Q8_0, seed: 1, experts: Experts::default() };
+    let spec = SynthSpec {
+        arch: "llama".into(),
+        shape_name: "tiny".into(),
+        shape: Shape::named("tiny").unwrap(),
+        ty: owl_engine::gguf::GgmlType::Q8_0,
+        seed: 1,
+        experts: Experts::default(),
+    };
     let mut w = synth(&spec).unwrap();
     w.set("general.architecture", "gpt2");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gpt2.gguf");
     w.write_file(&path).unwrap();
     let g = Gguf::open(&path).unwrap();
-    let Err(e) = Model::load(&g, owl_backends::open("cpu", None).unwrap(), 64) else { panic!("a gpt2 file loaded") };
+    let Err(e) = Model::load(&g, owl_backends::open("cpu", None).unwrap(), 64) else {
+        panic!("a gpt2 file loaded")
+    };
     let e = e.to_string();
-    assert!(e.contains("gpt2") && e.contains(owl_engine::models::SUPPORTED) && !e.contains('\n'), "{e}");
+    assert!(
+        e.contains("gpt2") && e.contains(owl_engine::models::SUPPORTED) && !e.contains('\n'),
+        "{e}"
+    );
 }
 
 /// Mixtures of experts (Mixtral-style llama, qwen2moe with its shared expert, qwen3moe):
@@ -272,28 +462,85 @@ fn moe_models_match_llama_cpp() {
     use owl_engine::synth::{synth, Experts, Shape, SynthSpec};
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
-    for (arch, name, n_expert) in [("llama", "tiny-mixtral-Q8_0", 4), ("qwen2moe", "tiny-qwen2moe-Q8_0", 4), ("qwen3moe", "tiny-qwen3moe-Q8_0", 8)] {
-        let spec = SynthSpec { arch: arch.into(), shape_name: "tiny".into(), shape: Shape::named("tiny").unwrap(), ty: owl_engine::gguf::GgmlType::Q8_0, seed: 1, experts: Experts { n_expert, n_expert_used: 2 } };
+    for (arch, name, n_expert) in [
+        ("llama", "tiny-mixtral-Q8_0", 4),
+        ("qwen2moe", "tiny-qwen2moe-Q8_0", 4),
+        ("qwen3moe", "tiny-qwen3moe-Q8_0", 8),
+    ] {
+        let spec = SynthSpec {
+            arch: arch.into(),
+            shape_name: "tiny".into(),
+            shape: Shape::named("tiny").unwrap(),
+            ty: owl_engine::gguf::GgmlType::Q8_0,
+            seed: 1,
+            experts: Experts {
+                n_expert,
+                n_expert_used: 2,
+            },
+        };
         let path = dir.path().join(format!("{name}.gguf"));
         synth(&spec).unwrap().write_file(&path).unwrap();
         let mut m = load(&path);
-        assert_eq!((m.cfg.n_expert, m.cfg.n_expert_used), (n_expert, 2), "{name}");
+        assert_eq!(
+            (m.cfg.n_expert, m.cfg.n_expert_used),
+            (n_expert, 2),
+            "{name}"
+        );
         let refs = fixture_in("synthetic", &format!("{name}.logits.jsonl"));
         let r = check_model(&mut m, &refs, 0);
-        eprintln!("{name}: argmax {}/{}, top20 max err {:.4}", r.argmax_agree, r.positions, r.max_top20_err);
+        eprintln!(
+            "{name}: argmax {}/{}, top20 max err {:.4}",
+            r.argmax_agree, r.positions, r.max_top20_err
+        );
         if r.max_top20_err > 0.15 {
-            failures.push(format!("{name}: top-20 logits differ by {}", r.max_top20_err));
+            failures.push(format!(
+                "{name}: top-20 logits differ by {}",
+                r.max_top20_err
+            ));
         }
         // Batched = solo: two prompts in one step route their tokens to different experts.
         let a: Vec<u32> = vec![1, 259, 572, 565, 549, 405, 580];
         let b: Vec<u32> = vec![1, 300, 301, 302];
-        let (solo_a, solo_b) = (all_logits(&mut m, &a).concat(), all_logits(&mut m, &b).concat());
-        let mut rows: Vec<BatchRow> = a.iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 0, pos: i as u32, logits: true }).collect();
-        rows.extend(b.iter().enumerate().map(|(i, &t)| BatchRow { token: t, seq: 1, pos: i as u32, logits: true }));
-        let both = m.forward(&Batch { rows, seq_cells: vec![(0..a.len() as u32).collect(), (100..100 + b.len() as u32).collect()] }).unwrap();
+        let (solo_a, solo_b) = (
+            all_logits(&mut m, &a).concat(),
+            all_logits(&mut m, &b).concat(),
+        );
+        let mut rows: Vec<BatchRow> = a
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| BatchRow {
+                token: t,
+                seq: 0,
+                pos: i as u32,
+                logits: true,
+            })
+            .collect();
+        rows.extend(b.iter().enumerate().map(|(i, &t)| BatchRow {
+            token: t,
+            seq: 1,
+            pos: i as u32,
+            logits: true,
+        }));
+        let both = m
+            .forward(&Batch {
+                rows,
+                seq_cells: vec![
+                    (0..a.len() as u32).collect(),
+                    (100..100 + b.len() as u32).collect(),
+                ],
+            })
+            .unwrap();
         let nv = m.cfg.n_vocab;
-        assert_eq!(&both[..a.len() * nv], &solo_a[..], "{name}: sequence a changed in a batch");
-        assert_eq!(&both[a.len() * nv..], &solo_b[..], "{name}: sequence b changed in a batch");
+        assert_eq!(
+            &both[..a.len() * nv],
+            &solo_a[..],
+            "{name}: sequence a changed in a batch"
+        );
+        assert_eq!(
+            &both[a.len() * nv..],
+            &solo_b[..],
+            "{name}: sequence b changed in a batch"
+        );
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -3,7 +3,7 @@
 //!
 //! The real models are read from the owl model cache ($OWL_HOME/models, default
 //! ~/.cache/owl/models; `owl pull` puts them there); the tiny synthetic models from
-//! engine/tests/fixtures/synthetic (committed). A missing file fails the
+//! engine/tests/fixtures/synthetic (quantized ones made on first use, tests/common/fixtures.rs). A missing file fails the
 //! test with a message saying where it was looked for.
 
 use std::path::{Path, PathBuf};
@@ -39,9 +39,11 @@ fn real_model(name: &str) -> Tokenizer {
     open(&model_dir().join(format!("{name}.gguf")))
 }
 
+#[path = "common/fixtures.rs"]
+mod fixtures;
+
 fn synthetic(name: &str) -> Tokenizer {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
-    open(&dir.join(format!("{name}.gguf")))
+    open(&fixtures::synthetic(&format!("{name}.gguf")))
 }
 
 /// The fixture's lines: `{"text", "tokens"[, "greedy", "greedy_text"]}`.
