@@ -73,6 +73,23 @@ fn iq4_files_are_byte_identical() {
 }
 
 #[test]
+fn a_changed_fixture_fails_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-llama-Q4_0.gguf");
+    std::fs::copy(synthetic("tiny-llama-Q4_0.gguf"), &path).unwrap();
+    assert_eq!(fixtures::verify(&path, "Q4_0"), Ok(()));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let err = fixtures::verify(&path, "Q4_0").unwrap_err();
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains(&pinned_sha256("Q4_0")),
+        "{err}"
+    );
+}
+
+#[test]
 fn requantizing_needs_the_flag() {
     let q = Gguf::open(&synthetic("tiny-llama-Q4_0.gguf")).unwrap();
     let err = quantize::plan(&q, Target::parse("Q8_0").unwrap(), false).unwrap_err();

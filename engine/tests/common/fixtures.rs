@@ -107,12 +107,22 @@ fn ensure(ty: &str) -> PathBuf {
             panic!("cannot rename {} to {}: {e}", tmp.display(), path.display())
         });
     }
-    let got = sha256(&path);
-    assert_eq!(
-        got,
-        want,
-        "{} is not the pinned file (sha256 {got}, SHA256SUMS says {want}): delete it and it is made again",
-        path.display()
-    );
+    if let Err(e) = verify(&path, ty) {
+        panic!("{e}: delete it and it is made again");
+    }
     path
+}
+
+/// Whether `path` is llama-quantize's tiny-llama-`ty`.gguf by its pinned sha256;
+/// the error names the file and both hashes.
+pub fn verify(path: &Path, ty: &str) -> Result<(), String> {
+    let (got, want) = (sha256(path), pinned_sha256(ty));
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not llama-quantize's tiny-llama-{ty}.gguf: sha256 {got}, SHA256SUMS pins {want}",
+            path.display()
+        ))
+    }
 }
