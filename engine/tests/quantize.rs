@@ -63,6 +63,21 @@ fn legacy_quant_files_are_byte_identical() {
 }
 
 #[test]
+fn k_quant_small_and_large_mixes_are_byte_identical() {
+    // Checked against llama-quantize 11434's files, made from the same F32 file.
+    check_all(&["Q3_K_S", "Q3_K_L", "Q4_K_S", "Q5_K_S"]);
+}
+
+#[test]
+fn q2_k_s_without_an_importance_matrix_is_refused_as_llama_quantize_refuses_it() {
+    let err = quantize::plan(&source(), Target::parse("Q2_K_S").unwrap(), false)
+        .err()
+        .expect("Q2_K_S without an imatrix must be refused");
+    let msg = err.to_string();
+    assert!(msg.contains("importance matrix") && msg.contains("Q2_K"), "{msg}");
+}
+
+#[test]
 fn k_quant_files_are_byte_identical() {
     check_all(&["Q6_K", "Q4_K_M", "Q5_K_M", "Q2_K", "Q3_K_M"]);
 }

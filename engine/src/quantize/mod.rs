@@ -177,6 +177,8 @@ pub enum QuantizeError {
     BadType(String),
     #[error("tensor '{tensor}' is already quantized ({ty}); quantizing it again loses quality, pass --allow-requantize to do it anyway")]
     Requantize { tensor: String, ty: GgmlType },
+    #[error("tensor '{tensor}': Q2_K_S writes Q2_K tensors that need an importance matrix (llama-quantize refuses it without one), and owl quantize takes none; use Q2_K or Q3_K_S")]
+    NeedsImatrix { tensor: String },
     #[error("tensor '{tensor}' needs type {ty}, which owl cannot write yet")]
     Unsupported { tensor: String, ty: GgmlType },
     #[error("{0}")]
@@ -317,6 +319,16 @@ pub fn plan_with(g: &Gguf, target: Target, opts: &PlanOptions) -> Result<Plan, Q
             }
             _ => t.ty,
         };
+        // llama-quantize's tensor_requires_imatrix: in a Q2_K_S file, Q2_K tensors other than
+        // the token embedding and the output need an importance matrix.
+        if matches!(target, Target::File(FileType::Q2KS))
+            && to == GgmlType::Q2_K
+            && !matches!(t.name.as_str(), "token_embd.weight" | "output.weight")
+        {
+            return Err(QuantizeError::NeedsImatrix {
+                tensor: t.name.clone(),
+            });
+        }
         if to != t.ty {
             if is_quantized(t.ty) {
                 if !allow_requantize {
