@@ -103,10 +103,16 @@ impl Sampler {
                 *l -= c as f32 * p.frequency_penalty + p.presence_penalty;
             }
         }
+        // 2. The client's logit bias (after penalties, before any cut, as OpenAI's).
+        for &(t, b) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l += b;
+            }
+        }
         if p.temperature <= 0.0 {
             return argmax(logits);
         }
-        // 2. Candidates cut by top-k (partial selection, no sort of the vocabulary).
+        // 3. Candidates cut by top-k (partial selection, no sort of the vocabulary).
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
@@ -123,7 +129,7 @@ impl Sampler {
         }
         let mut r = Ranked { cand, sorted: 0 };
         let max = r.get(0).1;
-        // 3. top-p and min-p on the untempered distribution, over a best-first
+        // 4. top-p and min-p on the untempered distribution, over a best-first
         // prefix sorted only as far as the walk reaches.
         let norm = exp_sum(&r.cand, max, 1.0);
         let prob = |l: f32| ((l - max).exp() as f64 / norm) as f32;
@@ -146,7 +152,7 @@ impl Sampler {
             }
             keep = i;
         }
-        // 4. Temperature, then draw (walking the same best-first order).
+        // 5. Temperature, then draw (walking the same best-first order).
         r.cand.truncate(keep.max(1));
         if keep < r.sorted {
             r.sorted = keep;
@@ -230,6 +236,24 @@ mod tests {
             d.iter().any(|&t| t != d[0]),
             "temperature 1.5 should vary: {d:?}"
         );
+    }
+
+    #[test]
+    fn logit_bias_bans_and_forces_tokens() {
+        let logits = vec![0.1, 2.0, 1.9, -1.0];
+        // Greedy: banning the best token picks the runner-up.
+        let mut s = Sampler::new(SamplingParams { logit_bias: vec![(1, -100.0)], ..SamplingParams::greedy() });
+        assert_eq!(s.sample(&mut logits.clone(), &[]), 2);
+        // Sampled: a +100 bias makes the weakest token the only one left after min-p.
+        let mut s = Sampler::new(SamplingParams { temperature: 1.0, seed: Some(3), logit_bias: vec![(3, 100.0)], ..Default::default() });
+        for _ in 0..16 {
+            assert_eq!(s.sample(&mut logits.clone(), &[]), 3);
+        }
+        // Sampled with a ban: the banned token never comes.
+        let mut s = Sampler::new(SamplingParams { temperature: 2.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: Some(9), logit_bias: vec![(1, -100.0)], ..Default::default() });
+        let draws: Vec<u32> = (0..200).map(|_| s.sample(&mut logits.clone(), &[])).collect();
+        assert!(!draws.contains(&1), "a banned token was drawn: {draws:?}");
+        assert!(draws.contains(&2) && draws.contains(&0), "temperature 2 should still vary: {draws:?}");
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct GenerationParams {
     /// A string or an array of strings.
     pub stop: Option<Value>,
     pub n: Option<i64>,
+    /// Token id (as a string) to a bias in [-100, 100].
+    pub logit_bias: Option<Value>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     /// Extension (llama-server): keep generating past end-of-generation tokens.
@@ -178,6 +180,7 @@ impl GenerationParams {
             s.frequency_penalty = p;
         }
         s.seed = self.seed.map(|x| x as u64);
+        s.logit_bias = parse_logit_bias(self.logit_bias)?;
 
         if let Some(n) = self.n {
             if n != 1 {
@@ -232,6 +235,46 @@ impl GenerationParams {
             ignore_eos: self.ignore_eos.unwrap_or(false),
         })
     }
+}
+
+/// Most entries in `logit_bias` (OpenAI allows 300; llama-server has no limit).
+const MAX_LOGIT_BIAS: usize = 1024;
+
+/// `{"<token id>": bias}` with biases in [-100, 100], as OpenAI takes it. Ids past
+/// the vocabulary are refused at submit, where the vocabulary is known.
+fn parse_logit_bias(v: Option<Value>) -> Result<Vec<(u32, f32)>, ApiError> {
+    let field = "logit_bias";
+    let map = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                field,
+                "`logit_bias` must be an object mapping token ids to biases, e.g. {\"50256\": -100}",
+            ))
+        }
+    };
+    if map.len() > MAX_LOGIT_BIAS {
+        return Err(ApiError::invalid(
+            field,
+            format!("`logit_bias` has {} entries; at most {MAX_LOGIT_BIAS} are allowed", map.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (k, b) in map {
+        let id: u32 = k.trim().parse().map_err(|_| {
+            ApiError::invalid(field, format!("`logit_bias` key {k:?} is not a token id (a non-negative integer)"))
+        })?;
+        let bias = b
+            .as_f64()
+            .filter(|b| (-100.0..=100.0).contains(b))
+            .ok_or_else(|| {
+                ApiError::invalid(field, format!("`logit_bias` for token {id} must be a number from -100 to 100, got {b}"))
+            })?;
+        out.push((id, bias as f32));
+    }
+    out.sort_by_key(|&(id, _)| id);
+    Ok(out)
 }
 
 fn parse_stop(v: Option<Value>) -> Result<Vec<String>, ApiError> {
@@ -432,6 +475,13 @@ mod tests {
     }
 
     #[test]
+    fn logit_bias_is_parsed_sorted() {
+        let g = gen(json!({"logit_bias": {"42": -100, "7": 2.5}})).unwrap();
+        assert_eq!(g.sampling.logit_bias, vec![(7, 2.5), (42, -100.0)]);
+        assert!(gen(json!({})).unwrap().sampling.logit_bias.is_empty());
+    }
+
+    #[test]
     fn bad_values_name_the_field() {
         for (body, param) in [
             (json!({"max_tokens": -1}), "max_tokens"),
@@ -443,6 +493,11 @@ mod tests {
             (json!({"n": 2}), "n"),
             (json!({"stop": [1]}), "stop"),
             (json!({"stop": vec!["a"; 17]}), "stop"),
+            (json!({"logit_bias": [1, 2]}), "logit_bias"),
+            (json!({"logit_bias": {"x": 1}}), "logit_bias"),
+            (json!({"logit_bias": {"-3": 1}}), "logit_bias"),
+            (json!({"logit_bias": {"3": 101}}), "logit_bias"),
+            (json!({"logit_bias": {"3": "ban"}}), "logit_bias"),
         ] {
             let e = gen(body.clone()).unwrap_err();
             assert_eq!(e.status, 400, "{body}");

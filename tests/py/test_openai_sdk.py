@@ -147,3 +147,24 @@ def test_api_key_from_env():
         assert r.status_code == 200 and r.json()["data"][0]["id"] == MODEL
     finally:
         s.stop()
+
+
+def test_logit_bias_bans_forces_and_refuses(server, client):
+    def tokens(text):
+        return rawhttp.post(server.url + "/tokenize", json={"content": text, "add_special": False}).json()["tokens"]
+
+    first = chat(client, max_tokens=3, logprobs=True, top_logprobs=2).choices[0].logprobs.content[0]
+    best, runner_up = first.token, first.top_logprobs[1].token
+    ids = tokens(best)
+    assert len(ids) == 1, (best, ids)
+    # Banning the greedy first token makes the runner-up come first.
+    banned = chat(client, max_tokens=3, logprobs=True, logit_bias={str(ids[0]): -100}).choices[0]
+    assert banned.logprobs.content[0].token == runner_up
+    # A +100 bias forces a token the model would not pick.
+    forced_id = tokens(" owl")[0]
+    forced = chat(client, max_tokens=1, logit_bias={str(forced_id): 100}).choices[0].message.content
+    assert forced == rawhttp.post(server.url + "/detokenize", json={"tokens": [forced_id]}).json()["content"]
+    assert forced != best
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(client, max_tokens=1, logit_bias={"999999999": 5})
+    assert "logit_bias" in str(e.value) and "vocabulary" in str(e.value)

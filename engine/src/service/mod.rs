@@ -97,6 +97,12 @@ impl Engine {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.info.n_vocab) {
             return Err(SubmitError::Invalid(format!("token id {bad} is outside the vocabulary of {}", self.info.n_vocab)));
         }
+        if let Some(&(bad, _)) = req.sampling.logit_bias.iter().find(|&&(t, _)| t as usize >= self.info.n_vocab) {
+            return Err(SubmitError::Invalid(format!(
+                "`logit_bias` names token id {bad}, outside the vocabulary of {} tokens",
+                self.info.n_vocab
+            )));
+        }
         // One token of room is needed to generate anything.
         let limit = self.info.n_ctx.min(self.shared.max_seq_len);
         if tokens.len() >= limit {

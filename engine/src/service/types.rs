@@ -85,6 +85,9 @@ pub struct SamplingParams {
     pub penalty_last_n: usize,
     /// Same seed, same request: same output. None: a random seed.
     pub seed: Option<u64>,
+    /// Added to a token's logit before sampling (OpenAI's `logit_bias`); -100 bans
+    /// a token, +100 all but forces it. Ids are checked against the vocabulary at submit.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -99,6 +102,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             penalty_last_n: 64,
             seed: None,
+            logit_bias: Vec::new(),
         }
     }
 }
