@@ -310,6 +310,8 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/completions", post(crate::route::chat))
         .route("/completions", post(crate::route::completions))
         .route("/models", get(models))
+        .route("/v1/responses", post(crate::compat::responses::create))
+        .route("/responses", post(crate::compat::responses::create))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/metrics", get(metrics_text))

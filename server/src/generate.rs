@@ -122,6 +122,15 @@ fn finish_str(f: FinishReason) -> &'static str {
     }
 }
 
+/// The finish reason of an answer that made calls: `length` when max_tokens cut it
+/// (a call may be cut too, as OpenAI reports it), else `tool_calls`.
+fn calls_finish_str(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Length => "length",
+        FinishReason::Stop | FinishReason::Cancelled => "tool_calls",
+    }
+}
+
 fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.prompt_tokens,
@@ -466,7 +475,7 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
                 let content = Some(parsed.content).filter(|c| !c.is_empty());
                 json!({
                     "index": 0, "message": {"role": "assistant", "content": content, "tool_calls": calls},
-                    "logprobs": logprobs, "finish_reason": "tool_calls",
+                    "logprobs": logprobs, "finish_reason": calls_finish_str(finish),
                 })
             }
         }
@@ -597,7 +606,7 @@ impl Streamer {
                 self.queue.push_back(c);
             }
         }
-        "tool_calls"
+        calls_finish_str(finish)
     }
 
     /// With `--capture-all`: the whole answer, as the non-streamed one's message.

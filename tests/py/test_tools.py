@@ -109,8 +109,11 @@ def test_round_trip_with_a_tool_result(client):
     r = chat(client, messages=messages, max_tokens=60)
     m = r.choices[0].message
     if m.tool_calls:
-        assert r.choices[0].finish_reason == "tool_calls"
+        # Cut by max_tokens the answer says `length`, as OpenAI does; only whole calls are calls.
+        assert r.choices[0].finish_reason in ("tool_calls", "length")
         checked_calls(m)
+        if r.choices[0].finish_reason == "tool_calls":
+            assert not m.content or "<tool_call>" not in m.content, m.content
     else:
         assert m.content
 

@@ -70,17 +70,45 @@ fn hermes(text: &str) -> Parsed {
     }
     out.content.push_str(rest);
     out.content = out.content.trim().to_string();
-    // Small Qwen models often write the call's JSON bare, without the tags.
-    if let Some(at) = out.content.find(super::BARE_CALL) {
-        let tail = out.content[at..].trim_end();
-        let tail = tail.strip_suffix("</tool_call>").unwrap_or(tail);
-        if let Some(mut bare) = calls_from_json(tail) {
-            bare.append(&mut out.calls);
-            out.calls = bare;
-            out.content = out.content[..at].trim().to_string();
-        }
+    // Small Qwen models often write the call's JSON bare, without the tags (the
+    // lazy grammar starts at `{"name": "`), then maybe a stray closing tag.
+    let mut bare = Vec::new();
+    let mut from = 0;
+    while let Some(at) = out.content[from..].find(super::BARE_CALL).map(|i| from + i) {
+        let Some((call, len)) = first_call(&out.content[at..]) else {
+            from = at + 1;
+            continue;
+        };
+        let after = out.content[at + len..].trim_start();
+        let after = after
+            .strip_prefix("</tool_call>")
+            .unwrap_or(after)
+            .to_string();
+        let before = out.content[..at].trim_end().to_string();
+        out.content = if after.trim().is_empty() || before.is_empty() {
+            format!("{before}{}", after.trim_start())
+        } else {
+            format!("{before}\n{}", after.trim_start())
+        };
+        from = before.len();
+        bare.push(call);
+    }
+    if !bare.is_empty() {
+        bare.append(&mut out.calls);
+        out.calls = bare;
+        out.content = out.content.trim().to_string();
     }
     out
+}
+
+/// The call whose JSON object starts `text`, and the bytes it spans; text may follow it.
+/// Untagged, only an object with both `name` and `arguments` counts: prose that
+/// merely shows `{"name": ...}` stays prose.
+fn first_call(text: &str) -> Option<(ToolCall, usize)> {
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let v = values.next()?.ok()?;
+    v.get("arguments")?;
+    Some((call_from(&v)?, values.byte_offset()))
 }
 
 fn prefixed(text: &str, tag: &str) -> Parsed {
@@ -211,6 +239,43 @@ mod tests {
         );
         assert_eq!(p.calls, vec![call("f", "{\"a\":1}")]);
         assert_eq!(p.content, "");
+    }
+
+    #[test]
+    fn a_bare_call_then_tagged_calls_leaves_only_the_cut_call_as_text() {
+        // qwen2.5-coder-0.5b after a tool result, cut by max_tokens: a bare call, a
+        // stray closing tag, a tagged call, and a call cut off mid-arguments.
+        let text = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lyon\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"";
+        let p = parse(Family::Hermes, text);
+        assert_eq!(
+            p.calls,
+            vec![
+                call("get_weather", "{\"city\":\"Paris\"}"),
+                call("get_weather", "{\"city\":\"Lyon\"}")
+            ]
+        );
+        // Nothing is dropped: the cut call stays as text, and only it.
+        assert_eq!(
+            p.content,
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\""
+        );
+        // Prose around a bare call stays, and a bare mention that is no call stays too.
+        let p = parse(
+            Family::Hermes,
+            "Checking.\n{\"name\": \"now\", \"arguments\": {}}\nDone.",
+        );
+        assert_eq!(
+            (p.content.as_str(), p.calls),
+            ("Checking.\nDone.", vec![call("now", "{}")])
+        );
+        let p = parse(
+            Family::Hermes,
+            "Write {\"name\": \"x\" and then {\"name\": \"now\", \"arguments\": {}}",
+        );
+        assert_eq!(
+            (p.content.as_str(), p.calls),
+            ("Write {\"name\": \"x\" and then", vec![call("now", "{}")])
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Other clients' APIs over the same path as OpenAI's: Anthropic's Messages
-//! (anthropic.rs) and Ollama's (ollama.rs).
+//! Other clients' APIs over the same path as OpenAI's chat: Anthropic's Messages
+//! (anthropic.rs), Ollama's (ollama.rs) and OpenAI's own Responses (responses.rs).
 //!
 //! Each handler turns its request into an OpenAI chat (or completions) body,
 //! answers it through the OpenAI handlers — so validation, routing, tools,
@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 pub mod ollama;
+pub mod responses;
 
 use std::collections::VecDeque;
 
