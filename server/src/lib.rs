@@ -77,22 +77,49 @@ pub fn run_blocking(cfg: ServeConfig) -> Result<(), ServerError> {
     rt.block_on(serve(cfg))
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT, caught from the moment this is made (before the model
+/// loads), so a signal at any time starts the drain instead of killing the process.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = one(&mut self.term) => {}
+                _ = one(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -105,6 +132,7 @@ async fn shutdown_signal() {
 /// returns once none is left or `drain_seconds` have passed (a second signal
 /// ends the wait), cutting what still runs then.
 pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
+    let mut signals = Signals::new();
     let host = if cfg.host.contains(':') && !cfg.host.starts_with('[') {
         format!("[{}]", cfg.host)
     } else {
@@ -119,17 +147,21 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         })?;
     let local = listener.local_addr()?;
     let model = cfg.engine.model.clone();
+    let no_key = cfg.options.api_key.is_none() && cfg.options.api_keys.is_empty();
     let state = AppState::new(ServerOptions {
         model_arg: model.clone(),
         ..cfg.options
     });
     eprintln!("owl: listening on http://{local} (model {model})");
+    if no_key && !local.ip().is_loopback() {
+        eprintln!("owl: warning: listening on {local} without --api-key: anyone who can reach this address can use the server; pass --api-key KEY (or set OWL_API_KEY), or keep the default --host 127.0.0.1");
+    }
 
     let expired = Arc::new(tokio::sync::Notify::new());
     let drain_secs = cfg.drain_seconds;
     let (st, exp) = (state.clone(), expired.clone());
     let drained = async move {
-        shutdown_signal().await;
+        signals.recv().await;
         st.drain().start();
         eprintln!(
             "owl: draining: {} request(s) in flight, new ones refused with 503 (up to {drain_secs} s)",
@@ -143,7 +175,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
             } else {
                 eprintln!("owl: {} request(s) still in flight after {drain_secs} s; exiting", st.drain().in_flight());
             },
-            _ = shutdown_signal() => eprintln!("owl: second signal; exiting with {} request(s) in flight", st.drain().in_flight()),
+            _ = signals.recv() => eprintln!("owl: second signal; exiting with {} request(s) in flight", st.drain().in_flight()),
         }
         exp.notify_one();
     };

@@ -128,3 +128,37 @@ def test_drain_time_up_cuts_streams_without_done():
         assert any("still in flight after 1 s" in l for l in srv.log), srv.log
     finally:
         srv.stop()
+
+
+def serve_stderr_until_listening(*args):
+    """Starts `owl serve ARGS`, returns its stderr lines up to the listening line, then drains it."""
+    from conftest import OWL, MODEL
+    import subprocess
+
+    p = subprocess.Popen([OWL, "serve", "--model", MODEL, "--port", "0", *args], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in p.stderr:
+            lines.append(line)
+            if "listening on" in line:
+                break
+        # The warning, when there is one, follows the listening line at once.
+        p.send_signal(signal.SIGTERM)
+        lines += p.stderr.readlines()
+        assert p.wait(30) == 0, lines
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return "".join(lines)
+
+
+def test_warns_when_listening_beyond_loopback_without_a_key():
+    open_log = serve_stderr_until_listening("--host", "0.0.0.0")
+    assert "warning: listening on 0.0.0.0:" in open_log and "--api-key" in open_log, open_log
+    keyed = serve_stderr_until_listening("--host", "0.0.0.0", "--api-key", "k")
+    local = serve_stderr_until_listening()
+    assert "listening on http://127.0.0.1:" in local, local
+    for log in (keyed, local):
+        assert "listening on" in log and "warning" not in log, log
