@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::openai::{parse_body, parse_json, ChatParams};
 use crate::service::LlmService;
 use crate::cost::{Client, CostBook};
-use crate::{cost, dashboard, embeddings, metrics};
+use crate::{cost, dashboard, drain, embeddings, metrics};
 use owl_engine::service::Embedder;
 
 /// Default request body limit.
@@ -333,7 +333,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.0.opts.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::drain::gate))
+        .layer(middleware::from_fn_with_state(state.clone(), drain::gate))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
@@ -452,7 +452,7 @@ async fn cors(State(st): State<AppState>, req: Request, next: Next) -> Response 
 /// 200 once the model is loaded; 503 while it loads and while the server drains.
 async fn health(State(st): State<AppState>) -> Response {
     if st.drain().is_draining() {
-        crate::drain::draining_error().into_response()
+        drain::draining_error().into_response()
     } else if st.is_ready() {
         Json(json!({"status": "ok"})).into_response()
     } else {

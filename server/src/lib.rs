@@ -167,7 +167,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
             "owl: draining: {} request(s) in flight, new ones refused with 503 (up to {drain_secs} s)",
             st.drain().in_flight()
         );
-        let wait = tokio::time::timeout(std::time::Duration::from_secs(drain_secs), st.drain().idle());
+        let wait = tokio::time::timeout(
+            std::time::Duration::from_secs(drain_secs),
+            st.drain().idle(),
+        );
         tokio::select! {
             r = wait => if r.is_ok() {
                 eprintln!("owl: drained; exiting");
