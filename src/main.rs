@@ -457,6 +457,9 @@ struct ServeArgs {
     /// (by default any name is served by the loaded model and echoed back).
     #[arg(long)]
     strict_model_names: bool,
+    /// On SIGTERM or Ctrl-C, refuse new requests (503) and give those in flight this long to finish.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    drain_seconds: u64,
     /// Probe every undecided request: escalate to the first upstream when the local model's
     /// confidence score of its first tokens is under T (0: all local, 1: all upstream)
     /// [default: the config's [route] threshold, which `owl route calibrate` writes].
@@ -577,6 +580,7 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         port: args.port,
         options: owl_server::ServerOptions { api_keys: keys, cost: Some(cost), cors: args.cors, known_models, route: std::sync::Arc::new(route), aliases: args.alias, strict_model_names: args.strict_model_names, ..Default::default() },
         embedding_model: args.embedding_model,
+        drain_seconds: args.drain_seconds,
     };
     owl_server::run_blocking(cfg)?;
     Ok(ExitCode::SUCCESS)

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::openai::{parse_body, parse_json, ChatParams};
 use crate::service::LlmService;
 use crate::cost::{Client, CostBook};
-use crate::{cost, dashboard, embeddings, metrics};
+use crate::{cost, dashboard, drain, embeddings, metrics};
 use owl_engine::service::Embedder;
 
 /// Default request body limit.
@@ -106,6 +106,7 @@ struct Inner {
     http: Mutex<BTreeMap<(String, u16), u64>>,
     created: u64,
     cost: Arc<CostBook>,
+    drain: crate::drain::Drain,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -127,6 +128,7 @@ impl AppState {
             loaded_names: OnceLock::new(),
             http: Mutex::new(BTreeMap::new()),
             created: unix_now(),
+            drain: crate::drain::Drain::default(),
         }))
     }
 
@@ -195,6 +197,11 @@ impl AppState {
             return Err(ApiError::loading());
         }
         Err(ApiError::bad_request("this server has no embedding model: start it with `owl serve --embedding-model nomic-embed-text-v1.5`"))
+    }
+
+    /// Whether the server drains (SIGTERM) and how many requests are still in flight.
+    pub fn drain(&self) -> &crate::drain::Drain {
+        &self.0.drain
     }
 
     pub fn is_ready(&self) -> bool {
@@ -328,6 +335,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.0.opts.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), drain::gate))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
@@ -443,8 +451,11 @@ async fn cors(State(st): State<AppState>, req: Request, next: Next) -> Response 
     resp
 }
 
+/// 200 once the model is loaded; 503 while it loads and while the server drains.
 async fn health(State(st): State<AppState>) -> Response {
-    if st.is_ready() {
+    if st.drain().is_draining() {
+        drain::draining_error().into_response()
+    } else if st.is_ready() {
         Json(json!({"status": "ok"})).into_response()
     } else {
         ApiError::loading().into_response()
@@ -494,6 +505,7 @@ async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> 
     let engine = st.engine()?;
     let m = engine.metrics();
     let mut text = metrics::render(&m, &st.http_counts());
+    text.push_str(&metrics::render_vllm(&m, &engine.info().name));
     text.push_str(&st.cost().metrics_text(&m));
     text.push_str(&st.route().metrics_text());
     let mut headers = HeaderMap::new();

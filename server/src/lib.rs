@@ -5,7 +5,7 @@
 //! `Engine` implements (tests use a fake).
 //!
 //! Endpoints: `POST /v1/chat/completions`, `POST /v1/completions`,
-//! `POST /v1/embeddings` (with `--embedding-model`), `GET /v1/models`, `GET /health` (503 while loading), `GET /metrics`
+//! `POST /v1/embeddings` (with `--embedding-model`), `GET /v1/models`, `GET /health` (503 while loading or draining), `GET /metrics`
 //! (Prometheus), and llama-server's `POST /tokenize`, `POST /detokenize`,
 //! `POST /apply-template`; the cost of what was served: `GET /v1/owl/cost` and the
 //! page `GET /dashboard` that draws it. The same path also answers Anthropic's
@@ -17,6 +17,7 @@ mod app;
 mod compat;
 pub mod cost;
 mod dashboard;
+mod drain;
 mod embeddings;
 mod error;
 mod format;
@@ -46,6 +47,8 @@ pub struct ServeConfig {
     pub options: ServerOptions,
     /// An encoder model for `/v1/embeddings` (a models.lock name or a path), loaded beside the chat model.
     pub embedding_model: Option<String>,
+    /// On SIGTERM or SIGINT, how long requests in flight may take to finish before the server exits.
+    pub drain_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +66,7 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// Runs [`serve`] on its own tokio runtime until Ctrl-C or SIGTERM.
+/// Runs [`serve`] on its own tokio runtime until Ctrl-C or SIGTERM (then drains).
 pub fn run_blocking(cfg: ServeConfig) -> Result<(), ServerError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         // The engine owns the compute threads; HTTP needs only a couple.
@@ -74,29 +77,62 @@ pub fn run_blocking(cfg: ServeConfig) -> Result<(), ServerError> {
     rt.block_on(serve(cfg))
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT, caught from the moment this is made (before the model
+/// loads), so a signal at any time starts the drain instead of killing the process.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = one(&mut self.term) => {}
+                _ = one(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 /// Binds, prints `owl: listening on http://ADDR (model NAME)` on stderr, then
 /// loads the model in the background (/health answers 503 until it is ready)
 /// and serves until a shutdown signal. A model that fails to load ends the server.
+///
+/// A shutdown signal starts the drain (drain.rs): the server keeps listening so
+/// that new requests and /health get a 503, requests in flight finish, and it
+/// returns once none is left or `drain_seconds` have passed (a second signal
+/// ends the wait), cutting what still runs then.
 pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
+    let mut signals = Signals::new();
     let host = if cfg.host.contains(':') && !cfg.host.starts_with('[') {
         format!("[{}]", cfg.host)
     } else {
@@ -111,14 +147,43 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         })?;
     let local = listener.local_addr()?;
     let model = cfg.engine.model.clone();
+    let no_key = cfg.options.api_key.is_none() && cfg.options.api_keys.is_empty();
     let state = AppState::new(ServerOptions {
         model_arg: model.clone(),
         ..cfg.options
     });
     eprintln!("owl: listening on http://{local} (model {model})");
+    if no_key && !local.ip().is_loopback() {
+        eprintln!("owl: warning: listening on {local} without --api-key: anyone who can reach this address can use the server; pass --api-key KEY (or set OWL_API_KEY), or keep the default --host 127.0.0.1");
+    }
 
+    let expired = Arc::new(tokio::sync::Notify::new());
+    let drain_secs = cfg.drain_seconds;
+    let (st, exp) = (state.clone(), expired.clone());
+    let drained = async move {
+        signals.recv().await;
+        st.drain().start();
+        eprintln!(
+            "owl: draining: {} request(s) in flight, new ones refused with 503 (up to {drain_secs} s)",
+            st.drain().in_flight()
+        );
+        let wait = tokio::time::timeout(
+            std::time::Duration::from_secs(drain_secs),
+            st.drain().idle(),
+        );
+        tokio::select! {
+            r = wait => if r.is_ok() {
+                eprintln!("owl: drained; exiting");
+                return;
+            } else {
+                eprintln!("owl: {} request(s) still in flight after {drain_secs} s; exiting", st.drain().in_flight());
+            },
+            _ = signals.recv() => eprintln!("owl: second signal; exiting with {} request(s) in flight", st.drain().in_flight()),
+        }
+        exp.notify_one();
+    };
     let server = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(drained)
         .into_future();
     tokio::pin!(server);
     let engine_cfg = cfg.engine;
@@ -140,6 +205,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
     let load = tokio::task::spawn_blocking(move || Engine::start(engine_cfg));
     tokio::select! {
         r = &mut server => return Ok(r?),
+        _ = expired.notified() => return Ok(()),
         loaded = load => match loaded {
             Ok(Ok(engine)) => {
                 let info = engine.info();
@@ -150,5 +216,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
             Err(e) => return Err(ServerError::Load { model, message: format!("the loader failed: {e}") }),
         },
     }
-    Ok(server.await?)
+    tokio::select! {
+        r = server => Ok(r?),
+        // Connections still busy when the drain time is up are cut.
+        _ = expired.notified() => Ok(()),
+    }
 }

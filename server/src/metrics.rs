@@ -136,9 +136,79 @@ pub fn render(m: &MetricsSnapshot, http: &[((String, u16), u64)]) -> String {
     out
 }
 
+/// The gauges autoscalers and endpoint pickers read from vLLM (KEDA on queue
+/// depth in vLLM's production stack, the Gateway API Inference Extension's
+/// endpoint picker, llm-d), under vLLM's names and its `model_name` label.
+/// `kv_cache_usage_perc` is a fraction in [0, 1], as vLLM reports it.
+pub fn render_vllm(m: &MetricsSnapshot, model: &str) -> String {
+    let mut out = String::new();
+    let label = format!("{{model_name=\"{}\"}}", escape(model));
+    let usage = if m.kv_pages_total == 0 {
+        0.0
+    } else {
+        m.kv_pages_used as f64 / m.kv_pages_total as f64
+    };
+    let gauges: [(&str, &str, String); 3] = [
+        (
+            "vllm:num_requests_waiting",
+            "Requests waiting for a sequence slot (owl_queue_depth).",
+            m.queue_depth.to_string(),
+        ),
+        (
+            "vllm:num_requests_running",
+            "Requests being decoded (owl_active_sequences).",
+            m.active_sequences.to_string(),
+        ),
+        (
+            "vllm:kv_cache_usage_perc",
+            "Fraction of the KV cache in use, 0 to 1 (owl_kv_pages_used / owl_kv_pages_total).",
+            usage.to_string(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name}{label} {value}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_vllm_gauges() {
+        let m = MetricsSnapshot {
+            queue_depth: 3,
+            active_sequences: 2,
+            kv_pages_used: 5,
+            kv_pages_total: 20,
+            ..Default::default()
+        };
+        let text = render_vllm(&m, "smol\"lm");
+        assert!(
+            text.contains("# TYPE vllm:num_requests_waiting gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nvllm:num_requests_waiting{model_name=\"smol\\\"lm\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nvllm:num_requests_running{model_name=\"smol\\\"lm\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nvllm:kv_cache_usage_perc{model_name=\"smol\\\"lm\"} 0.25\n"),
+            "{text}"
+        );
+        // No KV budget yet reads as empty, never NaN.
+        let empty = render_vllm(&MetricsSnapshot::default(), "m");
+        assert!(
+            empty.contains("vllm:kv_cache_usage_perc{model_name=\"m\"} 0\n"),
+            "{empty}"
+        );
+    }
 
     #[test]
     fn renders_prometheus_text() {

@@ -48,10 +48,10 @@ def stream_text(url, body, path="/v1/chat/completions", headers=None, timeout=30
 class Server:
     """One `owl serve` process; `url` is its base URL, `log` its stderr so far."""
 
-    def __init__(self, *args, env=None):
+    def __init__(self, *args, env=None, port=0):
         if not Path(OWL).exists():
             raise RuntimeError(f"{OWL} is missing: run `cargo build --release` first")
-        cmd = [OWL, "serve", "--model", MODEL, "--host", "127.0.0.1", "--port", "0", *args]
+        cmd = [OWL, "serve", "--model", MODEL, "--host", "127.0.0.1", "--port", str(port), *args]
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
