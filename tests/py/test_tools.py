@@ -211,3 +211,15 @@ def test_streamed_tool_logprobs_equal_non_streamed(client):
     assert got == want and len(want) == r.usage.completion_tokens
     assert all(len(t.top_logprobs) == 2 for c in chunks if c.choices and c.choices[0].logprobs
                for t in c.choices[0].logprobs.content)
+
+
+def test_streamed_call_cut_by_max_tokens_ends_with_length(client):
+    chunks = list(chat(client, tool_choice="required", max_tokens=16, stream=True))
+    deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    assert deltas and deltas[0].function.name == "get_weather", deltas
+    args = "".join(d.function.arguments or "" for d in deltas)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(args)
+    assert chunks[-1].choices[0].finish_reason == "length"
+    r = chat(client, tool_choice="required", max_tokens=16)
+    assert r.choices[0].finish_reason == "length" and not r.choices[0].message.tool_calls
