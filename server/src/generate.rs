@@ -528,8 +528,11 @@ struct Streamer {
     /// With tools: the answer so far, and the part not yet sent as content.
     all: String,
     pending: String,
-    /// The trigger was seen (or content is not streamed): the rest waits for the end.
+    /// The trigger was seen (or content is not streamed): the rest is calls.
     holding: bool,
+    /// With tools: what was sent of the calls, and logprobs of tokens not sent yet.
+    calls: crate::tool_stream::CallStream,
+    lps: Vec<(u32, TokenLogprob)>,
 }
 
 impl Streamer {
@@ -559,32 +562,60 @@ impl Streamer {
 
     fn content_chunk(&mut self, text: &str) {
         if !text.is_empty() {
-            let c = self.chunk(self.delta(text, Value::Null, None));
+            let lp = self.take_logprobs();
+            let c = self.chunk(self.delta(text, lp, None));
+            self.queue.push_back(c);
+        }
+    }
+
+    /// With tools: the logprobs of the tokens since the last chunk, for the next one.
+    fn take_logprobs(&mut self) -> Value {
+        if self.lps.is_empty() {
+            return Value::Null;
+        }
+        let lps = std::mem::take(&mut self.lps);
+        self.ctx.logprobs(&lps, 0)
+    }
+
+    fn call_chunks(&mut self, deltas: Vec<Value>) {
+        for d in deltas {
+            let lp = self.take_logprobs();
+            let c = self.chunk(json!({"index": 0, "delta": {"tool_calls": [d]}, "logprobs": lp, "finish_reason": null}));
             self.queue.push_back(c);
         }
     }
 
     /// A token's text with tools: content until the trigger (less what could
-    /// be its start), then held for the end.
-    fn tool_text(&mut self, family: Family, text: &str) {
+    /// be its start), then calls, streamed as far as they are known.
+    fn tool_text(&mut self, family: Family, text: &str, lp: Option<(u32, TokenLogprob)>) {
         self.all.push_str(text);
+        self.lps.extend(lp.filter(|_| self.want_logprobs));
+        if !self.holding {
+            self.pending.push_str(text);
+            let openers = family.call_openers();
+            let n = crate::tools::releasable_any(&self.pending, openers);
+            if openers.iter().any(|t| self.pending[n..].starts_with(t)) {
+                self.holding = true;
+            }
+            let out: String = self.pending.drain(..n).collect();
+            self.content_chunk(&out);
+        }
         if self.holding {
-            return;
+            if let Some(at) = crate::tool_stream::calls_start(family, &self.all) {
+                let deltas = self.calls.feed(&self.all[at..], &mut crate::tools::call_id);
+                self.call_chunks(deltas);
+            }
         }
-        self.pending.push_str(text);
-        let openers = family.call_openers();
-        let n = crate::tools::releasable_any(&self.pending, openers);
-        if openers.iter().any(|t| self.pending[n..].starts_with(t)) {
-            self.holding = true;
-        }
-        let out: String = self.pending.drain(..n).collect();
-        self.content_chunk(&out);
     }
 
     /// The end of an answer with tools: its calls, or the held text as content.
     /// Returns the finish reason.
     fn tool_end(&mut self, family: Family, streamed: bool, finish: FinishReason) -> &'static str {
         let parsed = owl_engine::tools::parse(family, &self.all);
+        if parsed.calls.is_empty() && self.calls.started() > 0 {
+            // A call cut off (by `max_tokens`) after its start went out: `length` says so.
+            return finish_str(finish);
+        }
         if parsed.calls.is_empty() {
             let rest = if streamed {
                 std::mem::take(&mut self.pending)
@@ -597,15 +628,9 @@ impl Streamer {
         if !streamed {
             self.content_chunk(&parsed.content);
         }
-        for (i, call) in parsed.calls.iter().enumerate() {
-            let id = crate::tools::call_id();
-            let first = json!({"index": i, "id": id, "type": "function", "function": {"name": call.name, "arguments": ""}});
-            let args = json!({"index": i, "function": {"arguments": call.arguments}});
-            for d in [first, args] {
-                let c = self.chunk(json!({"index": 0, "delta": {"tool_calls": [d]}, "logprobs": null, "finish_reason": null}));
-                self.queue.push_back(c);
-            }
-        }
+        // Calls the stream did not see as they were written go out whole.
+        let rest = self.calls.finish(&parsed.calls, &mut crate::tools::call_id);
+        self.call_chunks(rest);
         calls_finish_str(finish)
     }
 
@@ -638,8 +663,8 @@ impl Streamer {
         };
         match next_event(&mut self.early, &mut self.handle).await {
             Some(Event::Started { .. }) => {}
-            Some(Event::Token { text, .. }) if let Some(family) = tool_family => {
-                self.tool_text(family, &text);
+            Some(Event::Token { id, text, logprob }) if let Some(family) = tool_family => {
+                self.tool_text(family, &text, logprob.map(|lp| (id, lp)));
             }
             Some(Event::Token { id, text, logprob }) => {
                 if self.ctx.capture.is_some() {
@@ -682,7 +707,8 @@ impl Streamer {
                 if finish_reason != FinishReason::Cancelled {
                     self.capture(&usage);
                 }
-                let c = self.chunk(self.delta("", Value::Null, Some(finish)));
+                let lp = self.take_logprobs();
+                let c = self.chunk(self.delta("", lp, Some(finish)));
                 self.queue.push_back(c);
                 if self.include_usage {
                     let mut u = self.ctx.envelope(true, json!([]));
@@ -738,6 +764,8 @@ fn stream_response(started: Started) -> Response {
         all: String::new(),
         pending: String::new(),
         holding: false,
+        calls: Default::default(),
+        lps: Vec::new(),
     };
     if let Some((family, choice)) = &s.ctx.tools {
         s.holding = !crate::tools::streams_content(*family, choice);

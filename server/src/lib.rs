@@ -26,6 +26,7 @@ mod metrics;
 mod openai;
 pub mod route;
 mod service;
+mod tool_stream;
 mod tools;
 
 use std::future::IntoFuture;

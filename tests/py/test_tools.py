@@ -89,11 +89,14 @@ def test_none_answers_in_text(client):
     assert m.content and "tool_call" not in m.content
 
 
-def test_round_trip_with_a_tool_result(client):
-    first = chat(client)
+def test_round_trip_answer_uses_the_tool_result(client):
+    # call -> role "tool" result with its tool_call_id -> an answer grounded in the result.
+    system = {"role": "system", "content": "You are a helpful assistant. After a tool returns its "
+              "result, answer the user in one sentence that states the result."}
+    first = chat(client, messages=[system] + ASK)
     call = first.choices[0].message.tool_calls[0]
-    result = json.dumps({"temperature_c": 23, "sky": "sunny", "wind_kmh": 12, "humidity_pct": 40})
-    messages = ASK + [
+    result = json.dumps({"temperature_c": 23, "sky": "sunny"})
+    messages = [system] + ASK + [
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": call.id, "type": "function",
              "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
@@ -101,10 +104,12 @@ def test_round_trip_with_a_tool_result(client):
     ]
     # `none`: the tools leave the prompt, the call and its result stay in it.
     r = chat(client, messages=messages, max_tokens=60, tool_choice="none")
-    bare = chat(client, max_tokens=1, tool_choice="none").usage.prompt_tokens
+    bare = chat(client, messages=[system] + ASK, max_tokens=1, tool_choice="none").usage.prompt_tokens
     assert r.usage.prompt_tokens > bare + 20, (r.usage, bare)
     m = r.choices[0].message
-    assert not m.tool_calls and r.choices[0].finish_reason == "stop" and m.content
+    assert not m.tool_calls and r.choices[0].finish_reason == "stop"
+    assert "23" in m.content and "sunny" in m.content.lower(), m.content
+    assert "tool_call" not in m.content and '"name"' not in m.content, m.content
     # `auto`: the small model may call again or answer; either way the answer is well formed.
     r = chat(client, messages=messages, max_tokens=60)
     m = r.choices[0].message
@@ -116,6 +121,29 @@ def test_round_trip_with_a_tool_result(client):
             assert not m.content or "<tool_call>" not in m.content, m.content
     else:
         assert m.content
+
+
+TWO_CITIES = [{"role": "user", "content": "Get the current weather for Paris, and also for Tokyo."}]
+
+
+def test_two_independent_calls_in_one_response(client):
+    r = chat(client, messages=TWO_CITIES, tool_choice="required", max_tokens=120)
+    assert r.choices[0].finish_reason == "tool_calls"
+    calls = checked_calls(r.choices[0].message)
+    assert [name for name, _ in calls] == ["get_weather", "get_weather"], calls
+    assert sorted(args["city"].lower() for _, args in calls) == ["paris", "tokyo"], calls
+    ids = [c.id for c in r.choices[0].message.tool_calls]
+    assert len(set(ids)) == 2, ids
+
+
+def test_parallel_tool_calls_false_gives_at_most_one(client):
+    r = chat(client, messages=TWO_CITIES, tool_choice="required", max_tokens=120,
+             parallel_tool_calls=False)
+    assert r.choices[0].finish_reason == "tool_calls"
+    calls = checked_calls(r.choices[0].message)
+    assert len(calls) == 1, calls
+    r = chat(client, messages=TWO_CITIES, max_tokens=120, parallel_tool_calls=False)
+    assert len(r.choices[0].message.tool_calls or []) <= 1, r.choices[0].message
 
 
 @pytest.mark.parametrize("choice", ["auto", "required"])
@@ -154,3 +182,47 @@ def test_bad_tool_fields_are_400s_naming_the_field(client, kw, param):
         chat(client, **kw)
     assert e.value.body["param"] == param
     assert param.split("[")[0] in e.value.body["message"]
+
+
+def test_streamed_arguments_come_in_fragments(client):
+    """As OpenAI streams a call: a first delta with index, id, type and name and empty
+    arguments, then argument fragments whose concatenation parses; two calls keep their
+    own index."""
+    chunks = list(chat(client, messages=TWO_CITIES, tool_choice="required", max_tokens=120,
+                       stream=True))
+    deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    plain = checked_calls(chat(client, messages=TWO_CITIES, tool_choice="required",
+                               max_tokens=120).choices[0].message)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    for i, (name, args) in enumerate(plain):
+        mine = [d for d in deltas if d.index == i]
+        head, rest = mine[0], mine[1:]
+        assert head.id.startswith("call_") and head.type == "function", head
+        assert head.function.name == name and head.function.arguments == "", head
+        assert all(d.id is None and d.function.name is None for d in rest), rest
+        assert len(rest) > 2, rest  # fragments, not the whole object in one delta
+        assert json.loads("".join(d.function.arguments for d in rest)) == args
+
+
+def test_streamed_tool_logprobs_equal_non_streamed(client):
+    r = chat(client, logprobs=True, top_logprobs=2)
+    assert r.choices[0].finish_reason == "tool_calls"
+    want = [(t.token, round(t.logprob, 4)) for t in r.choices[0].logprobs.content]
+    chunks = list(chat(client, logprobs=True, top_logprobs=2, stream=True))
+    got = [(t.token, round(t.logprob, 4)) for c in chunks if c.choices and c.choices[0].logprobs
+           for t in c.choices[0].logprobs.content]
+    assert got == want and len(want) == r.usage.completion_tokens
+    assert all(len(t.top_logprobs) == 2 for c in chunks if c.choices and c.choices[0].logprobs
+               for t in c.choices[0].logprobs.content)
+
+
+def test_streamed_call_cut_by_max_tokens_ends_with_length(client):
+    chunks = list(chat(client, tool_choice="required", max_tokens=16, stream=True))
+    deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    assert deltas and deltas[0].function.name == "get_weather", deltas
+    args = "".join(d.function.arguments or "" for d in deltas)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(args)
+    assert chunks[-1].choices[0].finish_reason == "length"
+    r = chat(client, tool_choice="required", max_tokens=16)
+    assert r.choices[0].finish_reason == "length" and not r.choices[0].message.tool_calls

@@ -71,7 +71,9 @@ fn hermes(text: &str) -> Parsed {
     out.content.push_str(rest);
     out.content = out.content.trim().to_string();
     // Small Qwen models often write the call's JSON bare, without the tags (the
-    // lazy grammar starts at `{"name": "`), then maybe a stray closing tag.
+    // lazy grammar starts at `{"name": "`), maybe in a fence the grammar leaves
+    // open. The grammar lets only a closing tag or more tagged calls follow it, so
+    // a bare call counts when nothing else does: text after it is prose, kept whole.
     let mut bare = Vec::new();
     let mut from = 0;
     while let Some(at) = out.content[from..].find(super::BARE_CALL).map(|i| from + i) {
@@ -83,12 +85,16 @@ fn hermes(text: &str) -> Parsed {
         let after = after
             .strip_prefix("</tool_call>")
             .unwrap_or(after)
-            .to_string();
-        let before = out.content[..at].trim_end().to_string();
-        out.content = if after.trim().is_empty() || before.is_empty() {
-            format!("{before}{}", after.trim_start())
+            .trim_start();
+        if !(after.is_empty() || after.starts_with("<tool_call>")) {
+            from = at + 1;
+            continue;
+        }
+        let before = without_fence_opener(out.content[..at].trim_end()).to_string();
+        out.content = if after.is_empty() || before.is_empty() {
+            format!("{before}{after}")
         } else {
-            format!("{before}\n{}", after.trim_start())
+            format!("{before}\n{after}")
         };
         from = before.len();
         bare.push(call);
@@ -109,6 +115,17 @@ fn first_call(text: &str) -> Option<(ToolCall, usize)> {
     let v = values.next()?.ok()?;
     v.get("arguments")?;
     Some((call_from(&v)?, values.byte_offset()))
+}
+
+/// Text before a call less a Markdown fence opened for it (`` ```json ``): the call
+/// grammar ends the answer at the call's end, so the fence is never closed.
+fn without_fence_opener(text: &str) -> &str {
+    for opener in ["```json", "```"] {
+        if let Some(t) = text.strip_suffix(opener) {
+            return t.trim_end();
+        }
+    }
+    text
 }
 
 fn prefixed(text: &str, tag: &str) -> Parsed {
@@ -259,14 +276,14 @@ mod tests {
             p.content,
             "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\""
         );
-        // Prose around a bare call stays, and a bare mention that is no call stays too.
+        // Prose before a bare call stays, and a bare mention that is no call stays too.
         let p = parse(
             Family::Hermes,
-            "Checking.\n{\"name\": \"now\", \"arguments\": {}}\nDone.",
+            "Checking.\n{\"name\": \"now\", \"arguments\": {}}",
         );
         assert_eq!(
             (p.content.as_str(), p.calls),
-            ("Checking.\nDone.", vec![call("now", "{}")])
+            ("Checking.", vec![call("now", "{}")])
         );
         let p = parse(
             Family::Hermes,
@@ -329,5 +346,72 @@ mod tests {
         );
         assert_eq!(p.calls, vec![call("f", "{\"q\":1}")]);
         assert_eq!(parse(Family::Generic, "plain words").content, "plain words");
+    }
+
+    /// What small models write instead of a clean call: a parser that guesses would
+    /// return a broken call, so each is either a well-formed call or text, unchanged.
+    #[test]
+    fn fences_and_prose_never_make_broken_calls() {
+        // qwen2.5-coder-0.5b's answer to a two-city question (no trigger: pretty-printed).
+        let fenced = "```json\n{\n  \"name\": \"get_weather\",\n  \"arguments\": {\n    \"city\": \"Paris\"\n  }\n}\n```";
+        for family in [
+            Family::Hermes,
+            Family::Llama3,
+            Family::Mistral,
+            Family::Generic,
+        ] {
+            let p = parse(family, fenced);
+            assert!(p.calls.is_empty(), "{family:?}");
+            assert_eq!(p.content, fenced, "{family:?}");
+        }
+        // A compact call in a fence the grammar left open (it ends the answer at the call).
+        let p = parse(
+            Family::Hermes,
+            "Here:\n```json\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
+        );
+        assert_eq!(p.calls, vec![call("get_weather", "{\"city\":\"Paris\"}")]);
+        assert_eq!(p.content, "Here:");
+        // A closed fence holds text after the JSON: not a call (the grammar never writes it).
+        let closed = "```json\n{\"name\": \"f\", \"arguments\": {}}\n```";
+        assert_eq!(parse(Family::Hermes, closed).content, closed);
+        assert!(parse(Family::Hermes, closed).calls.is_empty());
+        // Prose that names the tag, a tool or a call's shape is text.
+        for text in [
+            "Wrap each call in <tool_call> tags.",
+            "Use <tool_call> and </tool_call> around the JSON.",
+            "I can call get_weather for that.",
+            "<tool_call>{\"city\": \"Paris\"}</tool_call>",
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": [1]}\n</tool_call>",
+            "{\"name\": \"f\", \"arguments\": {}} and then I would answer.",
+        ] {
+            let p = parse(Family::Hermes, text);
+            assert!(p.calls.is_empty(), "{text}");
+            assert_eq!(p.content, text);
+        }
+        for (family, text) in [
+            (Family::Mistral, "[TOOL_CALLS] is how I call tools."),
+            (Family::Llama3, "<|python_tag|> starts code."),
+            (Family::Llama3, "{\"answer\": 42}"),
+            (Family::Generic, "{\"tool_calls\": \"none yet\"}"),
+            (
+                Family::Generic,
+                "{\"tool_calls\": [{\"name\": \"f\", \"arguments\": {",
+            ),
+        ] {
+            let p = parse(family, text);
+            assert!(p.calls.is_empty(), "{family:?} {text}");
+            assert_eq!(p.content, text, "{family:?}");
+        }
+        // Every call that does come out has arguments that parse as an object.
+        for text in [
+            fenced,
+            "<tool_call>{\"name\": \"f\", \"arguments\": \"{}\"}</tool_call>",
+        ] {
+            for c in parse(Family::Hermes, text).calls {
+                assert!(serde_json::from_str::<Value>(&c.arguments)
+                    .unwrap()
+                    .is_object());
+            }
+        }
     }
 }
