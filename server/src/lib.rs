@@ -17,6 +17,7 @@ mod app;
 mod compat;
 pub mod cost;
 mod dashboard;
+mod deadline;
 mod embeddings;
 mod error;
 mod format;
@@ -93,6 +94,15 @@ async fn shutdown_signal() {
     }
 }
 
+/// The warning for a server that listens beyond loopback with no API key: anyone
+/// who can reach the address can use it.
+fn exposure_warning(ip: std::net::IpAddr, opts: &ServerOptions) -> Option<String> {
+    let keyed = opts.api_key.is_some() || !opts.api_keys.is_empty();
+    (!ip.is_loopback() && !keyed).then(|| {
+        format!("owl: warning: listening on {ip}, beyond loopback, without an API key: anyone who can reach this address can use the server; add --api-key KEY (or set OWL_API_KEY), or bind --host 127.0.0.1")
+    })
+}
+
 /// Binds, prints `owl: listening on http://ADDR (model NAME)` on stderr, then
 /// loads the model in the background (/health answers 503 until it is ready)
 /// and serves until a shutdown signal. A model that fails to load ends the server.
@@ -110,6 +120,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
             source,
         })?;
     let local = listener.local_addr()?;
+    if let Some(w) = exposure_warning(local.ip(), &cfg.options) {
+        eprintln!("{w}");
+    }
     let model = cfg.engine.model.clone();
     let state = AppState::new(ServerOptions {
         model_arg: model.clone(),
