@@ -510,6 +510,11 @@ async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> 
     let mut text = metrics::render(&m, &st.http_counts());
     text.push_str(&st.cost().metrics_text(&m));
     text.push_str(&st.route().metrics_text());
+    // Beside metrics.rs's gauges: used - cache_only is what live sequences hold.
+    text.push_str(&format!(
+        "# HELP owl_kv_pages_prefix_cache KV pages held only by the prefix cache.\n# TYPE owl_kv_pages_prefix_cache gauge\nowl_kv_pages_prefix_cache {}\n",
+        m.kv_pages_cache_only
+    ));
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
