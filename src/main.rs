@@ -439,6 +439,11 @@ struct ServeArgs {
     /// Requests that may wait for a free sequence before new ones get 503.
     #[arg(long, default_value_t = 64)]
     queue: usize,
+    /// Stop a generation still running after SECONDS (queue wait included) and answer 408,
+    /// freeing its sequence even when its client stopped reading; a request's `timeout` field
+    /// may shorten it [default: no limit].
+    #[arg(long, value_name = "SECONDS")]
+    request_timeout: Option<f64>,
     /// An OpenAI-compatible upstream (repeatable; also [[upstream]] tables in the config), e.g.
     /// big=http://127.0.0.1:8081/v1; its key is read from the environment variable key_env names,
     /// never from the command line; price=MODEL prices its tokens from the price table.
@@ -482,6 +487,9 @@ struct ServeArgs {
 fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
     anyhow::ensure!(args.parallel >= 1, "--parallel must be at least 1");
     anyhow::ensure!(args.ctx >= 16, "--ctx must be at least 16 tokens");
+    if let Some(t) = args.request_timeout {
+        anyhow::ensure!(t.is_finite() && t > 0.0, "--request-timeout must be a number of seconds above 0, e.g. --request-timeout 300");
+    }
     anyhow::ensure!(args.alias.iter().all(|a| !a.trim().is_empty()), "--alias needs a model name, e.g. --alias gpt-4o-mini");
     let mut keys = Vec::new();
     for k in &args.api_key {
@@ -578,7 +586,7 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         },
         host: args.host,
         port: args.port,
-        options: owl_server::ServerOptions { api_keys: keys, cost: Some(cost), cors: args.cors, known_models, route: std::sync::Arc::new(route), aliases: args.alias, strict_model_names: args.strict_model_names, ..Default::default() },
+        options: owl_server::ServerOptions { api_keys: keys, cost: Some(cost), cors: args.cors, known_models, route: std::sync::Arc::new(route), aliases: args.alias, strict_model_names: args.strict_model_names, request_timeout: args.request_timeout.map(std::time::Duration::from_secs_f64), ..Default::default() },
         embedding_model: args.embedding_model,
         drain_seconds: args.drain_seconds,
     };

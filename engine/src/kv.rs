@@ -58,8 +58,17 @@ impl KvPages {
 
     /// Pages that could be had now (free, or held only by the prefix cache).
     pub fn available(&self) -> usize {
-        let cache_only = self.cached.iter().flat_map(|c| &c.pages).filter(|&&p| self.refs[p as usize] == 1).count();
-        self.free.len() + cache_only
+        self.free.len() + self.cache_only()
+    }
+
+    /// Pages held by the prefix cache and no live sequence (a page two cached
+    /// prefixes share counts once).
+    pub fn cache_only(&self) -> usize {
+        let mut holders = vec![0u32; self.refs.len()];
+        for &p in self.cached.iter().flat_map(|c| &c.pages) {
+            holders[p as usize] += 1;
+        }
+        holders.iter().zip(&self.refs).filter(|&(&h, &r)| h > 0 && h == r).count()
     }
 
     fn release(&mut self, p: u32) {
@@ -202,5 +211,29 @@ mod tests {
         // The cache gives its pages up when a sequence needs them.
         let (mut d, _) = kv.start(&[7]);
         assert!(kv.reserve(&mut d, 4 * PAGE));
+    }
+
+    /// Two cached prefixes sharing a page: once no sequence runs, every used page is the
+    /// cache's, and all of them can be had (a page held by two entries counted once, not missed).
+    #[test]
+    fn shared_cached_pages_count_as_the_caches() {
+        let mut kv = KvPages::new(8 * PAGE);
+        let a: Vec<u32> = (0..2 * PAGE as u32).collect();
+        let (mut sa, _) = kv.start(&a);
+        assert!(kv.reserve(&mut sa, a.len()));
+        kv.finish(sa, &a, a.len());
+        // b shares a's first page, then differs.
+        let mut b = a[..PAGE].to_vec();
+        b.extend(1000..1000 + PAGE as u32 + 1);
+        let (mut sb, reused) = kv.start(&b);
+        assert_eq!(reused, PAGE);
+        assert!(kv.reserve(&mut sb, b.len()));
+        assert_eq!(kv.cache_only(), 1, "a's second page; its first is b's too");
+        kv.finish(sb, &b, b.len());
+        assert_eq!(kv.used(), 3);
+        assert_eq!(kv.cache_only(), 3, "the shared page counts once");
+        assert_eq!(kv.available(), 8);
+        let (mut c, _) = kv.start(&[7]);
+        assert!(kv.reserve(&mut c, 8 * PAGE), "the whole cache gives way");
     }
 }

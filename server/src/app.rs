@@ -69,6 +69,9 @@ pub struct ServerOptions {
     /// Refuse (404) a `model` that names neither the loaded model nor an alias
     /// (`--strict-model-names`); by default any name is served by the loaded model.
     pub strict_model_names: bool,
+    /// `--request-timeout`: a generation still running after this long is stopped (408);
+    /// a request's `timeout` field may shorten it (deadline.rs).
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 impl Default for ServerOptions {
@@ -84,6 +87,7 @@ impl Default for ServerOptions {
             route: Arc::default(),
             aliases: Vec::new(),
             strict_model_names: false,
+            request_timeout: None,
         }
     }
 }
@@ -265,6 +269,10 @@ impl AppState {
             .unwrap_or_else(|| self.model_name())
     }
 
+    pub(crate) fn request_timeout(&self) -> Option<std::time::Duration> {
+        self.0.opts.request_timeout
+    }
+
     /// The `--alias` names of the loaded model.
     pub(crate) fn aliases(&self) -> &[String] {
         &self.0.opts.aliases
@@ -388,8 +396,16 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
     next.run(req).await
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` equals `key`, in time that depends only on `key`'s length: neither
+/// where a guess first differs nor how long it is shows in the time taken.
+pub(crate) fn constant_time_eq(given: &[u8], key: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != key.len());
+    for (i, k) in key.iter().enumerate() {
+        // A shorter guess is read cyclically, so every key byte costs one comparison.
+        let g = if given.is_empty() { !*k } else { given[i % given.len()] };
+        diff |= g ^ k;
+    }
+    diff == 0 && !key.is_empty()
 }
 
 /// Counts answered requests by route and status for /metrics.
@@ -508,6 +524,11 @@ async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> 
     text.push_str(&metrics::render_vllm(&m, &engine.info().name));
     text.push_str(&st.cost().metrics_text(&m));
     text.push_str(&st.route().metrics_text());
+    // Beside metrics.rs's gauges: used - cache_only is what live sequences hold.
+    text.push_str(&format!(
+        "# HELP owl_kv_pages_prefix_cache KV pages held only by the prefix cache.\n# TYPE owl_kv_pages_prefix_cache gauge\nowl_kv_pages_prefix_cache {}\n",
+        m.kv_pages_cache_only
+    ));
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -583,4 +604,20 @@ async fn apply_template(
         .apply_chat_template(&messages, true)
         .map_err(|e| ApiError::bad_request(e.0))?;
     Ok(Json(json!({"prompt": prompt})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn key_comparison_is_exact() {
+        assert!(constant_time_eq(b"sekrit", b"sekrit"));
+        for wrong in [&b""[..], b"sekri", b"sekrit2", b"sekriT", b"ssekrit", b"xxxxxx"] {
+            assert!(!constant_time_eq(wrong, b"sekrit"), "{wrong:?}");
+        }
+        // A guess repeating a prefix of the key is still a different length.
+        assert!(!constant_time_eq(b"sek", b"seksek"));
+        assert!(!constant_time_eq(b"", b""), "an empty key matches nothing");
+    }
 }

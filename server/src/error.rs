@@ -98,6 +98,18 @@ impl ApiError {
         }
     }
 
+    /// 408: the request ran past its deadline (`--request-timeout` or its `timeout`) and was stopped.
+    pub fn timeout(secs: f64) -> Self {
+        ApiError {
+            code: Some("request_timeout"),
+            ..Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout_error",
+                format!("the request ran past its deadline of {secs} s (`owl serve --request-timeout`, or the request's `timeout` field) and was stopped; raise the timeout or lower `max_tokens`"),
+            )
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }

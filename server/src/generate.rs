@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::app::{unix_now, AppState};
 use crate::cost::{self, Client, CostBook};
+use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::openai::{parse_body, ChatParams, CompletionParams, Generation, GenerationParams};
 use crate::service::LlmService;
@@ -165,6 +166,8 @@ struct Ctx {
     /// The route recorded with the request's ledger record.
     routing: Routing,
     capture: Option<LocalCapture>,
+    /// The request's deadline, when one applies (deadline.rs).
+    deadline: Option<Deadline>,
 }
 
 impl Ctx {
@@ -285,7 +288,10 @@ async fn submit(
         }
         err
     })?;
+    let deadline = crate::deadline::effective(st.request_timeout(), gen.timeout)
+        .map(|limit| Deadline::start(limit, handle.cancel.clone()));
     let ctx = Ctx {
+        deadline,
         kind,
         engine: engine.clone(),
         id: new_id(kind),
@@ -445,11 +451,23 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
                 finish_reason,
                 usage,
                 timings,
-            }) => break (finish_reason, usage, timings),
+            }) => {
+                if let Some(e) = crate::deadline::passed(&ctx.deadline) {
+                    ctx.cost
+                        .charge(&ctx.model, &ctx.client, &usage, &timings, &ctx.routing)
+                        .await;
+                    return Err(e);
+                }
+                break (finish_reason, usage, timings);
+            }
             Some(Event::Error(e)) => {
                 return Err(ApiError::internal(format!("generation failed: {e}")))
             }
-            None => return Err(ApiError::internal("the engine dropped the request")),
+            // A request cancelled while it waited for a sequence ends without a Done.
+            None => {
+                return Err(crate::deadline::passed(&ctx.deadline)
+                    .unwrap_or_else(|| ApiError::internal("the engine dropped the request")))
+            }
         }
     };
     let logprobs = if want_logprobs {
@@ -681,6 +699,17 @@ impl Streamer {
                     self.queue.push_back(c);
                 }
             }
+            Some(Event::Done { usage, timings, .. })
+                if let Some(e) = crate::deadline::passed(&self.ctx.deadline) =>
+            {
+                let c = &self.ctx;
+                c.cost
+                    .charge(&c.model, &c.client, &usage, &timings, &c.routing)
+                    .await;
+                self.queue.push_back(e.body().to_string());
+                self.queue.push_back("[DONE]".into());
+                self.finished = true;
+            }
             Some(Event::Done {
                 finish_reason,
                 usage,
@@ -731,11 +760,9 @@ impl Streamer {
                 self.finished = true;
             }
             None => {
-                self.queue.push_back(
-                    ApiError::internal("the engine dropped the request")
-                        .body()
-                        .to_string(),
-                );
+                let e = crate::deadline::passed(&self.ctx.deadline)
+                    .unwrap_or_else(|| ApiError::internal("the engine dropped the request"));
+                self.queue.push_back(e.body().to_string());
                 self.queue.push_back("[DONE]".into());
                 self.finished = true;
             }

@@ -17,6 +17,7 @@ mod app;
 mod compat;
 pub mod cost;
 mod dashboard;
+mod deadline;
 mod drain;
 mod embeddings;
 mod error;

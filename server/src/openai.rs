@@ -88,6 +88,9 @@ pub struct GenerationParams {
     pub tools: Option<Value>,
     pub tool_choice: Option<Value>,
     pub parallel_tool_calls: Option<bool>,
+    /// Extension (owl): seconds this request may run; the server's `--request-timeout`, if
+    /// shorter, still holds (deadline.rs).
+    pub timeout: Option<f64>,
 }
 
 /// `/v1/chat/completions`' own fields.
@@ -130,6 +133,8 @@ pub struct Generation {
     pub constraint: Option<Constraint>,
     /// Tools offered (and not `tool_choice: "none"`); their constraint depends on the template.
     pub tools: Option<crate::tools::ToolRequest>,
+    /// The request's own deadline, seconds.
+    pub timeout: Option<f64>,
 }
 
 fn check_range(param: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
@@ -222,7 +227,9 @@ impl GenerationParams {
                 "give either `tools` or an output format (`response_format`, `grammar`, `json_schema`), not both",
             ));
         }
+        let timeout = crate::deadline::check(self.timeout)?;
         Ok(Generation {
+            timeout,
             constraint,
             tools,
             model: self.model,

@@ -292,6 +292,8 @@ pub struct MetricsSnapshot {
     pub queue_depth: usize,
     pub active_sequences: usize,
     pub kv_pages_used: usize,
+    /// Of those, pages only the prefix cache holds (given up when a sequence needs them).
+    pub kv_pages_cache_only: usize,
     pub kv_pages_total: usize,
     pub kv_page_size: usize,
     /// Histogram of time to first token, seconds: (upper bound, cumulative count).

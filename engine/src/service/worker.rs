@@ -79,6 +79,7 @@ pub(super) struct Shared {
     prompt_tokens: AtomicU64,
     gen_tokens: AtomicU64,
     pages_used: AtomicUsize,
+    pages_cached: AtomicUsize,
     pages_total: usize,
     hist: Mutex<(Hist, Hist)>,
     clock: Mutex<busy::Clock>,
@@ -96,6 +97,7 @@ impl Shared {
             queue_depth: self.queued.load(Ordering::Relaxed),
             active_sequences: self.active.load(Ordering::Relaxed),
             kv_pages_used: self.pages_used.load(Ordering::Relaxed),
+            kv_pages_cache_only: self.pages_cached.load(Ordering::Relaxed),
             kv_pages_total: self.pages_total,
             kv_page_size: PAGE,
             ttft_buckets: h.0.buckets(&TTFT_BOUNDS),
@@ -192,6 +194,7 @@ pub(super) fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
         prompt_tokens: AtomicU64::new(0),
         gen_tokens: AtomicU64::new(0),
         pages_used: AtomicUsize::new(0),
+        pages_cached: AtomicUsize::new(0),
         pages_total: kv.n_pages(),
         hist: Mutex::new((Hist::default(), Hist::default())),
         clock: Mutex::new(busy::Clock::default()),
@@ -292,6 +295,7 @@ impl Worker {
     fn publish(&self) {
         self.shared.active.store(self.active.len(), Ordering::Relaxed);
         self.shared.pages_used.store(self.kv.used(), Ordering::Relaxed);
+        self.shared.pages_cached.store(self.kv.cache_only(), Ordering::Relaxed);
         self.shared.queued.store(self.waiting.len(), Ordering::Relaxed);
     }
 
