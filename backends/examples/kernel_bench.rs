@@ -140,6 +140,52 @@ fn main() {
         }
         println!();
     }
+    // The same decode matvec over repacked weights, where a path packs the type
+    // (runs of 256 rows = 32 groups; `-` where the path keeps the mapped layout).
+    println!("\npacked decode tile, 1 activation row x {rows} x {cols}, one thread; weight GB/s");
+    for &ty in &types {
+        let rb = ty.row_bytes(cols).unwrap();
+        let mut w: Vec<u8> = (0..rb * rows)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for b in w.chunks_exact_mut(ty.block_bytes()) {
+            sanitize(ty, b);
+        }
+        let Some(p) = owl_backends::cpu::repack::pack(ty, &w, rows, cols) else {
+            continue;
+        };
+        let aty = ty.vec_dot_type();
+        let mut a = vec![0u8; aty.row_bytes(cols).unwrap()];
+        let mut out = vec![0f32; rows];
+        print!("{:8}", ty.name());
+        for k in &paths {
+            if !k.has_packed(ty) {
+                print!("{:>22}", "-");
+                continue;
+            }
+            k.quantize_act(aty, &x, &mut a);
+            let s = time(|| {
+                for j0 in (0..rows).step_by(256) {
+                    let j1 = (j0 + 256).min(rows);
+                    // SAFETY: out holds `rows` elements; j0..j1 are written.
+                    unsafe {
+                        k.packed_tile(
+                            &p,
+                            j0 / 8,
+                            j1 - j0,
+                            black_box(&a),
+                            cols,
+                            out.as_mut_ptr().add(j0),
+                            rows,
+                        )
+                    };
+                }
+                black_box(&out);
+            });
+            print!("{:>22.2}", (rb * rows) as f64 / s / 1e9);
+        }
+        println!();
+    }
     // Prefill: the matmul tile over 64 activation rows (what a 512-token
     // prompt runs per row block), reported as giga multiply-adds per second.
     let na = 64;
