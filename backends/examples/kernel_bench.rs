@@ -18,7 +18,10 @@ use owl_quant::GgmlType;
 
 fn time<F: FnMut()>(mut f: F) -> f64 {
     f(); // warm up
-    let reps: usize = std::env::var("OWL_KB_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let reps: usize = std::env::var("OWL_KB_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let mut best = f64::MAX;
     for _ in 0..reps.max(1) {
         let t = Instant::now();
@@ -55,7 +58,10 @@ fn main() {
     let only = std::env::var("OWL_KB_TYPES").ok();
     let types: Vec<GgmlType> = types
         .into_iter()
-        .filter(|t| only.as_deref().is_none_or(|o| o.split(',').any(|n| n.eq_ignore_ascii_case(t.name()))))
+        .filter(|t| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|n| n.eq_ignore_ascii_case(t.name())))
+        })
         .collect();
     println!("matvec {rows} x {cols}, one thread; weight GB/s (ns per row)");
     let paths = Kernels::available();
@@ -91,6 +97,95 @@ fn main() {
         }
         println!();
     }
+    // Decode: the matmul tile over one activation row (the four-row decode
+    // kernels), in runs of 256 weight rows as the matmul's decode tasks take them.
+    println!("\ndecode tile, 1 activation row x {rows} x {cols}, one thread; weight GB/s");
+    print!("{:8}", "type");
+    for k in &paths {
+        print!("{:>22}", k.name);
+    }
+    println!();
+    for &ty in &types {
+        let rb = ty.row_bytes(cols).unwrap();
+        let mut w: Vec<u8> = (0..rb * rows)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for b in w.chunks_exact_mut(ty.block_bytes()) {
+            sanitize(ty, b);
+        }
+        let aty = ty.vec_dot_type();
+        let mut a = vec![0u8; aty.row_bytes(cols).unwrap()];
+        let mut out = vec![0f32; rows];
+        print!("{:8}", ty.name());
+        for k in &paths {
+            k.quantize_act(aty, &x, &mut a);
+            let s = time(|| {
+                for j0 in (0..rows).step_by(256) {
+                    let j1 = (j0 + 256).min(rows);
+                    // SAFETY: out holds `rows` elements; j0..j1 are written.
+                    unsafe {
+                        k.dot_tile(
+                            ty,
+                            black_box(&w[j0 * rb..j1 * rb]),
+                            black_box(&a),
+                            cols,
+                            out.as_mut_ptr().add(j0),
+                            rows,
+                        )
+                    };
+                }
+                black_box(&out);
+            });
+            print!("{:>22.2}", (rb * rows) as f64 / s / 1e9);
+        }
+        println!();
+    }
+    // The same decode matvec over repacked weights, where a path packs the type
+    // (runs of 256 rows = 32 groups; `-` where the path keeps the mapped layout).
+    println!("\npacked decode tile, 1 activation row x {rows} x {cols}, one thread; weight GB/s");
+    for &ty in &types {
+        let rb = ty.row_bytes(cols).unwrap();
+        let mut w: Vec<u8> = (0..rb * rows)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for b in w.chunks_exact_mut(ty.block_bytes()) {
+            sanitize(ty, b);
+        }
+        let Some(p) = owl_backends::cpu::repack::pack(ty, &w, rows, cols) else {
+            continue;
+        };
+        let aty = ty.vec_dot_type();
+        let mut a = vec![0u8; aty.row_bytes(cols).unwrap()];
+        let mut out = vec![0f32; rows];
+        print!("{:8}", ty.name());
+        for k in &paths {
+            if !k.has_packed(ty) {
+                print!("{:>22}", "-");
+                continue;
+            }
+            k.quantize_act(aty, &x, &mut a);
+            let s = time(|| {
+                for j0 in (0..rows).step_by(256) {
+                    let j1 = (j0 + 256).min(rows);
+                    // SAFETY: out holds `rows` elements; j0..j1 are written.
+                    unsafe {
+                        k.packed_tile(
+                            &p,
+                            j0 / 8,
+                            j1 - j0,
+                            black_box(&a),
+                            cols,
+                            out.as_mut_ptr().add(j0),
+                            rows,
+                        )
+                    };
+                }
+                black_box(&out);
+            });
+            print!("{:>22.2}", (rb * rows) as f64 / s / 1e9);
+        }
+        println!();
+    }
     // Prefill: the matmul tile over 64 activation rows (what a 512-token
     // prompt runs per row block), reported as giga multiply-adds per second.
     let na = 64;
@@ -102,7 +197,9 @@ fn main() {
     println!();
     for &ty in &types {
         let rb = ty.row_bytes(cols).unwrap();
-        let mut w: Vec<u8> = (0..rb * rows).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let mut w: Vec<u8> = (0..rb * rows)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         for b in w.chunks_exact_mut(ty.block_bytes()) {
             sanitize(ty, b);
         }
@@ -120,7 +217,16 @@ fn main() {
                 for j0 in (0..rows).step_by(32) {
                     let j1 = (j0 + 32).min(rows);
                     // SAFETY: out holds na rows of `rows` elements; columns j0..j1 are written.
-                    unsafe { k.dot_tile(ty, black_box(&w[j0 * rb..j1 * rb]), black_box(&a), cols, out.as_mut_ptr().add(j0), rows) };
+                    unsafe {
+                        k.dot_tile(
+                            ty,
+                            black_box(&w[j0 * rb..j1 * rb]),
+                            black_box(&a),
+                            cols,
+                            out.as_mut_ptr().add(j0),
+                            rows,
+                        )
+                    };
                 }
                 black_box(&out);
             });

@@ -25,6 +25,7 @@ mod evex {
 
     mod zmm;
     mod zmm_packed;
+    mod zmm_rows;
 
     pub(in crate::cpu::kernels) fn table() -> Option<Kernels> {
         let ok = is_x86_feature_detected!("avx2")

@@ -180,7 +180,11 @@ macro_rules! x86_rows {
             out
         }
 
-        /// Four Q6_K rows: per row exactly the operations of `tile_q6_k::<1>`.
+        /// Four Q6_K rows: per row exactly the operations of `tile_q6_k::<1>`
+        /// (the same i32 lanes, so the same float rounding). The scale pair of
+        /// each 32 quants is spread to i16 lanes by one byte shuffle of the
+        /// block's scales instead of two scalar broadcasts (GGML's form): the
+        /// decode matvec is the output head's cost on Q4_K_M models.
         #[target_feature(enable = $feat)]
         unsafe fn rows4_q6_k(
             x: [&[BlockQ6K]; 4],
@@ -188,6 +192,20 @@ macro_rules! x86_rows {
             d: &[f32],
             _s: &[f32],
         ) -> [f32; 4] {
+            // Shuffle p puts scale 2p in bytes 0..8 and scale 2p+1 in bytes 8..16.
+            static SHUF: [[u8; 16]; 8] = {
+                let mut t = [[0u8; 16]; 8];
+                let mut p = 0;
+                while p < 8 {
+                    let mut b = 0;
+                    while b < 16 {
+                        t[p][b] = (2 * p + b / 8) as u8;
+                        b += 1;
+                    }
+                    p += 1;
+                }
+                t
+            };
             let mut acc = [_mm256_setzero_ps(); 4];
             let m4 = _mm256_set1_epi8(0x0F);
             for (i, b) in y.iter().enumerate() {
@@ -196,18 +214,20 @@ macro_rules! x86_rows {
                 for w in 0..4 {
                     prefetch_block(x[w], i, 4);
                     let a = x[w].get_unchecked(i);
-                    let scales =
-                        _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr() as *const __m128i));
-                    let off = _mm256_madd_epi16(scales, bs);
+                    let sc8 = _mm_loadu_si128(a.scales.as_ptr() as *const __m128i);
+                    let off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bs);
                     let mut sumi =
                         _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
                     for n in 0..2 {
                         let v = q6k_quants(a, n, m4);
                         for (k, vk) in v.iter().enumerate() {
-                            let is = 8 * n + 2 * k;
-                            let (s0, s1) = (a.scales[is] as i32, a.scales[is + 1] as i32);
+                            let sh = _mm_loadu_si128(SHUF[4 * n + k].as_ptr() as *const __m128i);
+                            let sv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, sh));
                             let yv = load_i8(b.qs.as_ptr().add(128 * n + 32 * k));
-                            sumi = _mm256_add_epi32(sumi, mul_u8i8_s(*vk, yv, s0, s1));
+                            // mul_u8i8_s with the pair already in lanes (maddubs then
+                            // madd, as every x86 table's mul_u8i8_s does).
+                            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*vk, yv), sv);
+                            sumi = _mm256_add_epi32(sumi, p);
                         }
                     }
                     let wd = f16_mul_f32(a.d, 1.0);

@@ -398,6 +398,15 @@ pair_entry!(z_q4_1, pair_q4_1, BlockQ4_1, BlockQ8_1, prep_q8_1, t_q4_1);
 pair_entry!(z_q4_k, pair_q4_k, BlockQ4K, BlockQ8K, prep_q8_k, t_q4_k);
 pair_entry!(z_q6_k, pair_q6_k, BlockQ6K, BlockQ8K, prep_q8_k, t_q6_k);
 
+/// Q6_K: decode in 512-bit registers (`zmm_rows`), prompts through the pairs.
+///
+/// # Safety
+/// As the pair entries.
+unsafe fn zd_q6_k(w: &[u8], wr: usize, a: &[u8], ar: usize, out: *mut f32, ostride: usize) {
+    // SAFETY: as the pair entries.
+    unsafe { super::zmm_rows::z_rows_q6_k(w, wr, a, ar, out, ostride, z_q6_k) }
+}
+
 /// Installs the 512-bit tiles into the AVX-512 VNNI table (needs AVX512DQ too).
 /// `OWL_NO_ZMM` (any value) keeps the table's 256-bit tiles, for A/B timing.
 pub(super) fn install(k: &mut Kernels) {
@@ -409,5 +418,5 @@ pub(super) fn install(k: &mut Kernels) {
     k.set_tile(GgmlType::Q5_0, z_q5_0);
     k.set_tile(GgmlType::Q4_1, z_q4_1);
     k.set_tile(GgmlType::Q4_K, z_q4_k);
-    k.set_tile(GgmlType::Q6_K, z_q6_k);
+    k.set_tile(GgmlType::Q6_K, zd_q6_k);
 }
