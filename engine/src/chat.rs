@@ -269,7 +269,18 @@ impl ChatTemplate {
         ctx: Value,
     ) -> Result<String, ChatError> {
         let mut out = CappedWriter::default();
-        if let Err(e) = tmpl.render_captured_to(ctx, &mut out) {
+        // minijinja can panic on hostile input (its `format` filter slicing inside a
+        // multi-byte char, found by fuzz/chat_template): that is an error, not a crash.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tmpl.render_captured_to(ctx, &mut out).map(|_| ())
+        }));
+        let Ok(rendered) = rendered else {
+            return Err(ChatError::Render {
+                origin: self.origin,
+                msg: "the template engine failed on this template (a minijinja bug)".into(),
+            });
+        };
+        if let Err(e) = rendered {
             return Err(if out.over {
                 ChatError::Limit {
                     origin: self.origin,

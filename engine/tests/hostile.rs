@@ -249,3 +249,12 @@ fn real_templates_stay_under_the_bounds_on_long_conversations() {
     let out = t.render(&conv, true).unwrap();
     assert!(out.len() > 5000 * 1024);
 }
+
+#[test]
+fn fuzz_found_format_panic_is_an_error() {
+    // fuzz/chat_template: minijinja's `format` slices inside a multi-byte char and panics.
+    // The crashing input (fuzz/artifacts/chat_template/crash-ce8d684e...), as the target read it.
+    let t = format!("{{{{ \"!!!'!!!\x0c\x0c{{{{{{%(%%%%{}%%%%%%%%%%%%@%%%%%%{{ !%s!!\" | format(0) }}}}", "\u{fffd}".repeat(56));
+    let e = render_file_template(&t).unwrap_err();
+    assert!(matches!(e, ChatError::Render { .. }), "{e}");
+}
