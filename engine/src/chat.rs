@@ -30,7 +30,23 @@ pub enum ChatError {
     Syntax { origin: TemplateOrigin, msg: String },
     #[error("rendering the {origin} chat template: {msg}")]
     Render { origin: TemplateOrigin, msg: String },
+    /// The template ran past [`MAX_RENDER_FUEL`] steps or wrote past [`MAX_RENDER_BYTES`]
+    /// (a hostile or broken template: it loops or renders megabytes).
+    #[error("the {origin} chat template was stopped: {what}; fix the template or pass --chat-template FILE")]
+    Limit {
+        origin: TemplateOrigin,
+        what: String,
+    },
 }
+
+/// Most template instructions one render may run (minijinja fuel). A real template
+/// over a long conversation uses a few hundred per message; this many take about a
+/// second at most, then rendering stops with [`ChatError::Limit`]. minijinja also charges
+/// one fuel per 64 bytes a template builds, so this bounds its memory too (~320 MB).
+pub const MAX_RENDER_FUEL: u64 = 5_000_000;
+/// Most bytes one rendered prompt may hold: far past any context window (the
+/// server's default body limit is 4 MiB), so only a runaway template reaches it.
+pub const MAX_RENDER_BYTES: usize = 64 << 20;
 
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +212,9 @@ impl ChatTemplate {
                 msg: describe(&e),
             })?;
         env.set_syntax(syntax);
+        // Sandbox: no loader is set, so `include`/`import`/`extends` find nothing (no file
+        // access), no function reads the environment, and fuel bounds the time.
+        env.set_fuel(Some(MAX_RENDER_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
@@ -240,7 +259,46 @@ impl ChatTemplate {
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
         };
-        self.finish(tmpl.render(ctx).map_err(|e| self.render_error(&e))?)
+        self.finish(self.render_bounded(&tmpl, ctx)?)
+    }
+
+    /// Renders into a buffer that refuses to grow past [`MAX_RENDER_BYTES`].
+    fn render_bounded(
+        &self,
+        tmpl: &minijinja::Template<'_, '_>,
+        ctx: Value,
+    ) -> Result<String, ChatError> {
+        let mut out = CappedWriter::default();
+        // minijinja can panic on hostile input (its `format` filter slicing inside a
+        // multi-byte char, found by fuzz/chat_template): that is an error, not a crash.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tmpl.render_captured_to(ctx, &mut out).map(|_| ())
+        }));
+        let Ok(rendered) = rendered else {
+            return Err(ChatError::Render {
+                origin: self.origin,
+                msg: "the template engine failed on this template (a minijinja bug)".into(),
+            });
+        };
+        if let Err(e) = rendered {
+            return Err(if out.over {
+                ChatError::Limit {
+                    origin: self.origin,
+                    what: format!("it rendered more than {} MiB", MAX_RENDER_BYTES >> 20),
+                }
+            } else if e.kind() == ErrorKind::OutOfFuel {
+                ChatError::Limit {
+                    origin: self.origin,
+                    what: format!("it ran more than {MAX_RENDER_FUEL} steps (does it loop?)"),
+                }
+            } else {
+                self.render_error(&e)
+            });
+        }
+        // minijinja writes whole `str`s and the cap never cut one (it errs instead).
+        String::from_utf8(out.buf).map_err(|e| {
+            self.render_error(&JinjaError::new(ErrorKind::BadSerialization, e.to_string()))
+        })
     }
 
     /// Renders a conversation given as OpenAI-shaped JSON messages (assistant
@@ -277,7 +335,7 @@ impl ChatTemplate {
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
         };
-        self.finish(tmpl.render(ctx).map_err(|e| self.render_error(&e))?)
+        self.finish(self.render_bounded(&tmpl, ctx)?)
     }
 
     /// The rendered text, less a leading BOS the tokenizer adds itself.
@@ -325,6 +383,28 @@ impl ChatTemplate {
             out.push(self.eos_token.clone());
         }
         out
+    }
+}
+
+/// An output buffer that fails the write that would take it past [`MAX_RENDER_BYTES`].
+#[derive(Default)]
+struct CappedWriter {
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > MAX_RENDER_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("rendered prompt too large"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

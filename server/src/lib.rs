@@ -39,6 +39,23 @@ pub use app::{router, AppState, KnownModel, ServerOptions, DEFAULT_MAX_BODY};
 pub use error::ApiError;
 pub use service::{LlmService, ServiceError};
 
+/// Parses and validates a `/v1/chat/completions` (`chat`) or `/v1/completions` body
+/// as their handlers do before anything reaches the engine: JSON, every field,
+/// messages, tools and output formats. The `request` fuzz target drives it.
+pub fn parse_request(body: &[u8], chat: bool) -> Result<(), ApiError> {
+    let v = openai::parse_json(body)?;
+    let gen = openai::parse_body::<openai::GenerationParams>(&v)?.validate()?;
+    if chat {
+        let (messages, _) = openai::parse_body::<openai::ChatParams>(&v)?.validate()?;
+        if gen.tools.is_some() {
+            let _ = tools::messages(&v["messages"], &messages);
+        }
+    } else {
+        openai::parse_body::<openai::CompletionParams>(&v)?.validate()?;
+    }
+    Ok(())
+}
+
 /// Everything `owl serve` needs.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -193,15 +210,29 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         state.expect_embedder();
         let (threads, pull) = (engine_cfg.threads, engine_cfg.pull_if_missing);
         let st = state.clone();
-        let loaded = tokio::task::spawn_blocking(move || owl_engine::service::Embedder::start(&name, threads, 2048, pull).map(|e| (name, e)))
-            .await
-            .map_err(|e| ServerError::Load { model: "embedding model".into(), message: e.to_string() })?;
+        let loaded = tokio::task::spawn_blocking(move || {
+            owl_engine::service::Embedder::start(&name, threads, 2048, pull).map(|e| (name, e))
+        })
+        .await
+        .map_err(|e| ServerError::Load {
+            model: "embedding model".into(),
+            message: e.to_string(),
+        })?;
         match loaded {
             Ok((name, e)) => {
-                eprintln!("owl: embedding model {name} ready (width {}, inputs up to {} tokens)", e.info().n_embd, e.info().n_ctx);
+                eprintln!(
+                    "owl: embedding model {name} ready (width {}, inputs up to {} tokens)",
+                    e.info().n_embd,
+                    e.info().n_ctx
+                );
                 st.set_embedder(Arc::new(e));
             }
-            Err(e) => return Err(ServerError::Load { model: cfg.embedding_model.unwrap_or_default(), message: e.to_string() }),
+            Err(e) => {
+                return Err(ServerError::Load {
+                    model: cfg.embedding_model.unwrap_or_default(),
+                    message: e.to_string(),
+                })
+            }
         }
     }
     let load = tokio::task::spawn_blocking(move || Engine::start(engine_cfg));
@@ -222,5 +253,35 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         r = server => Ok(r?),
         // Connections still busy when the drain time is up are cut.
         _ = expired.notified() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_request;
+
+    #[test]
+    fn parse_request_checks_what_the_handlers_check() {
+        let chat = br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#;
+        parse_request(chat, true).unwrap();
+        let text = br#"{"prompt":"Once","max_tokens":4}"#;
+        parse_request(text, false).unwrap();
+        // A completions body is not a chat body, and the reverse.
+        assert!(parse_request(text, true).is_err());
+        let bad = [
+            (&br#"{"messages":"#[..], "not valid JSON"),
+            (br#"[1]"#, "must be a JSON object"),
+            (br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, "max_tokens"),
+            (br#"{"messages":[{"role":"user","content":"hi"}],"n":2}"#, "`n`"),
+            (br#"{"messages":[{"role":"user","content":"hi"}],"grammar":"root ::= x","json_schema":{}}"#, "not both"),
+        ];
+        for (body, want) in bad {
+            let e = parse_request(body, true).unwrap_err();
+            assert!(
+                format!("{e:?}").contains(want),
+                "{}: {e:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }

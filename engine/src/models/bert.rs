@@ -78,6 +78,14 @@ impl EncoderConfig {
             rope_base: md.arch_get_or("rope.freq_base", 10_000.0f32)?,
             pooling,
         };
+        super::check_limits(&cfg.arch, &[
+            ("block_count", cfg.n_layer),
+            ("embedding_length", cfg.n_embd),
+            ("attention.head_count", cfg.n_head),
+            ("feed_forward_length", cfg.n_ff),
+            ("context_length", cfg.n_ctx_train),
+            ("vocab", cfg.n_vocab),
+        ])?;
         if n_head == 0 || n_embd % n_head != 0 || cfg.head_dim % 2 != 0 {
             return Err(EngineError::BadModel(format!("{n_head} heads do not divide n_embd {n_embd} into even head sizes")));
         }

@@ -64,3 +64,39 @@ pub fn arch(name: &str) -> Option<Arch> {
 }
 
 pub const SUPPORTED: &str = "llama (and Mixtral-style experts), mistral, gemma3, qwen2, qwen3, qwen2moe, qwen3moe, phi3";
+
+/// Upper bounds on hyperparameters, far past every published model, so a file that
+/// claims more (a hostile or corrupt header) is refused before anything is sized by
+/// it: allocation, the KV cache, products such as `n_head * head_dim`.
+pub(crate) const LIMITS: &[(&str, usize)] = &[
+    ("block_count", 1 << 12),
+    ("embedding_length", 1 << 20),
+    ("attention.head_count", 1 << 16),
+    ("attention.head_count_kv", 1 << 16),
+    ("attention.key_length", 1 << 16),
+    ("rope.dimension_count", 1 << 16),
+    ("feed_forward_length", 1 << 24),
+    ("expert_feed_forward_length", 1 << 24),
+    ("context_length", 1 << 26),
+    ("expert_count", 1 << 16),
+    ("expert_used_count", 1 << 16),
+    ("attention.sliding_window", 1 << 26),
+    ("attention.sliding_window_pattern", 1 << 12),
+    ("vocab", 1 << 24),
+];
+
+/// Checks each `(key, value)` against [`LIMITS`]; the error names the key, the value and the limit.
+pub(crate) fn check_limits(arch: &str, values: &[(&str, usize)]) -> Result<(), crate::EngineError> {
+    for &(key, value) in values {
+        let Some(&(_, max)) = LIMITS.iter().find(|(k, _)| *k == key) else {
+            continue;
+        };
+        if value > max {
+            let what = if key == "vocab" { "the vocabulary (rows of token_embd.weight)".to_string() } else { format!("{arch}.{key}") };
+            return Err(crate::EngineError::BadModel(format!(
+                "{what} = {value} is beyond any real model (owl accepts at most {max}): the file is corrupt or hostile"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -84,6 +84,22 @@ impl Config {
         };
         let mut cfg = cfg;
         cfg.n_ff_expert = md.arch_get_or("expert_feed_forward_length", cfg.n_ff)?;
+        super::check_limits(arch.name, &[
+            ("block_count", cfg.n_layer),
+            ("embedding_length", cfg.n_embd),
+            ("attention.head_count", cfg.n_head),
+            ("attention.head_count_kv", cfg.n_head_kv),
+            ("attention.key_length", cfg.head_dim),
+            ("rope.dimension_count", cfg.n_rot),
+            ("feed_forward_length", cfg.n_ff),
+            ("expert_feed_forward_length", cfg.n_ff_expert),
+            ("context_length", cfg.n_ctx_train),
+            ("expert_count", cfg.n_expert),
+            ("expert_used_count", cfg.n_expert_used),
+            ("attention.sliding_window", cfg.swa_window.unwrap_or(0)),
+            ("attention.sliding_window_pattern", cfg.swa_pattern),
+            ("vocab", cfg.n_vocab),
+        ])?;
         if arch.moe && cfg.n_expert == 0 {
             return Err(EngineError::BadModel(format!("{} needs {}.expert_count", arch.name, arch.name)));
         }
