@@ -1,0 +1,299 @@
+//! The SSE side of a local generation: engine events become OpenAI chunks
+//! (content, logprobs, tool-call deltas via tool_stream.rs, usage), with the
+//! same answer as the non-streamed one.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use owl_engine::service::{Event, FinishReason, TokenLogprob, Usage};
+use owl_engine::tools::Family;
+use serde_json::{json, Value};
+
+use super::*;
+
+/// State of one SSE response: the request handle and the chunks not sent yet.
+struct Streamer {
+    ctx: Ctx,
+    handle: cost::Guarded,
+    early: VecDeque<Event>,
+    include_usage: bool,
+    want_logprobs: bool,
+    /// Bytes of text sent so far (completions' text_offset).
+    sent: usize,
+    queue: VecDeque<String>,
+    finished: bool,
+    /// With tools: the answer so far, and the part not yet sent as content.
+    all: String,
+    pending: String,
+    /// The trigger was seen (or content is not streamed): the rest is calls.
+    holding: bool,
+    /// With tools: what was sent of the calls, and logprobs of tokens not sent yet.
+    calls: crate::tool_stream::CallStream,
+    lps: Vec<(u32, TokenLogprob)>,
+}
+
+impl Streamer {
+    fn chunk(&self, choice: Value) -> String {
+        let mut c = self.ctx.envelope(true, json!([choice]));
+        if self.include_usage {
+            c["usage"] = Value::Null;
+        }
+        c.to_string()
+    }
+
+    fn delta(&self, text: &str, logprobs: Value, finish: Option<&str>) -> Value {
+        match self.ctx.kind {
+            Kind::Chat => {
+                let delta = if finish.is_some() {
+                    json!({})
+                } else {
+                    json!({"content": text})
+                };
+                json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+            }
+            Kind::Text => {
+                json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish})
+            }
+        }
+    }
+
+    fn content_chunk(&mut self, text: &str) {
+        if !text.is_empty() {
+            let lp = self.take_logprobs();
+            let c = self.chunk(self.delta(text, lp, None));
+            self.queue.push_back(c);
+        }
+    }
+
+    /// With tools: the logprobs of the tokens since the last chunk, for the next one.
+    fn take_logprobs(&mut self) -> Value {
+        if self.lps.is_empty() {
+            return Value::Null;
+        }
+        let lps = std::mem::take(&mut self.lps);
+        self.ctx.logprobs(&lps, 0)
+    }
+
+    fn call_chunks(&mut self, deltas: Vec<Value>) {
+        for d in deltas {
+            let lp = self.take_logprobs();
+            let c = self.chunk(json!({"index": 0, "delta": {"tool_calls": [d]}, "logprobs": lp, "finish_reason": null}));
+            self.queue.push_back(c);
+        }
+    }
+
+    /// A token's text with tools: content until the trigger (less what could
+    /// be its start), then calls, streamed as far as they are known.
+    fn tool_text(&mut self, family: Family, text: &str, lp: Option<(u32, TokenLogprob)>) {
+        self.all.push_str(text);
+        self.lps.extend(lp.filter(|_| self.want_logprobs));
+        if !self.holding {
+            self.pending.push_str(text);
+            let openers = family.call_openers();
+            let n = crate::tools::releasable_any(&self.pending, openers);
+            if openers.iter().any(|t| self.pending[n..].starts_with(t)) {
+                self.holding = true;
+            }
+            let out: String = self.pending.drain(..n).collect();
+            self.content_chunk(&out);
+        }
+        if self.holding {
+            if let Some(at) = crate::tool_stream::calls_start(family, &self.all) {
+                let deltas = self.calls.feed(&self.all[at..], &mut crate::tools::call_id);
+                self.call_chunks(deltas);
+            }
+        }
+    }
+
+    /// The end of an answer with tools: its calls, or the held text as content.
+    /// Returns the finish reason.
+    fn tool_end(&mut self, family: Family, streamed: bool, finish: FinishReason) -> &'static str {
+        let parsed = owl_engine::tools::parse(family, &self.all);
+        if parsed.calls.is_empty() && self.calls.started() > 0 {
+            // A call cut off (by `max_tokens`) after its start went out: `length` says so.
+            return finish_str(finish);
+        }
+        if parsed.calls.is_empty() {
+            let rest = if streamed {
+                std::mem::take(&mut self.pending)
+            } else {
+                parsed.content
+            };
+            self.content_chunk(&rest);
+            return finish_str(finish);
+        }
+        if !streamed {
+            self.content_chunk(&parsed.content);
+        }
+        // Calls the stream did not see as they were written go out whole.
+        let rest = self.calls.finish(&parsed.calls, &mut crate::tools::call_id);
+        self.call_chunks(rest);
+        calls_finish_str(finish)
+    }
+
+    /// With `--capture-all`: the whole answer, as the non-streamed one's message.
+    fn capture(&self, usage: &Usage) {
+        let (Some(c), Kind::Chat) = (&self.ctx.capture, self.ctx.kind) else {
+            return;
+        };
+        let msg = match &self.ctx.tools {
+            Some((family, _)) => {
+                let parsed = owl_engine::tools::parse(*family, &self.all);
+                let calls: Vec<Value> = parsed
+                    .calls
+                    .iter()
+                    .map(|t| crate::tools::call_json(t, &crate::tools::call_id()))
+                    .collect();
+                json!({"role": "assistant", "content": parsed.content, "tool_calls": calls})
+            }
+            None => json!({"role": "assistant", "content": self.all}),
+        };
+        c.push(&msg, &self.ctx.id, &self.ctx.model, &usage_json(usage));
+    }
+
+    /// Waits for the next engine event and queues the chunks it makes.
+    async fn pump(&mut self) {
+        // A chat request with tools parses its text for calls; everything else streams as is.
+        let tool_family = match self.ctx.kind {
+            Kind::Chat => self.ctx.tools.as_ref().map(|t| t.0),
+            _ => None,
+        };
+        match next_event(&mut self.early, &mut self.handle).await {
+            Some(Event::Started { .. }) => {}
+            Some(Event::Token { id, text, logprob }) if let Some(family) = tool_family => {
+                self.tool_text(family, &text, logprob.map(|lp| (id, lp)));
+            }
+            Some(Event::Token { id, text, logprob }) => {
+                if self.ctx.capture.is_some() {
+                    self.all.push_str(&text);
+                }
+                let lp = match (&logprob, self.want_logprobs) {
+                    (Some(lp), true) => self.ctx.logprobs(&[(id, lp.clone())], self.sent),
+                    _ => Value::Null,
+                };
+                // Text held back (a partial character or possible stop string) makes no chunk.
+                if !text.is_empty() || !lp.is_null() {
+                    let c = self.chunk(self.delta(&text, lp, None));
+                    self.sent += text.len();
+                    self.queue.push_back(c);
+                }
+            }
+            Some(Event::Done { usage, timings, .. })
+                if let Some(e) = crate::deadline::passed(&self.ctx.deadline) =>
+            {
+                let c = &self.ctx;
+                c.cost
+                    .charge(&c.model, &c.client, &usage, &timings, &c.routing)
+                    .await;
+                self.queue.push_back(e.body().to_string());
+                self.queue.push_back("[DONE]".into());
+                self.finished = true;
+            }
+            Some(Event::Done {
+                finish_reason,
+                usage,
+                timings,
+            }) => {
+                let charged = self
+                    .ctx
+                    .cost
+                    .charge(
+                        &self.ctx.model,
+                        &self.ctx.client,
+                        &usage,
+                        &timings,
+                        &self.ctx.routing,
+                    )
+                    .await;
+                let finish = match self.ctx.tools.clone() {
+                    Some((family, choice)) if self.ctx.kind == Kind::Chat => {
+                        let streamed = crate::tools::streams_content(family, &choice);
+                        self.tool_end(family, streamed, finish_reason)
+                    }
+                    _ => finish_str(finish_reason),
+                };
+                if finish_reason != FinishReason::Cancelled {
+                    self.capture(&usage);
+                }
+                let lp = self.take_logprobs();
+                let c = self.chunk(self.delta("", lp, Some(finish)));
+                self.queue.push_back(c);
+                if self.include_usage {
+                    let mut u = self.ctx.envelope(true, json!([]));
+                    u["usage"] = usage_json(&usage);
+                    u["usage"]["owl"] = cost::usage_owl(&charged);
+                    // llama-server's timings, also in a stream (the Ollama API's durations come from them).
+                    u["timings"] = timings_json(&timings);
+                    self.queue.push_back(u.to_string());
+                }
+                self.queue.push_back("[DONE]".into());
+                self.finished = true;
+            }
+            Some(Event::Error(e)) => {
+                self.queue.push_back(
+                    ApiError::internal(format!("generation failed: {e}"))
+                        .body()
+                        .to_string(),
+                );
+                self.queue.push_back("[DONE]".into());
+                self.finished = true;
+            }
+            None => {
+                let e = crate::deadline::passed(&self.ctx.deadline)
+                    .unwrap_or_else(|| ApiError::internal("the engine dropped the request"));
+                self.queue.push_back(e.body().to_string());
+                self.queue.push_back("[DONE]".into());
+                self.finished = true;
+            }
+        }
+    }
+}
+
+pub(super) fn stream_response(started: Started) -> Response {
+    let Started {
+        ctx,
+        handle,
+        include_usage,
+        want_logprobs,
+        early,
+        ..
+    } = started;
+    let mut s = Streamer {
+        ctx,
+        handle,
+        early,
+        include_usage,
+        want_logprobs,
+        sent: 0,
+        queue: VecDeque::new(),
+        finished: false,
+        all: String::new(),
+        pending: String::new(),
+        holding: false,
+        calls: Default::default(),
+        lps: Vec::new(),
+    };
+    if let Some((family, choice)) = &s.ctx.tools {
+        s.holding = !crate::tools::streams_content(*family, choice);
+    }
+    if s.ctx.kind == Kind::Chat {
+        // OpenAI opens a chat stream with the role.
+        let first = s.chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}));
+        s.queue.push_back(first);
+    }
+    let events = stream::unfold(s, |mut s| async move {
+        loop {
+            if let Some(data) = s.queue.pop_front() {
+                return Some((Ok::<_, Infallible>(SseEvent::default().data(data)), s));
+            }
+            if s.finished {
+                return None;
+            }
+            s.pump().await;
+        }
+    });
+    Sse::new(events).into_response()
+}
