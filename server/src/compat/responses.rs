@@ -417,8 +417,13 @@ impl Events {
         }
     }
 
+    /// The id `item_json` gives item `k`, without building the item (a delta per
+    /// token must not copy the text so far).
     fn item_id(&self, k: usize) -> Value {
-        self.item_json(k, "in_progress")["id"].clone()
+        match &self.items[k] {
+            Item::Text(_) => json!(format!("msg_{}", self.id)),
+            Item::Call(..) => json!(format!("fc_{}_{k}", self.id)),
+        }
     }
 
     fn snapshot(&self, finish: Option<&str>) -> Value {
@@ -768,6 +773,10 @@ mod tests {
             .map(|v| v["sequence_number"].as_u64().unwrap())
             .collect();
         assert_eq!(seq, (0..14).collect::<Vec<_>>());
+        // Every event names its item by the id the item itself carries.
+        assert_eq!(ev.out[4]["item_id"], ev.out[7]["item"]["id"]);
+        assert_eq!(ev.out[9]["item_id"], ev.out[12]["item"]["id"]);
+        assert_eq!(ev.out[12]["item"]["id"], "fc_abc_1");
         let done = &ev.out[13]["response"];
         assert_eq!(
             (done["id"].as_str(), done["status"].as_str()),
