@@ -12,12 +12,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use owl_engine::service::ChatMessage;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::openai::{parse_body, parse_json, ChatParams};
+use crate::openai::{parse_body, parse_json};
 use crate::service::LlmService;
 use crate::cost::{Client, CostBook};
 use crate::{cost, dashboard, drain, embeddings, metrics};
@@ -72,6 +71,9 @@ pub struct ServerOptions {
     /// `--request-timeout`: a generation still running after this long is stopped (408);
     /// a request's `timeout` field may shorten it (deadline.rs).
     pub request_timeout: Option<std::time::Duration>,
+    /// `--max-tokens`: the most tokens an answer gets when its request sets no limit
+    /// (llama-server's `--n-predict`, ollama's `num_predict`); None: up to the context.
+    pub default_max_tokens: Option<usize>,
 }
 
 impl Default for ServerOptions {
@@ -88,6 +90,7 @@ impl Default for ServerOptions {
             aliases: Vec::new(),
             strict_model_names: false,
             request_timeout: None,
+            default_max_tokens: None,
         }
     }
 }
@@ -271,6 +274,10 @@ impl AppState {
 
     pub(crate) fn request_timeout(&self) -> Option<std::time::Duration> {
         self.0.opts.request_timeout
+    }
+
+    pub(crate) fn default_max_tokens(&self) -> Option<usize> {
+        self.0.opts.default_max_tokens
     }
 
     /// The `--alias` names of the loaded model.
@@ -598,11 +605,8 @@ async fn apply_template(
     State(st): State<AppState>,
     JsonBody(v): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let (messages, _): (Vec<ChatMessage>, _) = parse_body::<ChatParams>(&v)?.validate()?;
-    let engine = st.engine()?;
-    let prompt = engine
-        .apply_chat_template(&messages, true)
-        .map_err(|e| ApiError::bad_request(e.0))?;
+    // The same rendering as a chat request's, tools and calls included.
+    let prompt = crate::compat::render_prompt(&st, &v)?;
     Ok(Json(json!({"prompt": prompt})))
 }
 

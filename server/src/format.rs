@@ -57,7 +57,11 @@ fn response_format_grammar(rf: &Value) -> Result<Grammar, ApiError> {
         ));
     };
     match obj.get("type").and_then(Value::as_str) {
-        Some("json_object") => Ok(Grammar::JsonObject),
+        // llama-server's extension: `json_object` with a `schema` constrains to it.
+        Some("json_object") => match obj.get("schema") {
+            Some(s) => Ok(Grammar::JsonSchema(schema("response_format.schema", s.clone())?)),
+            None => Ok(Grammar::JsonObject),
+        },
         Some("json_schema") => {
             let Some(js) = obj.get("json_schema").and_then(Value::as_object) else {
                 return Err(ApiError::invalid(
@@ -130,6 +134,13 @@ mod tests {
             c(Some(json!({"type": "json_object"})), None, None).unwrap(),
             Some(Grammar::JsonObject)
         );
+        // llama-server's json_object with a schema: the schema holds, and a bad one is a 400.
+        assert_eq!(
+            c(Some(json!({"type": "json_object", "schema": {"const": "42"}})), None, None).unwrap(),
+            Some(Grammar::JsonSchema(json!({"const": "42"})))
+        );
+        let e = c(Some(json!({"type": "json_object", "schema": 123})), None, None).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("response_format.schema"));
         let s = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
         let rf = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": s, "strict": true}});
         assert_eq!(

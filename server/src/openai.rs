@@ -99,6 +99,9 @@ pub struct ChatParams {
     pub messages: Vec<InMessage>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
+    /// vLLM's and llama-server's "continue the last assistant message": not built,
+    /// so `true` is refused rather than answered with a fresh turn.
+    pub continue_final_message: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,6 +334,12 @@ impl ChatParams {
                 "`messages` must hold at least one message",
             ));
         }
+        if self.continue_final_message == Some(true) {
+            return Err(ApiError::invalid(
+                "continue_final_message",
+                "`continue_final_message` is not supported: owl always starts a new assistant turn; put the text to continue in a completion prompt (/v1/completions) instead",
+            ));
+        }
         let mut out = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
             let param = format!("messages[{i}]");
@@ -532,6 +541,14 @@ mod tests {
         assert_eq!(m[1].content, "ab");
         assert_eq!(m[2].content, "");
         assert_eq!(lp, Some(3));
+
+        let cont: ChatParams = parse_body(&json!({"messages": [{"role": "user", "content": "a"}],
+            "continue_final_message": true}))
+        .unwrap();
+        assert_eq!(
+            cont.validate().unwrap_err().param.as_deref(),
+            Some("continue_final_message")
+        );
 
         let empty: ChatParams = parse_body(&json!({"messages": []})).unwrap();
         assert_eq!(

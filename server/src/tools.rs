@@ -136,7 +136,9 @@ pub fn messages(raw: &Value, checked: &[ChatMessage]) -> Vec<Value> {
         .zip(raw)
         .map(|(m, r)| {
             let mut out = json!({"role": m.role, "content": m.content});
-            for key in ["tool_call_id", "name"] {
+            // reasoning_content: an earlier turn's thinking, which templates such as
+            // Qwen3's render back (Anthropic `thinking` blocks arrive as it too).
+            for key in ["tool_call_id", "name", "reasoning_content"] {
                 if let Some(v) = r.get(key).filter(|v| !v.is_null()) {
                     out[key] = v.clone();
                 }

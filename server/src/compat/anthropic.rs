@@ -116,6 +116,9 @@ fn messages(v: &Value) -> Result<Vec<Value>, ApiError> {
             }
         };
         let (mut text, mut calls, mut results) = (String::new(), Vec::new(), Vec::new());
+        // An earlier turn's thinking (clients such as Claude Code send it back): the
+        // template may render it, as reasoning_content; redacted thinking has no text.
+        let mut reasoning = String::new();
         for (j, b) in blocks.iter().enumerate() {
             let bf = format!("{field}.content[{j}]");
             match b["type"].as_str() {
@@ -128,6 +131,10 @@ fn messages(v: &Value) -> Result<Vec<Value>, ApiError> {
                     calls.push(json!({"id": id, "type": "function",
                         "function": {"name": name, "arguments": input.to_string()}}));
                 }
+                Some("thinking") if role == "assistant" => {
+                    reasoning.push_str(b["thinking"].as_str().unwrap_or_default())
+                }
+                Some("redacted_thinking") if role == "assistant" => {}
                 Some("tool_result") if role == "user" => {
                     let Some(id) = b["tool_use_id"].as_str() else {
                         return Err(bad(&bf, format!("`{bf}`: a tool_result block needs `tool_use_id`")));
@@ -146,11 +153,17 @@ fn messages(v: &Value) -> Result<Vec<Value>, ApiError> {
         }
         // Tool results answer the previous assistant turn, so they come first.
         out.extend(results);
-        if !calls.is_empty() {
-            out.push(json!({"role": "assistant", "content": text, "tool_calls": calls}));
+        let mut msg = if !calls.is_empty() {
+            json!({"role": "assistant", "content": text, "tool_calls": calls})
         } else if !text.is_empty() || role == "assistant" {
-            out.push(json!({"role": role, "content": text}));
+            json!({"role": role, "content": text})
+        } else {
+            continue;
+        };
+        if !reasoning.is_empty() {
+            msg["reasoning_content"] = json!(reasoning);
         }
+        out.push(msg);
     }
     Ok(out)
 }
@@ -297,9 +310,19 @@ pub async fn messages_create(
         "content": content,
         "stop_reason": stop_reason(choice["finish_reason"].as_str().unwrap_or_default()),
         "stop_sequence": null,
-        "usage": {"input_tokens": a["usage"]["prompt_tokens"], "output_tokens": a["usage"]["completion_tokens"]},
+        "usage": usage(&a["usage"]),
     }))
     .into_response())
+}
+
+/// Anthropic's usage from OpenAI's: as Anthropic counts, `input_tokens` are the
+/// prompt tokens not read from the (prefix) cache, `cache_read_input_tokens` those
+/// that were; owl writes no explicit cache entries, so `cache_creation_input_tokens` is 0.
+fn usage(u: &Value) -> Value {
+    let prompt = u["prompt_tokens"].as_u64().unwrap_or(0);
+    let cached = u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0).min(prompt);
+    json!({"input_tokens": prompt - cached, "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": 0, "output_tokens": u["completion_tokens"]})
 }
 
 /// Turns OpenAI chunks into Anthropic's events, block by block.
@@ -313,6 +336,8 @@ struct Events {
     calls: Vec<(u64, usize)>,
     finish: Option<String>,
     output_tokens: u64,
+    /// The last chunk's OpenAI usage (prompt and cached tokens), for message_delta.
+    usage: Option<Value>,
     started: bool,
 }
 
@@ -384,6 +409,7 @@ impl Events {
         }
         if let Some(n) = c["usage"]["completion_tokens"].as_u64() {
             self.output_tokens = n;
+            self.usage = Some(c["usage"].clone());
         }
         let Some(choice) = c["choices"].get(0) else {
             return;
@@ -406,11 +432,17 @@ impl Events {
         }
         self.close();
         let reason = stop_reason(self.finish.as_deref().unwrap_or("stop"));
+        // As Anthropic's API does, the final usage also carries the input counts,
+        // now that the cached share is known (message_start counted the prompt alone).
+        let usage = match &self.usage {
+            Some(u) => usage(u),
+            None => json!({"output_tokens": self.output_tokens}),
+        };
         self.emit(
             "message_delta",
             json!({"type": "message_delta",
             "delta": {"stop_reason": reason, "stop_sequence": null},
-            "usage": {"output_tokens": self.output_tokens}}),
+            "usage": usage}),
         );
         self.emit("message_stop", json!({"type": "message_stop"}));
     }
@@ -437,7 +469,8 @@ fn stream_answer(resp: Response, input_tokens: usize) -> Response {
                         ev.emit("message_start", json!({"type": "message_start", "message": {
                             "id": message_id(&c["id"]), "type": "message", "role": "assistant",
                             "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
-                            "usage": {"input_tokens": input_tokens, "output_tokens": 0}}}));
+                            "usage": {"input_tokens": input_tokens, "cache_read_input_tokens": 0,
+                                "cache_creation_input_tokens": 0, "output_tokens": 0}}}));
                     }
                     ev.chunk(&c);
                 }
@@ -538,6 +571,28 @@ mod tests {
             e,
             json!({"type": "error", "error": {"type": "authentication_error", "message": "no key"}})
         );
+    }
+
+    #[test]
+    fn thinking_history_and_cached_usage() {
+        let v = json!({"max_tokens": 5, "messages": [
+            {"role": "user", "content": "fix it"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "look first", "signature": "x"},
+                {"type": "redacted_thinking", "data": "opaque"},
+                {"type": "tool_use", "id": "c1", "name": "ls", "input": {}}]}]});
+        let body = to_openai(&v, false).unwrap();
+        let m = &body["messages"][1];
+        assert_eq!(m["reasoning_content"], "look first");
+        assert_eq!(m["tool_calls"][0]["function"]["name"], "ls");
+        let e = to_openai(&json!({"max_tokens": 5, "messages": [
+            {"role": "user", "content": [{"type": "thinking", "thinking": "x"}]}]}), false)
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
+        let u = usage(&json!({"prompt_tokens": 30, "completion_tokens": 4,
+            "prompt_tokens_details": {"cached_tokens": 12}}));
+        assert_eq!(u, json!({"input_tokens": 18, "cache_read_input_tokens": 12,
+            "cache_creation_input_tokens": 0, "output_tokens": 4}));
     }
 
     #[test]

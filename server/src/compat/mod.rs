@@ -146,6 +146,19 @@ pub(crate) async fn prompt_tokens(st: &AppState, body: &Value) -> Result<usize, 
 }
 
 fn count_prompt(st: &AppState, body: &Value) -> Result<usize, ApiError> {
+    let text = render_prompt(st, body)?;
+    Ok(st
+        .engine()?
+        .tokenize(&text, true, true)
+        .map_err(|e| ApiError::invalid("messages", e.0))?
+        .len())
+}
+
+/// The prompt an OpenAI chat body renders to, as the chat handler renders it: with
+/// `tools`, or a conversation holding calls and results, the template sees the
+/// messages as sent (`tool_calls`, `tool_call_id`, `reasoning_content`). Serves
+/// the token counts and `/apply-template`.
+pub(crate) fn render_prompt(st: &AppState, body: &Value) -> Result<String, ApiError> {
     let engine = st.engine()?;
     let (messages, _) = parse_body::<ChatParams>(body)?.validate()?;
     let has_calls = body["messages"].as_array().is_some_and(|ms| {
@@ -153,17 +166,13 @@ fn count_prompt(st: &AppState, body: &Value) -> Result<usize, ApiError> {
             .any(|m| m["role"] == "tool" || m.get("tool_calls").is_some_and(|c| !c.is_null()))
     });
     let tools = body["tools"].as_array().cloned().unwrap_or_default();
-    let text = if !tools.is_empty() || has_calls {
+    if !tools.is_empty() || has_calls {
         let msgs = crate::tools::messages(&body["messages"], &messages);
         engine.apply_chat_template_tools(&msgs, &tools)
     } else {
         engine.apply_chat_template(&messages, true)
     }
-    .map_err(|e| ApiError::invalid("messages", e.0))?;
-    Ok(engine
-        .tokenize(&text, true, true)
-        .map_err(|e| ApiError::invalid("messages", e.0))?
-        .len())
+    .map_err(|e| ApiError::invalid("messages", e.0))
 }
 
 /// Rewrites an error answer (status >= 400 with OpenAI's JSON body) with `shape`,

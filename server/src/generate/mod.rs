@@ -262,7 +262,8 @@ async fn submit(
     let req = Request {
         prompt,
         sampling: gen.sampling.clone(),
-        max_tokens: gen.max_tokens,
+        // A request without a limit gets the server's --max-tokens, if set.
+        max_tokens: gen.max_tokens.or(st.default_max_tokens()),
         stop: gen.stop.clone(),
         // The probe reads the chosen tokens' logprobs; the client gets them only if it asked.
         logprobs: if opts.probe {
