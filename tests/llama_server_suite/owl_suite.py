@@ -27,6 +27,7 @@ CLASSES = {
     "c": "missing in owl",
 }
 _OUTCOMES: dict = {}  # test id -> passed, failed, xfailed, xpassed or skipped
+_SEEN: set = set()  # every collected test id, deselected ones included
 
 
 def load_expectations(path: Path) -> dict:
@@ -49,25 +50,28 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: marks tests as slow (deselect with '-m \"not slow\"')")
     config.addinivalue_line("markers", "serial")
-    config._owl_unmatched = []
     use = not config.getoption("--owl-no-expectations")
     config._owl_expect = load_expectations(HERE / "expectations.toml") if use else {}
 
 
 def pytest_collection_modifyitems(session, config, items):
-    expect = config._owl_expect
-    if not expect:
-        return
-    matched = set()
+    _SEEN.update(item.nodeid for item in items)
     for item in items:
-        for key, (cls, reason) in expect.items():
+        for key, (cls, reason) in config._owl_expect.items():
             if item.nodeid == key or fnmatch.fnmatchcase(item.nodeid, key):
-                matched.add(key)
                 item.add_marker(pytest.mark.xfail(strict=True, reason=f"({cls}) {reason}"))
                 break
-    # Only ids in the files this run collected can be checked.
-    files = {item.nodeid.split("::")[0] for item in items}
-    config._owl_unmatched = sorted(k for k in expect if k not in matched and k.split("::")[0] in files)
+
+
+def pytest_deselected(items):
+    _SEEN.update(item.nodeid for item in items)
+
+
+def unmatched(expect: dict) -> list:
+    """Listed ids (in files this run collected) that match no test: renamed or gone."""
+    files = {n.split("::")[0] for n in _SEEN}
+    return sorted(k for k in expect if k.split("::")[0] in files
+                  and not any(n == k or fnmatch.fnmatchcase(n, k) for n in _SEEN))
 
 
 @pytest.fixture(autouse=True)
@@ -94,6 +98,7 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    utils.stop_pool()
     config = session.config
     per_file = defaultdict(lambda: defaultdict(int))
     for nodeid, outcome in _OUTCOMES.items():
@@ -105,12 +110,13 @@ def pytest_sessionfinish(session, exitstatus):
     tot = {k: sum(per_file[f][k] for f in per_file) for k in kinds}
     lines.append(f"{'total':45} " + " ".join(f"{tot[k]:8d}" for k in kinds))
     print(f"\n== llama.cpp server suite against {utils.server_kind()}\n" + "\n".join(lines))
-    if config._owl_unmatched:
+    gone = unmatched(config._owl_expect)
+    if gone:
         print("\nexpectations.toml lists tests this run did not collect (renamed or removed?):")
-        for k in config._owl_unmatched:
+        for k in gone:
             print("  " + k)
         session.exitstatus = 1
     if os.environ.get("OWL_SUITE_REPORT"):
         with open(os.environ["OWL_SUITE_REPORT"], "w") as f:
             json.dump({"server": utils.server_kind(), "outcomes": _OUTCOMES,
-                       "per_file": per_file, "unmatched": config._owl_unmatched}, f, indent=1)
+                       "per_file": per_file, "unmatched": gone}, f, indent=1)

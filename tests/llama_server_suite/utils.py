@@ -19,6 +19,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from json import JSONDecodeError
@@ -210,6 +211,19 @@ class ServerProcess:
             args = self.owl_args()
         else:
             args = self.llama_args()
+        key = self._pool_key(args)
+        if key is not None and key in _POOL:
+            # A server started with the same flags by an earlier test: reuse it.
+            self.process, self.server_port = _POOL.pop(key)
+            if self.process.poll() is None:
+                print(f"tests: reusing the server on port {self.server_port}: {' '.join(args)}")
+                server_instances.add(self)
+                self._key = key
+                self.ready = True
+                return
+            self.server_port = free_port()
+            args = self.owl_args() if server_kind() == "owl" else self.llama_args()
+        self._key = key
         print(f"tests: starting server with: {' '.join(args)}")
         self._log = open(self.log_path, "w") if self.log_path else None
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL,
@@ -229,8 +243,27 @@ class ServerProcess:
             time.sleep(0.02)
         raise TimeoutError(f"server did not start within {timeout_seconds} s")
 
+    def _pool_key(self, args: List[str]) -> tuple | None:
+        """The flags without the port; None when this server must not be shared
+        (OWL_SUITE_FRESH=1, or a log file a test reads)."""
+        if os.environ.get("OWL_SUITE_FRESH") == "1" or self.log_path:
+            return None
+        i = args.index("--port")
+        return tuple(args[:i] + args[i + 2:])
+
     def stop(self) -> None:
         server_instances.discard(self)
+        key = getattr(self, "_key", None)
+        if self.process and key is not None and self.process.poll() is None:
+            # Kept for the next test with the same flags (llama.cpp's suite restarts
+            # the server per test; owl's state between requests is only its prefix
+            # cache and counters). The oldest kept server beyond POOL_SIZE goes.
+            _POOL[key] = (self.process, self.server_port)
+            self.process = None
+            while len(_POOL) > POOL_SIZE:
+                proc, _ = _POOL.pop(next(iter(_POOL)))
+                _terminate(proc)
+            return
         if self.process:
             self.process.terminate()
             try:
@@ -293,7 +326,9 @@ class ServerProcess:
                 break
             if line.startswith("data: "):
                 chunk = json.loads(line[6:])
-                print("chunk", json.dumps(chunk)[:1000])
+                if threading.current_thread() is threading.main_thread():
+                    # (a test's own reader thread may outlive the test's output capture)
+                    print("chunk", json.dumps(chunk)[:1000])
                 yield chunk
 
     def make_any_request(self, method: str, path: str, data: dict | None = None,
@@ -352,6 +387,25 @@ class ServerProcess:
 
 
 server_instances: Set[ServerProcess] = set()
+# Idle servers by flags (see ServerProcess.stop), oldest first.
+_POOL: dict = {}
+POOL_SIZE = 3
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def stop_pool() -> None:
+    """Stops the idle servers (at the end of the session)."""
+    while _POOL:
+        proc, _ = _POOL.pop(next(iter(_POOL)))
+        _terminate(proc)
 
 
 def _preset(alias: str | None, n_ctx: int, n_slots: int, n_batch: int, n_predict: int | None = None,

@@ -104,3 +104,21 @@ def test_each_api_refuses_a_missing_key_in_its_own_shape(strict):
     r = rawhttp.post(strict.url + "/api/chat", headers={"x-api-key": KEY},
                      json={"model": "my-assistant", "messages": MSG, "stream": False, "options": {"num_predict": 2}})
     assert r.status_code == 200 and r.json()["model"] == "my-assistant" and r.json()["done"], r.text
+
+
+def test_max_tokens_default_applies_only_without_a_limit():
+    """`--max-tokens N` (llama-server's --n-predict) caps answers whose request sets
+    no limit; a request's own max_tokens still wins, above N too."""
+    s = Server("--no-ledger", "--max-tokens", "3")
+    try:
+        msgs = [{"role": "user", "content": "Write a long story about a dragon."}]
+        r = rawhttp.post(s.url + "/v1/chat/completions", json={"messages": msgs, "temperature": 0},
+                         timeout=120).json()
+        assert r["usage"]["completion_tokens"] == 3 and r["choices"][0]["finish_reason"] == "length", r
+        r = rawhttp.post(s.url + "/v1/completions", json={"prompt": "Once upon a time", "temperature": 0},
+                         timeout=120).json()
+        assert r["usage"]["completion_tokens"] == 3, r
+        r = chat(s.url, max_tokens=5, messages=msgs).json()
+        assert r["usage"]["completion_tokens"] == 5, r
+    finally:
+        s.stop()
