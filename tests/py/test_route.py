@@ -511,6 +511,9 @@ def test_route_eval_compares_local_upstream_and_routed(pair, tmp_path):
     (["--upstream", "a=http://127.0.0.1:9/v1"], '[[upstream]]\nname = "a"\nurl = "http://h/v1"\n', "twice"),
     ([], '[[upstream]]\nname = "a"\nurl = "ftp://h"\n', "cfg.toml:1: [[upstream]] upstream a"),
     ([], '[[upstream]]\nname = "a"\nurl = "http://h"\nkey = "sk-x"\n', "unknown field `key`"),
+    (["--upstream", "a=https://127.0.0.1:9/v1,ca=/no/such/ca.pem"], None, "upstream a: cannot read ca=/no/such/ca.pem"),
+    (["--upstream", "a=http://127.0.0.1:9/v1,ca=ca.pem"], None, "ca= is for https:// URLs"),
+    ([], '[[upstream]]\nname = "a"\nurl = "https://h/v1"\nca = "/no/such/ca.pem"\n', "cfg.toml:1: [[upstream]] upstream a: cannot read ca="),
 ])
 def test_bad_routing_settings_are_one_clear_error(tmp_path, args, config, says):
     extra = []
