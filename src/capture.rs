@@ -133,7 +133,13 @@ fn stats(file: &Path, output: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn export(file: &Path, format: &str, dedupe: bool, min_weight: f64, out: Option<&Path>) -> Result<ExitCode> {
+fn export(
+    file: &Path,
+    format: &str,
+    dedupe: bool,
+    min_weight: f64,
+    out: Option<&Path>,
+) -> Result<ExitCode> {
     if !min_weight.is_finite() {
         bail!("--min-weight {min_weight}: must be a number (answers weigh 0 or 1)");
     }
@@ -192,7 +198,11 @@ fn export(file: &Path, format: &str, dedupe: bool, min_weight: f64, out: Option<
         "owl: exported {kept} of {} records ({format}{}{})",
         recs.len(),
         if dedupe { ", deduplicated" } else { "" },
-        if min_weight > 0.0 { format!(", answers of weight {min_weight} or more") } else { String::new() }
+        if min_weight > 0.0 {
+            format!(", answers of weight {min_weight} or more")
+        } else {
+            String::new()
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -34,14 +34,23 @@ fn parse_line(line: &str) -> std::result::Result<Vec<ChatMessage>, String> {
 }
 
 /// The probe score of every prompt in `file`, with `model` reading `n` tokens.
-pub fn probe_file(file: &Path, model: Option<&str>, threads: Option<usize>, n: usize) -> Result<Vec<f64>> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+pub fn probe_file(
+    file: &Path,
+    model: Option<&str>,
+    threads: Option<usize>,
+    n: usize,
+) -> Result<Vec<f64>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut prompts = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        prompts.push(parse_line(line.trim()).map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), i + 1))?);
+        prompts.push(
+            parse_line(line.trim())
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), i + 1))?,
+        );
     }
     if prompts.is_empty() {
         bail!("{} has no prompts", file.display());
@@ -54,11 +63,15 @@ pub fn probe_file(file: &Path, model: Option<&str>, threads: Option<usize>, n: u
         req.sampling = SamplingParams::greedy();
         req.max_tokens = Some(n);
         req.logprobs = Some(0);
-        let mut h = engine.submit(req).map_err(|e| anyhow::anyhow!("prompt {}: {e}", i + 1))?;
+        let mut h = engine
+            .submit(req)
+            .map_err(|e| anyhow::anyhow!("prompt {}: {e}", i + 1))?;
         let mut logprobs = Vec::new();
         while let Some(ev) = h.next_blocking() {
             match ev {
-                Event::Token { logprob: Some(lp), .. } => logprobs.push(lp.logprob),
+                Event::Token {
+                    logprob: Some(lp), ..
+                } => logprobs.push(lp.logprob),
                 Event::Error(e) => bail!("prompt {}: {e}", i + 1),
                 Event::Done { .. } => break,
                 _ => {}
@@ -76,9 +89,18 @@ mod tests {
     #[test]
     fn prompts_are_messages_a_prompt_or_plain_text() {
         let m = parse_line(r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "answer": "x"}"#).unwrap();
-        assert_eq!((m.len(), m[1].role.as_str(), m[1].content.as_str()), (2, "user", "Hi"));
-        assert_eq!(parse_line(r#"{"prompt": "2 + 2?"}"#).unwrap()[0].content, "2 + 2?");
-        assert_eq!(parse_line("What is the capital of France?").unwrap()[0].content, "What is the capital of France?");
+        assert_eq!(
+            (m.len(), m[1].role.as_str(), m[1].content.as_str()),
+            (2, "user", "Hi")
+        );
+        assert_eq!(
+            parse_line(r#"{"prompt": "2 + 2?"}"#).unwrap()[0].content,
+            "2 + 2?"
+        );
+        assert_eq!(
+            parse_line("What is the capital of France?").unwrap()[0].content,
+            "What is the capital of France?"
+        );
         assert!(parse_line(r#"{"answer": "4"}"#).is_err());
         assert!(parse_line(r#"{"messages": [{"role": "user"}]}"#).is_err());
     }

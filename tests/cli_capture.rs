@@ -124,7 +124,10 @@ fn min_weight_leaves_out_answers_marked_down_in_review() {
     let (p, mut recs) = write(dir.path());
     // A reviewer marked the second answer bad; the third has no weight (it counts as 1).
     recs[1]["messages"][4]["weight"] = json!(0);
-    recs[2]["messages"][4].as_object_mut().unwrap().remove("weight");
+    recs[2]["messages"][4]
+        .as_object_mut()
+        .unwrap()
+        .remove("weight");
     let text: String = recs.iter().map(|r| format!("{r}\n")).collect();
     std::fs::write(&p, text).unwrap();
     let file = p.to_str().unwrap();
@@ -133,7 +136,15 @@ fn min_weight_leaves_out_answers_marked_down_in_review() {
     assert_eq!(answers, [&json!("4"), &json!("Paris.")]);
     assert_eq!(kept[0]["messages"], recs[0]["messages"]);
     assert_eq!(lines(&owl(&["capture", "export", file])).len(), 3);
-    let trl = lines(&owl(&["capture", "export", file, "--format", "trl", "--min-weight", "0.5"]));
+    let trl = lines(&owl(&[
+        "capture",
+        "export",
+        file,
+        "--format",
+        "trl",
+        "--min-weight",
+        "0.5",
+    ]));
     assert_eq!(trl.len(), 2);
     let o = owl(&["capture", "export", file, "--min-weight", "NaN"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--min-weight"));
@@ -150,12 +161,21 @@ fn completions_export_as_prompt_completion_pairs() {
     std::fs::write(&p, text).unwrap();
     let file = p.to_str().unwrap();
     for format in ["openai", "trl"] {
-        let out = lines(&owl(&["capture", "export", file, "--format", format, "--dedupe"]));
+        let out = lines(&owl(&[
+            "capture", "export", file, "--format", format, "--dedupe",
+        ]));
         assert_eq!(out.len(), 2, "{format}");
-        assert_eq!(out[0], json!({"prompt": "def add(a, b):", "completion": " return a + b"}));
+        assert_eq!(
+            out[0],
+            json!({"prompt": "def add(a, b):", "completion": " return a + b"})
+        );
     }
-    let v: Value = serde_json::from_slice(&owl(&["capture", "stats", file, "-o", "json"]).stdout).unwrap();
-    assert_eq!((&v["records"], &v["completion_tokens"]), (&json!(3), &json!(11)));
+    let v: Value =
+        serde_json::from_slice(&owl(&["capture", "stats", file, "-o", "json"]).stdout).unwrap();
+    assert_eq!(
+        (&v["records"], &v["completion_tokens"]),
+        (&json!(3), &json!(11))
+    );
 }
 
 #[test]

@@ -27,7 +27,9 @@ fn logprobs_stop_after_the_first_n_tokens_and_the_tokens_do_not_change() {
         let mut toks = Vec::new();
         loop {
             match h.next_blocking() {
-                Some(Event::Token { id, logprob, .. }) => toks.push((id, logprob.map(|l| l.logprob))),
+                Some(Event::Token { id, logprob, .. }) => {
+                    toks.push((id, logprob.map(|l| l.logprob)))
+                }
                 Some(Event::Done { .. }) => return toks,
                 Some(Event::Error(err)) => panic!("generation failed: {err}"),
                 None => panic!("the engine dropped the request"),
@@ -40,7 +42,10 @@ fn logprobs_stop_after_the_first_n_tokens_and_the_tokens_do_not_change() {
     assert_eq!(all.len(), 12);
     assert!(all.iter().all(|(_, lp)| lp.is_some()), "{all:?}");
     // The same greedy tokens, the first four with the same logprobs, the rest with none.
-    assert_eq!(all.iter().map(|t| t.0).collect::<Vec<_>>(), first.iter().map(|t| t.0).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|t| t.0).collect::<Vec<_>>(),
+        first.iter().map(|t| t.0).collect::<Vec<_>>()
+    );
     assert_eq!(&first[..4], &all[..4]);
     assert!(first[4..].iter().all(|(_, lp)| lp.is_none()), "{first:?}");
 }

@@ -322,8 +322,18 @@ mod tests {
             a.add(&c);
         }
         assert!(a.finished);
-        let r = record(&req, &a.message(), "cmpl-1", "qwen", &json!({"completion_tokens": 4}), &meta);
-        assert_eq!((&r["prompt"], &r["completion"]), (&req["prompt"], &json!("\n    return a + b")));
+        let r = record(
+            &req,
+            &a.message(),
+            "cmpl-1",
+            "qwen",
+            &json!({"completion_tokens": 4}),
+            &meta,
+        );
+        assert_eq!(
+            (&r["prompt"], &r["completion"]),
+            (&req["prompt"], &json!("\n    return a + b"))
+        );
         assert!(r.get("messages").is_none() && r["metadata"]["reason"] == "header");
     }
 

@@ -47,9 +47,8 @@ impl Tls {
                 let certs = CertificateDer::pem_file_iter(path)
                     .map_err(|e| format!("cannot read ca={shown}: {}", pem_error(&e)))?;
                 for cert in certs {
-                    let cert = cert.map_err(|e| {
-                        format!("ca={shown} is not valid PEM: {}", pem_error(&e))
-                    })?;
+                    let cert = cert
+                        .map_err(|e| format!("ca={shown} is not valid PEM: {}", pem_error(&e)))?;
                     roots.add(cert).map_err(|e| {
                         format!("ca={shown} holds a certificate that is not a usable CA: {e}")
                     })?;
@@ -74,7 +73,11 @@ impl Tls {
     }
 
     /// The TLS handshake over `tcp` with `host` (SNI and the name checked).
-    pub async fn connect(&self, host: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
+    pub async fn connect(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, String> {
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| format!("{host:?} is not a host name TLS can check"))?;
         TlsConnector::from(self.config.clone())

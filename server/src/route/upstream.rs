@@ -381,12 +381,18 @@ mod tests {
     #[test]
     fn https_urls_verify_against_the_public_roots_or_a_ca_file() {
         let u = Upstream::parse("paid=https://api.example.com/v1,key_env=PAID_KEY").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.prefix.as_str()), ("api.example.com", 443, "/v1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.prefix.as_str()),
+            ("api.example.com", 443, "/v1")
+        );
         assert_eq!(u.tls.as_ref().map(|t| t.ca.is_none()), Some(true));
         let u = Upstream::parse("v6=https://[::1]:8443").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 8443));
         let e = Upstream::parse("p=https://h/v1,ca=/no/such/ca.pem").unwrap_err();
-        assert!(e.contains("upstream p: cannot read ca=/no/such/ca.pem"), "{e}");
+        assert!(
+            e.contains("upstream p: cannot read ca=/no/such/ca.pem"),
+            "{e}"
+        );
         let dir = std::env::temp_dir().join(format!("owl-ca-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let not_pem = dir.join("not.pem");
