@@ -318,7 +318,7 @@ async fn answer(
         .get("x-owl-capture")
         .and_then(|h| h.to_str().ok())
         .is_some_and(|h| h.trim().eq_ignore_ascii_case("off"));
-    // --capture-all: local chat answers are captured too (meta filled in as the route is known).
+    // --capture-all: local answers are captured too (meta filled in as the route is known).
     let local_capture = match &cfg.capture {
         Some(sink) if cfg.capture_all && capture::capturable(&v) && !opted_out => {
             Some(capture::LocalCapture {
