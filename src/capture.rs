@@ -1,6 +1,7 @@
 //! `owl capture stats FILE` and `owl capture export FILE`: what `owl serve --capture`
 //! kept, counted, and turned into a clean fine-tuning dataset (OpenAI's chat format,
-//! or TRL's conversational prompt/completion form).
+//! or TRL's conversational prompt/completion form). Captured `/v1/completions`
+//! answers are `{"prompt", "completion"}` records and export as that in both formats.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -36,6 +37,10 @@ enum CaptureCommand {
         /// Keep only the first record of each conversation (same messages before the answer).
         #[arg(long)]
         dedupe: bool,
+        /// Leave out records whose answer's weight is under W (an answer without one weighs
+        /// 1): mark a reviewed bad answer `"weight": 0` and export with --min-weight 1.
+        #[arg(long, value_name = "W", default_value_t = 0.0)]
+        min_weight: f64,
         /// Write here instead of stdout.
         #[arg(long, short = 'o', value_name = "FILE")]
         out: Option<PathBuf>,
@@ -49,8 +54,9 @@ pub fn cmd_capture(a: CaptureArgs) -> Result<ExitCode> {
             file,
             format,
             dedupe,
+            min_weight,
             out,
-        } => export(&file, &format, dedupe, out.as_deref()),
+        } => export(&file, &format, dedupe, min_weight, out.as_deref()),
     }
 }
 
@@ -72,10 +78,11 @@ fn read(file: &Path) -> Result<Vec<Value>> {
         })?;
         let ok = v["messages"]
             .as_array()
-            .is_some_and(|m| m.last().is_some_and(|l| l["role"] == "assistant"));
+            .is_some_and(|m| m.last().is_some_and(|l| l["role"] == "assistant"))
+            || (v["prompt"].is_string() && v["completion"].is_string());
         if !ok {
             bail!(
-                "{}:{}: a record needs `messages` ending with the assistant's answer",
+                "{}:{}: a record needs `messages` ending with the assistant's answer (or a `prompt` and a `completion`)",
                 file.display(),
                 i + 1
             );
@@ -126,14 +133,37 @@ fn stats(file: &Path, output: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn export(file: &Path, format: &str, dedupe: bool, out: Option<&Path>) -> Result<ExitCode> {
+fn export(
+    file: &Path,
+    format: &str,
+    dedupe: bool,
+    min_weight: f64,
+    out: Option<&Path>,
+) -> Result<ExitCode> {
+    if !min_weight.is_finite() {
+        bail!("--min-weight {min_weight}: must be a number (answers weigh 0 or 1)");
+    }
     let recs = read(file)?;
     let mut seen = HashSet::new();
     let mut text = String::new();
     let mut kept = 0;
     for r in &recs {
+        if r["prompt"].is_string() {
+            // A completion: the same prompt/completion pair in both formats.
+            if dedupe && !seen.insert(r["prompt"].to_string()) {
+                continue;
+            }
+            let line = json!({"prompt": r["prompt"], "completion": r["completion"]});
+            text.push_str(&line.to_string());
+            text.push('\n');
+            kept += 1;
+            continue;
+        }
         let messages = r["messages"].as_array().cloned().unwrap_or_default();
         let (answer, prompt) = messages.split_last().expect("read checked the answer");
+        if answer["weight"].as_f64().unwrap_or(1.0) < min_weight {
+            continue;
+        }
         if dedupe && !seen.insert(Value::Array(prompt.to_vec()).to_string()) {
             continue;
         }
@@ -165,9 +195,14 @@ fn export(file: &Path, format: &str, dedupe: bool, out: Option<&Path>) -> Result
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
     eprintln!(
-        "owl: exported {kept} of {} records ({format}{})",
+        "owl: exported {kept} of {} records ({format}{}{})",
         recs.len(),
-        if dedupe { ", deduplicated" } else { "" }
+        if dedupe { ", deduplicated" } else { "" },
+        if min_weight > 0.0 {
+            format!(", answers of weight {min_weight} or more")
+        } else {
+            String::new()
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

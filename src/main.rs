@@ -17,6 +17,7 @@ mod perplexity;
 mod quantize;
 mod route_cli;
 mod route_eval;
+mod route_probe;
 mod run;
 mod synth;
 use clap::{Parser, Subcommand};
@@ -450,8 +451,10 @@ struct ServeArgs {
     max_tokens: Option<u32>,
     /// An OpenAI-compatible upstream (repeatable; also [[upstream]] tables in the config), e.g.
     /// big=http://127.0.0.1:8081/v1; its key is read from the environment variable key_env names,
-    /// never from the command line; price=MODEL prices its tokens from the price table.
-    #[arg(long, value_name = "NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]")]
+    /// never from the command line; price=MODEL prices its tokens from the price table. An
+    /// https:// URL's certificate is checked against the public roots, or only against the
+    /// PEM CA(s) in ca=FILE (a private CA).
+    #[arg(long, value_name = "NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL][,ca=FILE]")]
     upstream: Vec<String>,
     /// Seconds to wait for an upstream (connect, first answer, each chunk) before retrying once and answering locally.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
@@ -516,7 +519,7 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         upstreams.push(owl_server::route::Upstream::parse(spec).map_err(anyhow::Error::msg)?);
     }
     for t in &cost_cfg.upstreams {
-        let up = owl_server::route::Upstream::new(&t.name, &t.url, t.key_env.clone(), t.model.clone(), t.price.clone());
+        let up = owl_server::route::Upstream::new(&t.name, &t.url, t.key_env.clone(), t.model.clone(), t.price.clone(), t.ca.clone());
         upstreams.push(up.map_err(|e| anyhow::anyhow!("{}: [[upstream]] {e}", t.at))?);
     }
     for (i, up) in upstreams.iter().enumerate() {

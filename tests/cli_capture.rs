@@ -119,6 +119,66 @@ fn export_round_trips_the_conversations_in_both_formats() {
 }
 
 #[test]
+fn min_weight_leaves_out_answers_marked_down_in_review() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, mut recs) = write(dir.path());
+    // A reviewer marked the second answer bad; the third has no weight (it counts as 1).
+    recs[1]["messages"][4]["weight"] = json!(0);
+    recs[2]["messages"][4]
+        .as_object_mut()
+        .unwrap()
+        .remove("weight");
+    let text: String = recs.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&p, text).unwrap();
+    let file = p.to_str().unwrap();
+    let kept = lines(&owl(&["capture", "export", file, "--min-weight", "1"]));
+    let answers: Vec<&Value> = kept.iter().map(|k| &k["messages"][4]["content"]).collect();
+    assert_eq!(answers, [&json!("4"), &json!("Paris.")]);
+    assert_eq!(kept[0]["messages"], recs[0]["messages"]);
+    assert_eq!(lines(&owl(&["capture", "export", file])).len(), 3);
+    let trl = lines(&owl(&[
+        "capture",
+        "export",
+        file,
+        "--format",
+        "trl",
+        "--min-weight",
+        "0.5",
+    ]));
+    assert_eq!(trl.len(), 2);
+    let o = owl(&["capture", "export", file, "--min-weight", "NaN"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--min-weight"));
+}
+
+#[test]
+fn completions_export_as_prompt_completion_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cap.jsonl");
+    let meta = json!({"id": "cmpl-1", "time": 1.0, "teacher": "qwen", "reason": "header", "probe_score": null,
+                      "usage": {"prompt_tokens": 5, "completion_tokens": 4}, "local_draft": null});
+    let done = json!({"prompt": "def add(a, b):", "completion": " return a + b", "metadata": meta});
+    let text = format!("{done}\n{}\n{done}\n", record("2+2?", "4", "header", None));
+    std::fs::write(&p, text).unwrap();
+    let file = p.to_str().unwrap();
+    for format in ["openai", "trl"] {
+        let out = lines(&owl(&[
+            "capture", "export", file, "--format", format, "--dedupe",
+        ]));
+        assert_eq!(out.len(), 2, "{format}");
+        assert_eq!(
+            out[0],
+            json!({"prompt": "def add(a, b):", "completion": " return a + b"})
+        );
+    }
+    let v: Value =
+        serde_json::from_slice(&owl(&["capture", "stats", file, "-o", "json"]).stdout).unwrap();
+    assert_eq!(
+        (&v["records"], &v["completion_tokens"]),
+        (&json!(3), &json!(11))
+    );
+}
+
+#[test]
 fn a_bad_line_is_one_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.jsonl");

@@ -100,7 +100,7 @@ pub struct RouteTable {
 }
 
 /// One `[[upstream]]` table: the fields of `owl serve --upstream
-/// NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]`. There is no key field: keys
+/// NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL][,ca=FILE]`. There is no key field: keys
 /// come from the environment variable `key_env` names, never from a file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,6 +110,8 @@ pub struct UpstreamTable {
     pub key_env: Option<String>,
     pub model: Option<String>,
     pub price: Option<String>,
+    /// A PEM file of the CA(s) an `https://` upstream's certificate must chain to.
+    pub ca: Option<String>,
     /// Where the table is: "config.toml:12" (filled in when read).
     #[serde(skip)]
     pub at: String,

@@ -52,6 +52,11 @@ pub struct Routing {
     /// price on its `usage` tokens); part of `cost_usd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_usd: Option<f64>,
+    /// The upstream's stream was cut before it said what it used (the upstream broke
+    /// off, or the client went away): charged for what was relayed, its prompt and
+    /// completion tokens counted by owl (see server/src/route/relay.rs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut: bool,
 }
 
 impl Routing {
@@ -236,6 +241,7 @@ mod tests {
             probe_score: Some(0.25),
             upstream: Some("big".into()),
             upstream_usd: None,
+            cut: false,
         };
         let r = p.upstream_record(1.0, "qwen", "local", &s, 3.0, routing);
         assert!((r.cost_usd - (3.0 + 0.0245)).abs() < 1e-9);

@@ -153,9 +153,9 @@ def test_client_drop_cancels_upstream_request(pair):
     with rawhttp.stream("POST", front.url + "/v1/chat/completions", json=body,
                         headers={"x-owl-route": "upstream"}, timeout=60) as r:
         assert r.status_code == 200
-        got = 0
+        got = 0  # content deltas read
         for line in r.iter_lines():
-            if line.startswith("data: "):
+            if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
                 got += 1
                 if got == 3:
                     break
@@ -169,6 +169,115 @@ def test_client_drop_cancels_upstream_request(pair):
     else:
         raise AssertionError(f"upstream request not cancelled: {m}")
     assert m["owl_generated_tokens_total"] - before["owl_generated_tokens_total"] < 900
+    # The front charged what it relayed before the client went away, and marked the record cut.
+    deadline = time.time() + 15
+    while time.time() < deadline and not any(x.get("cut") for x in ledger_records(front.home)):
+        time.sleep(0.1)
+    cut = [x for x in ledger_records(front.home) if x.get("cut")]
+    assert len(cut) == 1, ledger_records(front.home)
+    assert (cut[0]["route"], cut[0]["reason"], cut[0]["upstream"]) == ("upstream", "header", "big")
+    assert cut[0]["completion_tokens"] >= 3 and cut[0]["prompt_tokens"] > 10
+
+
+def make_certs(d):
+    """A CA, a server certificate it signed for the name localhost only, and another CA."""
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, cwd=d)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "other"):
+        ossl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2",
+             "-subj", f"/CN=owl test {ca}", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    ossl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+    ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    (d / "haproxy.pem").write_text((d / "server.pem").read_text() + (d / "server.key").read_text())
+
+
+def tls_proxy(d, target_url):
+    """HAProxy terminating TLS (the localhost certificate) in front of `target_url`."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    target = target_url.split("//", 1)[1]
+    (d / "haproxy.cfg").write_text(
+        "global\n  maxconn 64\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 300s\n"
+        f"  timeout server 300s\nfrontend tls\n  bind 127.0.0.1:{port} ssl crt {d / 'haproxy.pem'}\n"
+        f"  default_backend up\nbackend up\n  server up {target}\n")
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(d / "haproxy.cfg")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("haproxy did not start")
+
+
+def test_https_upstreams_verify_certificates_and_cut_streams_are_charged(pair, tmp_path_factory):
+    """An https:// upstream behind HAProxy (a test CA's certificate for localhost): with
+    ca= it answers as the upstream itself does; a wrong CA, a host name the certificate is
+    not for, and the public roots are each refused with a clear reason, and the request falls
+    back locally. HAProxy killed mid-stream cuts the stream: it is charged for what was
+    relayed and marked cut."""
+    _, up = pair
+    d = tmp_path_factory.mktemp("tls")
+    make_certs(d)
+    proxy, port = tls_proxy(d, up.url)
+    home = fresh_home(tmp_path_factory, "front_tls")
+    common = f"key_env=ROUTE_KEY,model={UP_MODEL}"
+    front = Server("--upstream", f"tls=https://localhost:{port}/v1,{common},ca={d / 'ca.pem'}",
+                   "--upstream", f"wrongca=https://localhost:{port}/v1,{common},ca={d / 'other.pem'}",
+                   "--upstream", f"wronghost=https://127.0.0.1:{port}/v1,{common},ca={d / 'ca.pem'}",
+                   "--upstream", f"public=https://localhost:{port}/v1,{common}",
+                   "--upstream-timeout", "120", env={"ROUTE_KEY": KEY, "OWL_HOME": str(home)})
+    try:
+        want = direct(up)
+        r = chat(front.url, headers={"x-owl-route": "upstream:tls"})
+        assert (r.status_code, r.headers["x-owl-route"], r.headers["x-owl-upstream"]) == (200, "upstream", "tls")
+        assert r.json()["choices"][0]["message"]["content"] == want
+        assert streamed(front.url, headers={"x-owl-route": "upstream:tls"}) == want
+        says = {
+            "wrongca": f"upstream wrongca: TLS handshake with localhost failed: its certificate is not signed by the CA in ca={d / 'other.pem'}",
+            "wronghost": 'upstream wronghost: TLS handshake with 127.0.0.1 failed: its certificate is not for the host name "127.0.0.1"',
+            "public": "upstream public: TLS handshake with localhost failed: its certificate is not signed by the public roots",
+        }
+        for name, line in says.items():
+            r = chat(front.url, headers={"x-owl-route": f"upstream:{name}"})
+            assert (r.status_code, r.headers["x-owl-route"], r.headers["x-owl-route-reason"]) == (200, "local", "upstream_error")
+            assert r.json()["choices"][0]["message"]["content"]
+            assert any(line in x for x in front.log), (line, "".join(front.log))
+        # Cut: HAProxy dies after three deltas; the client gets what was relayed, an error and [DONE].
+        body = {"messages": [{"role": "user", "content": "Count from 1 to 1000, one number a line."}],
+                "max_tokens": 1000, "temperature": 0, "stream": True, "ignore_eos": True}
+        deltas, events = 0, []
+        with rawhttp.stream("POST", front.url + "/v1/chat/completions", json=body,
+                            headers={"x-owl-route": "upstream:tls"}, timeout=60) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                events.append(line[6:])
+                if line[6:] != "[DONE]":
+                    chunk = json.loads(line[6:])
+                    deltas += any(c.get("delta", {}).get("content") for c in chunk.get("choices", []))
+                if deltas == 3 and proxy.poll() is None:
+                    proxy.kill()
+        assert events[-1] == "[DONE]" and "broke off" in events[-2], events[-3:]
+        rec = ledger_records(home)[-1]
+        assert (rec["route"], rec["upstream"], rec["reason"], rec.get("cut")) == ("upstream", "tls", "header", True)
+        assert rec["completion_tokens"] == deltas >= 3 and rec["prompt_tokens"] > 10
+        assert all("cut" not in x for x in ledger_records(home)[:-1])
+        assert KEY not in "".join(front.log) and KEY not in (home / "ledger" / "ledger.jsonl").read_text()
+    finally:
+        front.stop()
+        proxy.kill()
+        proxy.wait()
 
 
 def test_threshold_zero_keeps_the_probed_request_going(pair):
@@ -195,6 +304,39 @@ def test_threshold_zero_keeps_the_probed_request_going(pair):
     assert (r.status_code, r.headers["x-owl-route"], r.headers["x-owl-route-reason"]) == (200, "local", "confident")
     recs = [x for x in ledger_records(front.home) if x.get("reason") == "confident"]
     assert len(recs) >= 3 and all(0 <= x["probe_score"] <= 1 and x["route"] == "local" for x in recs)
+
+
+def test_calibrate_from_a_prompts_file_runs_the_servers_probe(pair, tmp_path):
+    """`owl route calibrate --escalate 0.5 PROMPTS_FILE` probes each prompt here, with no
+    server: its threshold lies halfway between the middle two of the scores the server's
+    own probe gives the same prompts."""
+    import re
+    front, _ = pair
+    prompts = ["What is 2 + 2?", "Name three colors.", "Write a haiku about the sea.", "What is the capital of France?"]
+    scores = []
+    for text in prompts:
+        r = chat(front.url, messages=[{"role": "user", "content": text}], max_tokens=20)
+        assert r.headers["x-owl-route-reason"] == "confident"
+        scores.append(float(r.headers["x-owl-probe-score"]))
+    f = tmp_path / "prompts.jsonl"
+    f.write_text(json.dumps({"messages": [{"role": "user", "content": prompts[0]}], "answer": "4"}) + "\n"
+                 + json.dumps({"prompt": prompts[1]}) + "\n" + "\n".join(prompts[2:]) + "\n")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[cost]\nwatts = 30\n")
+    calibrate = [conftest.OWL, "route", "calibrate", "--escalate", "0.5", "--model", conftest.MODEL,
+                 "--config", str(cfg), "-t", "2"]
+    p = subprocess.run([*calibrate, str(f)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "2 of 4 prompts (50.0%)" in p.stdout, p.stdout
+    s = sorted(scores)
+    t = float(re.search(r"threshold = (\S+)", cfg.read_text()).group(1))
+    assert abs(t - (s[1] + s[2]) / 2) < 2e-3, (t, s)
+    assert "watts = 30" in cfg.read_text()
+    f.write_text('{"answer": "4"}\n')
+    p = subprocess.run([*calibrate, str(f)], capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and f"{f}:1:" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    p = subprocess.run(calibrate, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "PROMPTS_FILE" in p.stderr, p.stderr
 
 
 def test_threshold_one_escalates_and_no_draft_reaches_the_client(pair, escalating):
@@ -267,21 +409,41 @@ FINE_TUNING = {
 }
 
 
-def capture_records(s, n):
-    """The capture file once its writer has written `n` records."""
+# A captured /v1/completions answer: OpenAI's (legacy) and TRL's prompt/completion format.
+PROMPT_COMPLETION = {
+    "type": "object", "required": ["prompt", "completion", "metadata"], "additionalProperties": False,
+    "properties": {"prompt": {"type": "string"}, "completion": {"type": "string"},
+                   "metadata": FINE_TUNING["properties"]["metadata"]},
+}
+
+
+def capture_records(s, n, chat_only=True):
+    """The capture file's chat records (or all) once its writer has written `n` records."""
     deadline = time.time() + 30
     while time.time() < deadline and s.metrics().get("owl_capture_records_total", 0) < n:
         time.sleep(0.1)
     path = s.home / "capture.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r for r in recs if "messages" in r] if chat_only else recs
 
 
 def test_capture_keeps_the_teachers_answers_for_distillation(pair, escalating):
     import jsonschema
 
     _, up = pair
-    # test_threshold_one... left two (non-streamed and streamed); completions are not captured.
-    recs = capture_records(escalating, 2)
+    # test_threshold_one... left two (non-streamed and streamed), test_completions... three
+    # completions: two the upstream answered (low_confidence), one local (--capture-all).
+    done = [r for r in capture_records(escalating, 5, chat_only=False) if "prompt" in r]
+    body = {"prompt": "def add(a, b):", "max_tokens": 10, "temperature": 0}
+    want = direct(up, "/v1/completions", **body)
+    assert len(done) == 3
+    for rec in done:
+        jsonschema.validate(rec, PROMPT_COMPLETION)
+        assert rec["prompt"] == body["prompt"] and rec["completion"]
+    assert [r["metadata"]["reason"] for r in done] == ["low_confidence", "low_confidence", "header"]
+    assert done[0]["completion"] == done[1]["completion"] == want  # streamed and not
+    assert done[0]["metadata"]["teacher"] == UP_MODEL and done[0]["metadata"]["usage"]["completion_tokens"] >= 1
+    recs = capture_records(escalating, 5)
     assert len(recs) == 2
     want = direct(up)
     for rec in recs:
@@ -295,7 +457,7 @@ def test_capture_keeps_the_teachers_answers_for_distillation(pair, escalating):
     turns = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello!"}, *MSG]
     assert chat(escalating.url, headers={"x-owl-capture": "off"}, messages=turns).status_code == 200
     assert chat(escalating.url, headers={"x-owl-route": "upstream"}, messages=turns).status_code == 200
-    recs = capture_records(escalating, 3)
+    recs = capture_records(escalating, 6)
     assert len(recs) == 3  # the opted-out request is not there
     jsonschema.validate(recs[2], FINE_TUNING)
     assert recs[2]["messages"][1] == {"role": "assistant", "content": "Hello!", "weight": 0}
@@ -304,7 +466,7 @@ def test_capture_keeps_the_teachers_answers_for_distillation(pair, escalating):
     # --capture-all: local answers too, streamed or not, under their own reason and model.
     local = chat(escalating.url, headers={"x-owl-route": "local"}).json()["choices"][0]["message"]["content"]
     assert streamed(escalating.url, headers={"x-owl-route": "local"}) == local
-    recs = capture_records(escalating, 5)
+    recs = capture_records(escalating, 8)
     assert len(recs) == 5
     local_model = ledger_records(escalating.home)[-1]["model"]
     for rec in recs[3:]:
@@ -315,7 +477,10 @@ def test_capture_keeps_the_teachers_answers_for_distillation(pair, escalating):
     out = subprocess.run([conftest.OWL, "capture", "export", str(escalating.home / "capture.jsonl")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert [json.loads(line) for line in out.stdout.splitlines()] == [{"messages": r["messages"]} for r in recs]
+    every = capture_records(escalating, 8, chat_only=False)
+    assert [json.loads(line) for line in out.stdout.splitlines()] == \
+        [{"messages": r["messages"]} if "messages" in r else {"prompt": r["prompt"], "completion": r["completion"]}
+         for r in every]
     assert escalating.metrics()["owl_capture_dropped_total"] == 0
 
 
@@ -346,6 +511,9 @@ def test_route_eval_compares_local_upstream_and_routed(pair, tmp_path):
     (["--upstream", "a=http://127.0.0.1:9/v1"], '[[upstream]]\nname = "a"\nurl = "http://h/v1"\n', "twice"),
     ([], '[[upstream]]\nname = "a"\nurl = "ftp://h"\n', "cfg.toml:1: [[upstream]] upstream a"),
     ([], '[[upstream]]\nname = "a"\nurl = "http://h"\nkey = "sk-x"\n', "unknown field `key`"),
+    (["--upstream", "a=https://127.0.0.1:9/v1,ca=/no/such/ca.pem"], None, "upstream a: cannot read ca=/no/such/ca.pem"),
+    (["--upstream", "a=http://127.0.0.1:9/v1,ca=ca.pem"], None, "ca= is for https:// URLs"),
+    ([], '[[upstream]]\nname = "a"\nurl = "https://h/v1"\nca = "/no/such/ca.pem"\n', "cfg.toml:1: [[upstream]] upstream a: cannot read ca="),
 ])
 def test_bad_routing_settings_are_one_clear_error(tmp_path, args, config, says):
     extra = []

@@ -135,6 +135,9 @@ pub struct Request {
     pub stop: Vec<String>,
     /// Some(n): report the chosen token's logprob and the n most likely alternatives.
     pub logprobs: Option<usize>,
+    /// Some(n): logprobs (when asked for) only for the first n generated tokens; the
+    /// rest come without, at no cost (the router's confidence probe reads n tokens).
+    pub logprobs_for: Option<usize>,
     /// Stop at the model's end-of-generation tokens (true for chat; `owl bench` turns it off).
     pub stop_at_eog: bool,
     /// Limits the output to a grammar (JSON Schema, regex, Lark); checked at submit.
@@ -149,6 +152,7 @@ impl Request {
             max_tokens: None,
             stop: Vec::new(),
             logprobs: None,
+            logprobs_for: None,
             stop_at_eog: true,
             constraint: None,
         }

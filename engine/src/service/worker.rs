@@ -433,7 +433,8 @@ impl Worker {
             // The mask and the sampler edit the row in place; only logprobs need it as the
             // model gave it, so only they pay for a copy (152k floats a step on Qwen).
             let l = &mut logits[li * n_vocab..(li + 1) * n_vocab];
-            let raw = s.job.req.logprobs.map(|_| l.to_vec());
+            let wants_logprobs = s.job.req.logprobs_for.is_none_or(|n| s.generated < n);
+            let raw = s.job.req.logprobs.filter(|_| wants_logprobs).map(|_| l.to_vec());
             li += 1;
             // The grammar's mask goes on before penalties, top-k/p and temperature.
             if let Some(c) = s.constraint.as_mut() {

@@ -33,11 +33,11 @@ enum Kind {
 }
 
 /// What the router adds to a local generation: the route recorded with it and
-/// whether the confidence probe needs its tokens' logprobs.
+/// how many of its first tokens the confidence probe reads the logprobs of.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LocalOpts {
     pub routing: Routing,
-    pub probe: bool,
+    pub probe: Option<usize>,
     /// `--capture-all`: the answer is captured when complete.
     pub capture: Option<LocalCapture>,
 }
@@ -265,12 +265,14 @@ async fn submit(
         // A request without a limit gets the server's --max-tokens, if set.
         max_tokens: gen.max_tokens.or(st.default_max_tokens()),
         stop: gen.stop.clone(),
-        // The probe reads the chosen tokens' logprobs; the client gets them only if it asked.
-        logprobs: if opts.probe {
+        // The probe reads the first tokens' logprobs; the client gets them only if it
+        // asked, and only then are they computed past the probe.
+        logprobs: if opts.probe.is_some() {
             Some(logprobs.unwrap_or(0))
         } else {
             logprobs
         },
+        logprobs_for: opts.probe.filter(|_| logprobs.is_none()),
         stop_at_eog: !gen.ignore_eos,
         constraint,
     };
@@ -511,7 +513,12 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
         .as_ref()
         .filter(|_| finish != FinishReason::Cancelled)
     {
-        c.push(&choice["message"], &ctx.id, &ctx.model, &usage_json(&usage));
+        // A completion's text is captured as its record's completion.
+        let answer = match &choice["message"] {
+            m if m.is_object() => m.clone(),
+            _ => json!({"content": choice["text"]}),
+        };
+        c.push(&answer, &ctx.id, &ctx.model, &usage_json(&usage));
     }
     let mut body = ctx.envelope(false, json!([choice]));
     let charged = ctx

@@ -136,7 +136,7 @@ impl Streamer {
 
     /// With `--capture-all`: the whole answer, as the non-streamed one's message.
     fn capture(&self, usage: &Usage) {
-        let (Some(c), Kind::Chat) = (&self.ctx.capture, self.ctx.kind) else {
+        let Some(c) = &self.ctx.capture else {
             return;
         };
         let msg = match &self.ctx.tools {

@@ -3,8 +3,10 @@
 //! format: the conversation with earlier assistant turns at `weight: 0`, the
 //! teacher's answer at `weight: 1`, the request's `tools`, and `metadata` (id,
 //! time, teacher, reason, probe_score, usage and the dropped local draft, a free
-//! preference pair next to the teacher's answer). `x-owl-capture: off` opts a
-//! request out.
+//! preference pair next to the teacher's answer). A `/v1/completions` request
+//! (one string prompt) is kept as `{"prompt", "completion", "metadata"}`, the
+//! prompt/completion format of OpenAI's completions fine-tuning and of TRL.
+//! `x-owl-capture: off` opts a request out.
 //!
 //! The file is created mode 0600 (it holds prompts). Records go through a bounded
 //! queue to one writer thread, so capturing never blocks or slows an answer; when
@@ -156,8 +158,14 @@ impl LocalCapture {
     }
 }
 
+/// Whether a request's answer can be captured: a chat, or a completion of one string prompt.
+pub fn capturable(request: &Value) -> bool {
+    request["messages"].is_array() || request["prompt"].is_string()
+}
+
 /// One record in OpenAI's chat fine-tuning format. `request` is the client's
-/// chat body, `answer` the upstream's assistant message.
+/// chat body, `answer` the upstream's assistant message; for a completions body
+/// (a `prompt`), a prompt/completion record with the answer's `content`.
 pub fn record(
     request: &Value,
     answer: &Value,
@@ -166,6 +174,17 @@ pub fn record(
     usage: &Value,
     meta: &Meta,
 ) -> Value {
+    let mut usage = usage.clone();
+    if let Some(o) = usage.as_object_mut() {
+        o.remove("owl");
+    }
+    let metadata = json!({
+        "id": id, "time": owl_ledger::now_unix(), "teacher": teacher, "reason": meta.reason,
+        "probe_score": meta.probe_score, "usage": usage, "local_draft": meta.local_draft,
+    });
+    if !request["messages"].is_array() {
+        return json!({"prompt": request["prompt"], "completion": answer["content"], "metadata": metadata});
+    }
     let mut messages: Vec<Value> = request["messages"]
         .as_array()
         .cloned()
@@ -183,17 +202,7 @@ pub fn record(
         last["tool_calls"] = Value::Array(calls.clone());
     }
     messages.push(last);
-    let mut usage = usage.clone();
-    if let Some(o) = usage.as_object_mut() {
-        o.remove("owl");
-    }
-    let mut rec = json!({
-        "messages": messages,
-        "metadata": {
-            "id": id, "time": owl_ledger::now_unix(), "teacher": teacher, "reason": meta.reason,
-            "probe_score": meta.probe_score, "usage": usage, "local_draft": meta.local_draft,
-        },
-    });
+    let mut rec = json!({"messages": messages, "metadata": metadata});
     if let Some(tools) = request.get("tools").filter(|t| !t.is_null()) {
         rec["tools"] = tools.clone();
     }
@@ -215,7 +224,8 @@ impl Assembler {
             return;
         };
         let d = &choice["delta"];
-        if let Some(t) = d["content"].as_str() {
+        // A chat delta's content, or a completions chunk's text.
+        if let Some(t) = d["content"].as_str().or(choice["text"].as_str()) {
             self.content.push_str(t);
         }
         for c in d["tool_calls"].as_array().into_iter().flatten() {
@@ -293,6 +303,38 @@ mod tests {
         assert_eq!(r["tools"], req["tools"]);
         assert_eq!(r["metadata"]["local_draft"], "5");
         assert!(r["metadata"]["usage"].get("owl").is_none());
+    }
+
+    #[test]
+    fn a_completion_is_a_prompt_completion_record() {
+        let meta = Meta {
+            reason: "header".into(),
+            probe_score: None,
+            local_draft: None,
+        };
+        let req = json!({"prompt": "def add(a, b):", "max_tokens": 8});
+        assert!(capturable(&req) && !capturable(&json!({"prompt": ["a", "b"]})));
+        let mut a = Assembler::default();
+        for c in [
+            json!({"choices": [{"text": "\n    return", "index": 0}]}),
+            json!({"choices": [{"text": " a + b", "index": 0, "finish_reason": "stop"}]}),
+        ] {
+            a.add(&c);
+        }
+        assert!(a.finished);
+        let r = record(
+            &req,
+            &a.message(),
+            "cmpl-1",
+            "qwen",
+            &json!({"completion_tokens": 4}),
+            &meta,
+        );
+        assert_eq!(
+            (&r["prompt"], &r["completion"]),
+            (&req["prompt"], &json!("\n    return a + b"))
+        );
+        assert!(r.get("messages").is_none() && r["metadata"]["reason"] == "header");
     }
 
     #[test]

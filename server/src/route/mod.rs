@@ -1,5 +1,5 @@
 //! Routing: answer a chat or completions request locally or send it to an
-//! OpenAI-compatible upstream (`owl serve --upstream NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]`).
+//! OpenAI-compatible upstream (`owl serve --upstream NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL][,ca=FILE]`).
 //!
 //! The route is chosen per request, with a reason that `/metrics` counts
 //! (`owl_route_requests_total{route,reason}`) and the response carries
@@ -22,6 +22,7 @@
 pub mod capture;
 pub mod probe;
 mod relay;
+pub mod tls;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -268,6 +269,7 @@ fn routing(route: &str, reason: &str, score: Option<f64>, upstream: Option<&str>
         probe_score: score,
         upstream: upstream.map(str::to_string),
         upstream_usd: None,
+        cut: false,
     }
 }
 
@@ -316,9 +318,9 @@ async fn answer(
         .get("x-owl-capture")
         .and_then(|h| h.to_str().ok())
         .is_some_and(|h| h.trim().eq_ignore_ascii_case("off"));
-    // --capture-all: local chat answers are captured too (meta filled in as the route is known).
+    // --capture-all: local answers are captured too (meta filled in as the route is known).
     let local_capture = match &cfg.capture {
-        Some(sink) if cfg.capture_all && ep == Endpoint::Chat && !opted_out => {
+        Some(sink) if cfg.capture_all && capture::capturable(&v) && !opted_out => {
             Some(capture::LocalCapture {
                 sink: sink.clone(),
                 request: v.clone(),
@@ -337,7 +339,7 @@ async fn answer(
             let t = cfg.threshold.unwrap_or(0.0);
             let opts = LocalOpts {
                 routing: routing("local", "confident", None, None),
-                probe: true,
+                probe: Some(cfg.probe_tokens),
                 capture: local_capture.clone(),
             };
             let mut started = start(st.clone(), client.clone(), &v, ep, opts).await?;
@@ -367,7 +369,7 @@ async fn answer(
         .or(up.model.as_deref())
         .and_then(|m| cost.price(m).ok().cloned());
     let capture = match &cfg.capture {
-        Some(sink) if ep == Endpoint::Chat && !opted_out => Some(relay::CaptureJob {
+        Some(sink) if capture::capturable(&v) && !opted_out => Some(relay::CaptureJob {
             sink: sink.clone(),
             meta: capture::Meta {
                 reason: reason.to_string(),
@@ -376,6 +378,13 @@ async fn answer(
             },
         }),
         _ => None,
+    };
+    // What a stream cut before its usage chunk is charged for its prompt.
+    let streaming = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let prompt_tokens = if streaming {
+        prompt_tokens(&st, ep, &v).ok().map(|n| n as u64)
+    } else {
+        None
     };
     let mut last = String::new();
     for _attempt in 0..2 {
@@ -386,6 +395,7 @@ async fn answer(
             price: price.clone(),
             draft,
             capture: capture.clone(),
+            prompt_tokens,
         };
         match relay::forward(up, ep.path(), &v, cfg.timeout, charge).await {
             Ok(mut resp) => {
@@ -426,7 +436,7 @@ async fn local(
     });
     let opts = LocalOpts {
         routing: r.clone(),
-        probe: false,
+        probe: None,
         capture,
     };
     let mut resp = start(st, client, &v, ep, opts).await?.respond().await?;

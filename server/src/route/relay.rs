@@ -1,6 +1,12 @@
 //! Asking an upstream and giving its answer in owl's shape (owl's id and
 //! fingerprint; a stream re-chunked as owl's SSE), charged into the ledger from
 //! the upstream's `usage` once the answer is complete.
+//!
+//! A stream that ends without the upstream's usage chunk (the upstream broke off,
+//! or the client went away and the relay was dropped) is still charged, for what
+//! was relayed: the prompt as the local model counts its tokens, and one
+//! completion token per content (or tool-call, or text) delta relayed, which is
+//! how OpenAI-compatible servers stream; its record is marked `cut`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -30,6 +36,9 @@ pub(crate) struct Charge {
     pub draft: Option<Timings>,
     /// Where a complete answer is captured, unless opted out.
     pub capture: Option<CaptureJob>,
+    /// The prompt's tokens as the local model counts them (streams only): what a
+    /// stream cut before its usage chunk is charged for its prompt.
+    pub prompt_tokens: Option<u64>,
 }
 
 /// A capture record to write once the upstream's answer is complete.
@@ -59,6 +68,11 @@ impl Charge {
                 self.routing.clone(),
             )
             .await
+    }
+
+    /// Usage in the upstream's shape for a stream that never reported its own.
+    fn counted(&self, completion_tokens: u64) -> Value {
+        json!({"prompt_tokens": self.prompt_tokens.unwrap_or(0), "completion_tokens": completion_tokens})
     }
 }
 
@@ -108,8 +122,12 @@ pub(crate) async fn forward(
         let rec = charge.charge(&model, &answer["usage"]).await;
         if let Some(job) = &charge.capture {
             let choice = &answer["choices"][0];
-            if choice["finish_reason"].is_string() && choice["message"].is_object() {
-                job.push(v, &choice["message"], &id, &model, &answer["usage"]);
+            let message = match &choice["message"] {
+                m if m.is_object() => Some(m.clone()),
+                _ => choice["text"].as_str().map(|t| json!({"content": t})),
+            };
+            if let Some(m) = message.filter(|_| choice["finish_reason"].is_string()) {
+                job.push(v, &m, &id, &model, &answer["usage"]);
             }
         }
         if answer["usage"].is_object() {
@@ -129,6 +147,7 @@ pub(crate) async fn forward(
         capture: charge.capture.take().map(|job| (job, v.clone())),
         assembled: Assembler::default(),
         usage: Value::Null,
+        relayed: 0,
         charge: Some(charge),
     };
     let events = stream::unfold(relay, |mut r| async move {
@@ -175,6 +194,19 @@ struct Relay {
     capture: Option<(CaptureJob, Value)>,
     assembled: Assembler,
     usage: Value,
+    /// Content, tool-call and text deltas relayed so far.
+    relayed: u64,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // The client went away before the usage chunk: charge what was relayed.
+        if let Some((charge, model, usage)) = self.uncharged(true) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { charge.charge(&model, &usage).await });
+            }
+        }
+    }
 }
 
 impl Relay {
@@ -183,15 +215,43 @@ impl Relay {
         self.done = true;
     }
 
+    /// The charge of a stream that ended without a usage chunk (`cut`: before its
+    /// [DONE]), with the usage counted from what was relayed; None once charged.
+    fn uncharged(&mut self, cut: bool) -> Option<(Charge, String, Value)> {
+        let mut charge = self.charge.take()?;
+        charge.routing.cut = cut;
+        let usage = charge.counted(self.relayed);
+        Some((charge, self.model.clone(), usage))
+    }
+
+    async fn charge_relayed(&mut self, cut: bool) {
+        if let Some((charge, model, usage)) = self.uncharged(cut) {
+            charge.charge(&model, &usage).await;
+        }
+    }
+
+    /// Counts the token deltas of one chunk.
+    fn count(&mut self, chunk: &Value) {
+        let nonempty = |v: &Value| v.as_str().is_some_and(|t| !t.is_empty());
+        for c in chunk["choices"].as_array().into_iter().flatten() {
+            let d = &c["delta"];
+            if nonempty(&d["content"]) || d["tool_calls"].is_array() || nonempty(&c["text"]) {
+                self.relayed += 1;
+            }
+        }
+    }
+
     async fn pump(&mut self) {
         let piece = match self.body.next().await {
             Ok(Some(p)) => p,
             Ok(None) => {
                 // A stream cut before [DONE] still ends as owl's streams do.
+                self.charge_relayed(true).await;
                 self.end();
                 return;
             }
             Err(e) => {
+                self.charge_relayed(true).await;
                 let err = ApiError::internal(format!("upstream {} broke off: {e}", self.name));
                 self.queue.push_back(err.body().to_string());
                 self.end();
@@ -211,6 +271,8 @@ impl Relay {
                     let msg = self.assembled.message();
                     job.push(&req, &msg, &self.id, &self.model, &self.usage);
                 }
+                // An upstream that never sends usage is charged for what it streamed.
+                self.charge_relayed(false).await;
                 self.end();
                 return;
             }
@@ -223,6 +285,7 @@ impl Relay {
                     if self.capture.is_some() {
                         self.assembled.add(&chunk);
                     }
+                    self.count(&chunk);
                     if chunk["usage"].is_object() {
                         self.usage = chunk["usage"].clone();
                         if let Some(c) = self.charge.take() {

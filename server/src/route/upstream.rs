@@ -1,5 +1,5 @@
-//! A small HTTP/1.1 client for an OpenAI-compatible upstream (`http://` base
-//! URLs): one connection per request (`Connection: close`), bodies read as
+//! A small HTTP/1.1 client for an OpenAI-compatible upstream (`http://` or
+//! `https://` base URLs, TLS in [`super::tls`]): one connection per request (`Connection: close`), bodies read as
 //! they arrive (chunked, sized or to the end), so a streaming answer can be
 //! relayed token by token and dropping the [`Body`] closes the connection,
 //! which cancels the upstream's generation.
@@ -10,10 +10,16 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// One `--upstream NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]`.
+use super::tls::Tls;
+
+/// A connection to an upstream: plain TCP or TLS over it.
+trait Conn: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Conn for T {}
+
+/// One `--upstream NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL][,ca=FILE]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Upstream {
     pub name: String,
@@ -26,6 +32,8 @@ pub struct Upstream {
     /// The price table's model the upstream's tokens are priced as (default: `model`,
     /// when the table has it); an upstream reporting `usage.cost` is charged that.
     pub price: Option<String>,
+    /// Set for `https://` URLs (the certificate is always verified).
+    pub tls: Option<Tls>,
     host: String,
     port: u16,
     /// The URL's path without a trailing slash (`/v1`).
@@ -33,40 +41,42 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Parses `NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL]`.
+    /// Parses `NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL][,ca=FILE]`.
     pub fn parse(spec: &str) -> Result<Upstream, String> {
-        let usage = "write --upstream NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL], e.g. big=http://127.0.0.1:8081/v1";
+        let usage = "write --upstream NAME=URL[,key_env=VAR][,model=MODEL][,price=MODEL][,ca=FILE], e.g. big=http://127.0.0.1:8081/v1";
         let (name, rest) = spec
             .split_once('=')
             .ok_or_else(|| format!("--upstream {spec:?} has no NAME=: {usage}"))?;
         let name = name.trim();
         let mut parts = rest.split(',');
         let url = parts.next().unwrap_or("").trim().to_string();
-        let (mut key_env, mut model, mut price) = (None, None, None);
+        let (mut key_env, mut model, mut price, mut ca) = (None, None, None, None);
         for p in parts {
             match p.split_once('=') {
                 Some(("key_env", v)) if !v.is_empty() => key_env = Some(v.to_string()),
                 Some(("model", v)) if !v.is_empty() => model = Some(v.to_string()),
                 Some(("price", v)) if !v.is_empty() => price = Some(v.to_string()),
+                Some(("ca", v)) if !v.is_empty() => ca = Some(v.to_string()),
                 _ => return Err(format!("--upstream {name}: unknown option {p:?}: {usage}")),
             }
         }
-        Upstream::new(name, &url, key_env, model, price).map_err(|e| format!("--{e}: {usage}"))
+        Upstream::new(name, &url, key_env, model, price, ca).map_err(|e| format!("--{e}: {usage}"))
     }
 
     /// An upstream from its parts (a `--upstream` flag or an `[[upstream]]` table);
-    /// an error starts "upstream NAME: ".
+    /// an error starts "upstream NAME: ". `ca` (a PEM file) is only for `https://`.
     pub fn new(
         name: &str,
         url: &str,
         key_env: Option<String>,
         model: Option<String>,
         price: Option<String>,
+        ca: Option<String>,
     ) -> Result<Upstream, String> {
         let name = name.trim();
         let url = url.trim().to_string();
         let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
-        let (key_env, model, price) = (given(key_env), given(model), given(price));
+        let (key_env, model, price, ca) = (given(key_env), given(model), given(price), given(ca));
         if name.is_empty()
             || !name
                 .chars()
@@ -76,17 +86,20 @@ impl Upstream {
                 "upstream name {name:?} must be letters, digits, '-', '_' or '.'"
             ));
         }
-        let after = if let Some(a) = url.strip_prefix("http://") {
-            a
-        } else if url.starts_with("https://") {
-            return Err(format!(
-                "upstream {name}: https upstreams are not supported yet; put a local TLS proxy in front and give its http:// URL"
-            ));
+        let (after, https) = if let Some(a) = url.strip_prefix("http://") {
+            (a, false)
+        } else if let Some(a) = url.strip_prefix("https://") {
+            (a, true)
         } else {
             return Err(format!(
-                "upstream {name}: URL {url:?} must start with http://"
+                "upstream {name}: URL {url:?} must start with http:// or https://"
             ));
         };
+        if ca.is_some() && !https {
+            return Err(format!(
+                "upstream {name}: ca= is for https:// URLs, and {url:?} is http://"
+            ));
+        }
         let (authority, path) = match after.find('/') {
             Some(i) => (&after[..i], &after[i..]),
             None => (after, ""),
@@ -101,17 +114,24 @@ impl Upstream {
                     port,
                 )
             }
-            _ => (authority.to_string(), 80),
+            _ => (authority.to_string(), if https { 443 } else { 80 }),
         };
         if host.is_empty() {
             return Err(format!("upstream {name}: URL {url:?} has no host"));
         }
+        let tls = if https {
+            let ca = ca.as_deref().map(std::path::Path::new);
+            Some(Tls::new(ca).map_err(|e| format!("upstream {name}: {e}"))?)
+        } else {
+            None
+        };
         Ok(Upstream {
             name: name.to_string(),
             url: url.clone(),
             key_env,
             model,
             price,
+            tls,
             host,
             port,
             prefix: path.trim_end_matches('/').to_string(),
@@ -130,7 +150,7 @@ pub enum UpstreamError {
 
 /// An answer whose status is 2xx; its body is read with [`Body::next`].
 pub struct Body {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Box<dyn Conn>>,
     mode: Mode,
     timeout: Duration,
 }
@@ -227,17 +247,31 @@ pub async fn post(
     timeout: Duration,
 ) -> Result<Body, UpstreamError> {
     let retry = UpstreamError::Retryable;
-    let addr = format!("{}:{}", up.host, up.port);
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(&addr))
+    let stream = tokio::time::timeout(timeout, TcpStream::connect((up.host.as_str(), up.port)))
         .await
         .map_err(|_| retry(format!("connecting to upstream {} timed out", up.name)))?
         .map_err(|e| retry(format!("cannot connect to upstream {}: {e}", up.name)))?;
     let _ = stream.set_nodelay(true);
+    let stream: Box<dyn Conn> = match &up.tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let handshake = tokio::time::timeout(timeout, tls.connect(&up.host, stream))
+                .await
+                .map_err(|_| retry(format!("upstream {}: TLS handshake timed out", up.name)))?;
+            Box::new(handshake.map_err(|e| retry(format!("upstream {}: {e}", up.name)))?)
+        }
+    };
     let mut reader = BufReader::new(stream);
+    let default_port = if up.tls.is_some() { 443 } else { 80 };
+    let host = if up.host.contains(':') {
+        format!("[{}]", up.host)
+    } else {
+        up.host.clone()
+    };
     let mut head = format!(
         "POST {}{path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
         up.prefix,
-        if up.port == 80 { up.host.clone() } else { addr.clone() },
+        if up.port == default_port { host } else { format!("{host}:{}", up.port) },
         body.len()
     );
     if let Some(var) = &up.key_env {
@@ -338,9 +372,33 @@ mod tests {
             "a=ftp://x",
             "a=http://x:99999",
             "a=http://x,key=1",
-            "a=https://x/v1",
+            "a=http://x/v1,ca=ca.pem",
         ] {
             assert!(Upstream::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn https_urls_verify_against_the_public_roots_or_a_ca_file() {
+        let u = Upstream::parse("paid=https://api.example.com/v1,key_env=PAID_KEY").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.prefix.as_str()),
+            ("api.example.com", 443, "/v1")
+        );
+        assert_eq!(u.tls.as_ref().map(|t| t.ca.is_none()), Some(true));
+        let u = Upstream::parse("v6=https://[::1]:8443").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 8443));
+        let e = Upstream::parse("p=https://h/v1,ca=/no/such/ca.pem").unwrap_err();
+        assert!(
+            e.contains("upstream p: cannot read ca=/no/such/ca.pem"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("owl-ca-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "just text\n").unwrap();
+        let e = Upstream::parse(&format!("p=https://h/v1,ca={}", not_pem.display())).unwrap_err();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
