@@ -109,7 +109,7 @@ pub fn cmd_run(a: RunArgs) -> Result<ExitCode> {
                 out.write_all(text.as_bytes())?;
                 out.flush()?;
             }
-            Event::Done { finish_reason, usage, timings } => {
+            Event::Done { finish_reason, usage, timings, .. } => {
                 writeln!(out)?;
                 let why = match finish_reason {
                     FinishReason::Stop => "stop",

@@ -334,6 +334,14 @@ pub fn router(state: AppState) -> Router {
         .route("/models", get(models))
         .route("/v1/responses", post(crate::compat::responses::create))
         .route("/responses", post(crate::compat::responses::create))
+        // Token counting, as llama-server has it.
+        .route("/v1/chat/completions/input_tokens", post(crate::compat::chat_input_tokens))
+        .route("/chat/completions/input_tokens", post(crate::compat::chat_input_tokens))
+        .route("/v1/responses/input_tokens", post(crate::compat::responses::input_tokens))
+        .route("/responses/input_tokens", post(crate::compat::responses::input_tokens))
+        // llama-server's native API, used by its web UI and other front ends.
+        .route("/completion", post(crate::generate::native::completion))
+        .route("/props", get(crate::generate::native::props))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/metrics", get(metrics_text))

@@ -38,6 +38,10 @@ pub trait LlmService: Send + Sync + 'static {
     fn tool_family(&self) -> Family {
         Family::Generic
     }
+    /// The chat template's source (llama-server's `/props` shows it).
+    fn chat_template(&self) -> String {
+        String::new()
+    }
     fn submit(&self, req: Request) -> Result<RequestHandle, SubmitError>;
     fn metrics(&self) -> MetricsSnapshot;
 }
@@ -57,6 +61,9 @@ impl LlmService for Engine {
     }
     fn detokenize(&self, ids: &[u32]) -> String {
         Engine::detokenize(self, ids)
+    }
+    fn chat_template(&self) -> String {
+        Engine::chat_template(self).to_string()
     }
     fn apply_chat_template(
         &self,

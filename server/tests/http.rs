@@ -173,6 +173,7 @@ impl LlmService for Fake {
                 finish_reason: finish,
                 usage,
                 timings: Timings::default(),
+                stop_word: None,
             });
         }
         Ok(RequestHandle {

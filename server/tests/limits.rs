@@ -97,6 +97,7 @@ impl LlmService for Fake {
                     finish_reason: FinishReason::Cancelled,
                     usage,
                     timings: Timings::default(),
+                    stop_word: None,
                 });
             }
         });

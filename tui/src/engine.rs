@@ -138,6 +138,7 @@ fn reply(ev: Event, model: &str, charger: Option<&owl_ledger::Charger>) -> Reply
             finish_reason,
             usage,
             timings,
+            ..
         } => {
             let priced = charger.map(|c| {
                 c.charge(

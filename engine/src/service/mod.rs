@@ -70,6 +70,11 @@ impl Engine {
         Ok(self.template.render_with_tools(messages, tools, true)?)
     }
 
+    /// The chat template's source (the GGUF's, a file's, or the built-in fallback).
+    pub fn chat_template(&self) -> &str {
+        self.template.source()
+    }
+
     /// How the model's template writes tool calls.
     pub fn tool_family(&self) -> crate::tools::Family {
         self.template.tool_family()

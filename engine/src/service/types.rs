@@ -226,7 +226,8 @@ pub enum Event {
     /// multi-byte character or a possible stop string is held back).
     /// A final `Token` with `id == TEXT_ONLY` may carry text held back until the end.
     Token { id: u32, text: String, logprob: Option<TokenLogprob> },
-    Done { finish_reason: FinishReason, usage: Usage, timings: Timings },
+    /// `stop_word`: the stop string that ended the generation (finish `Stop`), if one did.
+    Done { finish_reason: FinishReason, usage: Usage, timings: Timings, stop_word: Option<String> },
     Error(String),
 }
 

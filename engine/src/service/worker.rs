@@ -129,7 +129,8 @@ struct Seq {
     /// Text decoded but held back (it may start a stop string).
     pending: String,
     generated: usize,
-    stopped_by_string: bool,
+    /// The stop string that ended the sequence, if one did.
+    stop_word: Option<String>,
     t_first: Option<Instant>,
     t_prompt_start: Instant,
     t_last: Option<Instant>,
@@ -309,7 +310,7 @@ impl Worker {
                 let s = self.active.swap_remove(i);
                 let usage = Usage { prompt_tokens: s.n_prompt, completion_tokens: s.generated, cached_tokens: s.cached };
                 let timings = Timings { prefill_s: s.prefill_s, decode_s: s.decode_s, ..Timings::default() };
-                let _ = s.job.tx.send(Event::Done { finish_reason: FinishReason::Cancelled, usage, timings });
+                let _ = s.job.tx.send(Event::Done { finish_reason: FinishReason::Cancelled, usage, timings, stop_word: None });
                 self.kv.drop_seq(s.kv);
                 n += 1;
             } else {
@@ -358,7 +359,7 @@ impl Worker {
                 decoder: IncrementalDecoder::new(),
                 pending: String::new(),
                 generated: 0,
-                stopped_by_string: false,
+                stop_word: None,
                 t_first: None,
                 t_prompt_start: Instant::now(),
                 t_last: None,
@@ -483,8 +484,8 @@ impl Worker {
             s.pending.push_str(&s.decoder.push(&self.tok, id));
             let (emit, stopped) = split_stop(&mut s.pending, &s.job.req.stop);
             let _ = s.job.tx.send(Event::Token { id, text: emit, logprob });
-            if stopped {
-                s.stopped_by_string = true;
+            if let Some(word) = stopped {
+                s.stop_word = Some(word);
                 finished.push((si, FinishReason::Stop));
             } else if complete {
                 finished.push((si, FinishReason::Stop));
@@ -518,7 +519,7 @@ impl Worker {
             let mut s = self.active.swap_remove(si);
             // Whatever was held back (an incomplete character, a possible stop string) is text after all,
             // unless a stop string ended the sequence.
-            if !s.stopped_by_string {
+            if s.stop_word.is_none() {
                 let tail = s.decoder.flush();
                 s.pending.push_str(&tail);
                 if !s.pending.is_empty() {
@@ -539,7 +540,7 @@ impl Worker {
                 decode_s: s.decode_s,
             };
             let usage = Usage { prompt_tokens: s.n_prompt, completion_tokens: s.generated, cached_tokens: s.cached };
-            let _ = s.job.tx.send(Event::Done { finish_reason: reason, usage, timings });
+            let _ = s.job.tx.send(Event::Done { finish_reason: reason, usage, timings, stop_word: s.stop_word.take() });
             let valid = s.n_past;
             self.kv.finish(s.kv, &s.tokens, valid);
         }
@@ -548,15 +549,17 @@ impl Worker {
     }
 }
 
-/// Splits off the text that is safe to emit. Returns (text, stopped): when a
-/// stop string appears, the text before it is emitted and the rest dropped;
-/// otherwise a tail that could begin a stop string stays in `pending`.
-fn split_stop(pending: &mut String, stops: &[String]) -> (String, bool) {
+/// Splits off the text that is safe to emit. Returns (text, stop): when a
+/// stop string appears, the text before it is emitted, the rest dropped and the
+/// stop string (the earliest in the text) returned; otherwise a tail that could
+/// begin a stop string stays in `pending`.
+fn split_stop(pending: &mut String, stops: &[String]) -> (String, Option<String>) {
     let stops: Vec<&str> = stops.iter().map(|s| s.as_str()).filter(|s| !s.is_empty()).collect();
-    if let Some(at) = stops.iter().filter_map(|s| pending.find(s)).min() {
+    if let Some((at, word)) = stops.iter().filter_map(|s| pending.find(s).map(|at| (at, *s))).min_by_key(|m| m.0) {
         let out = pending[..at].to_string();
+        let word = word.to_string();
         pending.clear();
-        return (out, true);
+        return (out, Some(word));
     }
     let mut hold = 0;
     for s in &stops {
@@ -570,7 +573,7 @@ fn split_stop(pending: &mut String, stops: &[String]) -> (String, bool) {
     let cut = pending.len() - hold;
     let out = pending[..cut].to_string();
     pending.drain(..cut);
-    (out, false)
+    (out, None)
 }
 
 
@@ -608,11 +611,15 @@ mod tests {
     fn stop_strings_hold_back_and_cut() {
         let stops = vec!["\n\nUser:".to_string()];
         let mut p = "Hello\n\nUs".to_string();
-        assert_eq!(split_stop(&mut p, &stops), ("Hello".to_string(), false));
+        assert_eq!(split_stop(&mut p, &stops), ("Hello".to_string(), None));
         assert_eq!(p, "\n\nUs");
         p.push_str("er: hi");
-        assert_eq!(split_stop(&mut p, &stops), (String::new(), true));
+        assert_eq!(split_stop(&mut p, &stops), (String::new(), Some("\n\nUser:".to_string())));
         let mut p = "\n\nfine".to_string();
-        assert_eq!(split_stop(&mut p, &stops), ("\n\nfine".to_string(), false));
+        assert_eq!(split_stop(&mut p, &stops), ("\n\nfine".to_string(), None));
+        // The stop string earliest in the text is the one reported.
+        let stops = vec!["b".to_string(), "a".to_string()];
+        let mut p = "xaxb".to_string();
+        assert_eq!(split_stop(&mut p, &stops), ("x".to_string(), Some("a".to_string())));
     }
 }

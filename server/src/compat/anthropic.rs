@@ -248,11 +248,23 @@ fn to_openai(v: &Value, need_max_tokens: bool) -> Result<Value, ApiError> {
     Ok(Value::Object(body))
 }
 
-fn stop_reason(finish: &str) -> &'static str {
+/// Anthropic's `stop_reason` for an OpenAI `finish_reason`, and the stop string
+/// that ended the answer (the choice's `stop_reason`, vLLM's name, when owl set it).
+fn stop_reason(finish: &str, stop_word: &Value) -> &'static str {
     match finish {
         "length" => "max_tokens",
         "tool_calls" => "tool_use",
+        _ if stop_word.is_string() => "stop_sequence",
         _ => "end_turn",
+    }
+}
+
+/// The matched stop sequence, or null.
+fn stop_sequence(stop_word: &Value) -> Value {
+    if stop_word.is_string() {
+        stop_word.clone()
+    } else {
+        Value::Null
     }
 }
 
@@ -308,8 +320,8 @@ pub async fn messages_create(
     Ok(Json(json!({
         "id": message_id(&a["id"]), "type": "message", "role": "assistant", "model": a["model"],
         "content": content,
-        "stop_reason": stop_reason(choice["finish_reason"].as_str().unwrap_or_default()),
-        "stop_sequence": null,
+        "stop_reason": stop_reason(choice["finish_reason"].as_str().unwrap_or_default(), &choice["stop_reason"]),
+        "stop_sequence": stop_sequence(&choice["stop_reason"]),
         "usage": usage(&a["usage"]),
     }))
     .into_response())
@@ -335,6 +347,8 @@ struct Events {
     /// OpenAI tool-call index -> its block index.
     calls: Vec<(u64, usize)>,
     finish: Option<String>,
+    /// The stop string that ended the answer, if one did.
+    stop_word: Value,
     output_tokens: u64,
     /// The last chunk's OpenAI usage (prompt and cached tokens), for message_delta.
     usage: Option<Value>,
@@ -423,6 +437,7 @@ impl Events {
         }
         if let Some(f) = choice["finish_reason"].as_str() {
             self.finish = Some(f.to_string());
+            self.stop_word = choice["stop_reason"].clone();
         }
     }
 
@@ -431,7 +446,7 @@ impl Events {
             self.open_block(json!({"type": "text", "text": ""}), true);
         }
         self.close();
-        let reason = stop_reason(self.finish.as_deref().unwrap_or("stop"));
+        let reason = stop_reason(self.finish.as_deref().unwrap_or("stop"), &self.stop_word);
         // As Anthropic's API does, the final usage also carries the input counts,
         // now that the cached share is known (message_start counted the prompt alone).
         let usage = match &self.usage {
@@ -441,7 +456,7 @@ impl Events {
         self.emit(
             "message_delta",
             json!({"type": "message_delta",
-            "delta": {"stop_reason": reason, "stop_sequence": null},
+            "delta": {"stop_reason": reason, "stop_sequence": stop_sequence(&self.stop_word)},
             "usage": usage}),
         );
         self.emit("message_stop", json!({"type": "message_stop"}));
@@ -500,6 +515,19 @@ pub async fn count_tokens(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_matched_stop_string_is_a_stop_sequence() {
+        assert_eq!(stop_reason("stop", &json!("\n\n")), "stop_sequence");
+        assert_eq!(stop_reason("stop", &Value::Null), "end_turn");
+        assert_eq!(stop_reason("length", &json!("x")), "max_tokens");
+        let mut ev = Events::default();
+        ev.chunk(&json!({"choices": [{"delta": {"content": "hi"}, "finish_reason": null}]}));
+        ev.chunk(&json!({"choices": [{"delta": {}, "finish_reason": "stop", "stop_reason": "END"}]}));
+        ev.end();
+        let (_, d) = ev.out.iter().find(|(n, _)| *n == "message_delta").unwrap();
+        assert_eq!(d["delta"], json!({"stop_reason": "stop_sequence", "stop_sequence": "END"}));
+    }
 
     #[test]
     fn request_maps_to_openai() {

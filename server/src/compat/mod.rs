@@ -136,6 +136,15 @@ fn find_frame_end(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
 }
 
+/// `POST /v1/chat/completions/input_tokens` (llama-server's): `{"input_tokens": N}`
+/// for the prompt a chat body renders to, tools included.
+pub(crate) async fn chat_input_tokens(
+    State(st): State<AppState>,
+    JsonBody(v): JsonBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    Ok(axum::Json(json!({"input_tokens": prompt_tokens(&st, &v).await?})))
+}
+
 /// Tokens the prompt of an OpenAI chat body renders to, as the engine would count them.
 /// Templating and tokenizing a long prompt is CPU work: it runs off the async workers.
 pub(crate) async fn prompt_tokens(st: &AppState, body: &Value) -> Result<usize, ApiError> {

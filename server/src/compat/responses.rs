@@ -610,6 +610,14 @@ impl Events {
     }
 }
 
+/// `POST /v1/responses/input_tokens`: the tokens the request's input renders to
+/// (`{"object": "response.input_tokens", "input_tokens": N}`, as OpenAI and llama-server answer).
+pub async fn input_tokens(State(st): State<AppState>, JsonBody(v): JsonBody) -> Result<Json<Value>, ApiError> {
+    let chat = to_chat(&v)?;
+    let n = super::prompt_tokens(&st, &chat).await?;
+    Ok(Json(json!({"object": "response.input_tokens", "input_tokens": n})))
+}
+
 fn stream_answer(resp: Response, req: Value) -> Response {
     let chunks = sse_chunks(resp).boxed();
     let ev = Events {

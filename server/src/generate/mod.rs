@@ -23,6 +23,7 @@ use crate::openai::{parse_body, ChatParams, CompletionParams, Generation, Genera
 use crate::service::LlmService;
 use owl_engine::tools::{Choice, Family};
 
+pub(crate) mod native;
 mod stream;
 use stream::stream_response;
 
@@ -30,6 +31,8 @@ use stream::stream_response;
 enum Kind {
     Chat,
     Text,
+    /// llama-server's native `/completion` (native.rs).
+    Native,
 }
 
 /// What the router adds to a local generation: the route recorded with it and
@@ -92,6 +95,21 @@ pub(crate) async fn start_text(
     let gen = parse_body::<GenerationParams>(v)?.validate()?;
     let (prompt, logprobs) = parse_body::<CompletionParams>(v)?.validate()?;
     submit(st, client, Kind::Text, prompt, gen, logprobs, opts).await
+}
+
+/// Submits llama-server's native `/completion` body (native.rs) to the local engine.
+pub(crate) async fn start_native(st: AppState, client: Client, v: &Value) -> Result<Started, ApiError> {
+    let (body, mut opts) = native::to_openai(v)?;
+    let gen = parse_body::<GenerationParams>(&body)?.validate()?;
+    let (prompt, logprobs) = parse_body::<CompletionParams>(&body)?.validate()?;
+    opts.prompt = match &prompt {
+        Prompt::Text(t) => t.clone(),
+        Prompt::Tokens(ids) => st.engine()?.detokenize(ids),
+        Prompt::Chat(_) => String::new(),
+    };
+    let mut started = submit(st, client, Kind::Native, prompt, gen, logprobs, LocalOpts::default()).await?;
+    started.ctx.native = Some(opts);
+    Ok(started)
 }
 
 /// A fresh completion id (`chatcmpl-…`, or `cmpl-…` for `/v1/completions`), for
@@ -168,6 +186,8 @@ struct Ctx {
     capture: Option<LocalCapture>,
     /// The request's deadline, when one applies (deadline.rs).
     deadline: Option<Deadline>,
+    /// For llama-server's native `/completion`: what its answer needs.
+    native: Option<native::NativeOpts>,
 }
 
 impl Ctx {
@@ -210,7 +230,7 @@ impl Ctx {
             Kind::Chat => {
                 json!({"content": items.iter().map(|(id, lp)| self.chat_logprob(*id, lp)).collect::<Vec<_>>()})
             }
-            Kind::Text => self.text_logprobs(items, offset),
+            Kind::Text | Kind::Native => self.text_logprobs(items, offset),
         }
     }
 
@@ -218,7 +238,7 @@ impl Ctx {
         match (self.kind, chunk) {
             (Kind::Chat, false) => "chat.completion",
             (Kind::Chat, true) => "chat.completion.chunk",
-            (Kind::Text, _) => "text_completion",
+            (Kind::Text | Kind::Native, _) => "text_completion",
         }
     }
 
@@ -283,7 +303,7 @@ async fn submit(
         .map_err(|e| ApiError::internal(format!("submit failed: {e}")))?;
     let handle = submitted.map_err(|e| {
         let mut err = ApiError::from(e);
-        if kind == Kind::Text && err.param.as_deref() == Some("messages") {
+        if kind != Kind::Chat && err.param.as_deref() == Some("messages") {
             err.param = Some("prompt".into());
         }
         if tools.is_some() && err.param.is_none() && err.status == 400 {
@@ -306,6 +326,7 @@ async fn submit(
         tools,
         routing: opts.routing,
         capture: opts.capture,
+        native: None,
     };
     let handle = ctx
         .cost
@@ -437,7 +458,8 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
     } = started;
     let mut text = String::new();
     let mut lps: Vec<(u32, TokenLogprob)> = Vec::new();
-    let (finish, usage, timings) = loop {
+    let mut ids: Vec<u32> = Vec::new();
+    let (finish, usage, timings, stop_word) = loop {
         match next_event(&mut early, &mut handle).await {
             Some(Event::Started { .. }) => {}
             Some(Event::Token {
@@ -446,6 +468,9 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
                 logprob,
             }) => {
                 text.push_str(&t);
+                if id != owl_engine::service::TEXT_ONLY {
+                    ids.push(id);
+                }
                 if let Some(lp) = logprob {
                     lps.push((id, lp));
                 }
@@ -454,6 +479,7 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
                 finish_reason,
                 usage,
                 timings,
+                stop_word,
             }) => {
                 if let Some(e) = crate::deadline::passed(&ctx.deadline) {
                     ctx.cost
@@ -461,7 +487,7 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
                         .await;
                     return Err(e);
                 }
-                break (finish_reason, usage, timings);
+                break (finish_reason, usage, timings, stop_word);
             }
             Some(Event::Error(e)) => {
                 return Err(ApiError::internal(format!("generation failed: {e}")))
@@ -473,6 +499,12 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
             }
         }
     };
+    if let Some(o) = &ctx.native {
+        let probs = lps.iter().map(|(id, lp)| native::probability(&ctx.piece(*id), *id, lp)).collect();
+        let body = native::final_object(o, &ctx.echo_model, &text, &ids, probs, finish, stop_word.as_deref(), &usage, &timings, &text);
+        ctx.cost.charge(&ctx.model, &ctx.client, &usage, &timings, &ctx.routing).await;
+        return Ok(Json(body).into_response());
+    }
     let logprobs = if want_logprobs {
         ctx.logprobs(&lps, 0)
     } else {
@@ -485,7 +517,7 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
                 // Call text that does not parse stays the answer's content.
                 json!({
                     "index": 0, "message": {"role": "assistant", "content": parsed.content},
-                    "logprobs": logprobs, "finish_reason": finish_str(finish),
+                    "logprobs": logprobs, "finish_reason": finish_str(finish), "stop_reason": stop_word,
                 })
             } else {
                 let calls: Vec<Value> = parsed
@@ -502,11 +534,12 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
         }
         (Kind::Chat, None) => json!({
             "index": 0, "message": {"role": "assistant", "content": text},
-            "logprobs": logprobs, "finish_reason": finish_str(finish),
+            "logprobs": logprobs, "finish_reason": finish_str(finish), "stop_reason": stop_word,
         }),
-        (Kind::Text, _) => {
-            json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_str(finish)})
-        }
+        (Kind::Text | Kind::Native, _) => json!({
+            "index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_str(finish),
+            "stop_reason": stop_word,
+        }),
     };
     if let Some(c) = ctx
         .capture

@@ -33,6 +33,9 @@ struct Streamer {
     /// With tools: what was sent of the calls, and logprobs of tokens not sent yet.
     calls: crate::tool_stream::CallStream,
     lps: Vec<(u32, TokenLogprob)>,
+    /// Native `/completion`: ids and probabilities of tokens whose text is not sent yet.
+    ids: Vec<u32>,
+    probs: Vec<Value>,
 }
 
 impl Streamer {
@@ -54,9 +57,30 @@ impl Streamer {
                 };
                 json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
             }
-            Kind::Text => {
+            Kind::Text | Kind::Native => {
                 json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish})
             }
+        }
+    }
+
+    /// Native `/completion`: a token's object once it has text (held-back text waits
+    /// for the next token; what is held at the end goes into the closing object).
+    fn native_token(&mut self, o: &native::NativeOpts, id: u32, text: &str, logprob: Option<TokenLogprob>) {
+        self.all.push_str(text);
+        if id != owl_engine::service::TEXT_ONLY {
+            self.ids.push(id);
+            if let Some(lp) = logprob.filter(|_| o.n_probs > 0) {
+                self.probs.push(native::probability(&self.ctx.piece(id), id, &lp));
+            }
+            self.pending.push_str(text);
+        } else {
+            self.pending.push_str(text);
+            return;
+        }
+        if !self.pending.is_empty() {
+            let text = std::mem::take(&mut self.pending);
+            let c = native::chunk(o, &text, &std::mem::take(&mut self.ids), std::mem::take(&mut self.probs));
+            self.queue.push_back(c.to_string());
         }
     }
 
@@ -163,6 +187,10 @@ impl Streamer {
         };
         match next_event(&mut self.early, &mut self.handle).await {
             Some(Event::Started { .. }) => {}
+            Some(Event::Token { id, text, logprob }) if self.ctx.native.is_some() => {
+                let o = self.ctx.native.clone().unwrap_or_default();
+                self.native_token(&o, id, &text, logprob);
+            }
             Some(Event::Token { id, text, logprob }) if let Some(family) = tool_family => {
                 self.tool_text(family, &text, logprob.map(|lp| (id, lp)));
             }
@@ -196,6 +224,24 @@ impl Streamer {
                 finish_reason,
                 usage,
                 timings,
+                stop_word,
+            }) if self.ctx.native.is_some() => {
+                let c = &self.ctx;
+                c.cost.charge(&c.model, &c.client, &usage, &timings, &c.routing).await;
+                let o = c.native.clone().unwrap_or_default();
+                let rest = std::mem::take(&mut self.pending);
+                let probs = std::mem::take(&mut self.probs);
+                let ids = std::mem::take(&mut self.ids);
+                let last = native::final_object(&o, &c.echo_model, &rest, &ids, probs, finish_reason, stop_word.as_deref(), &usage, &timings, &self.all);
+                // llama-server ends a native stream with the closing object, no `[DONE]`.
+                self.queue.push_back(last.to_string());
+                self.finished = true;
+            }
+            Some(Event::Done {
+                finish_reason,
+                usage,
+                timings,
+                stop_word,
             }) => {
                 let charged = self
                     .ctx
@@ -219,7 +265,9 @@ impl Streamer {
                     self.capture(&usage);
                 }
                 let lp = self.take_logprobs();
-                let c = self.chunk(self.delta("", lp, Some(finish)));
+                let mut last = self.delta("", lp, Some(finish));
+                last["stop_reason"] = json!(stop_word);
+                let c = self.chunk(last);
                 self.queue.push_back(c);
                 if self.include_usage {
                     let mut u = self.ctx.envelope(true, json!([]));
@@ -275,6 +323,8 @@ pub(super) fn stream_response(started: Started) -> Response {
         holding: false,
         calls: Default::default(),
         lps: Vec::new(),
+        ids: Vec::new(),
+        probs: Vec::new(),
     };
     if let Some((family, choice)) = &s.ctx.tools {
         s.holding = !crate::tools::streams_content(*family, choice);
