@@ -256,9 +256,13 @@ mod tests {
         let openers = Family::Hermes.call_openers();
         assert_eq!(releasable_any("Sure: {\"na", &openers), 6);
         assert_eq!(releasable_any("Sure: <tool_c", &openers), 6);
-        // A pretty-printed call in a fence is held from its brace on.
-        assert_eq!(releasable_any("Sure:\n```json\n{\n  \"na", &openers), 14);
-        assert_eq!(releasable_any("Sure:\n```json\n{\n  \"name\": \"f", &openers), 14);
+        // A pretty-printed call in a fence is held from the fence on (the parsed answer drops it).
+        assert_eq!(releasable_any("Sure:\n```json\n{\n  \"na", &openers), 6);
+        assert_eq!(releasable_any("Sure:\n```json\n{\n  \"name\": \"f", &openers), 6);
+        assert_eq!(releasable_any("Sure:\n```\n{\"name\": \"f", &openers), 6);
+        // Other fences go out once they cannot open a call.
+        assert_eq!(releasable_any("Sure:\n```python\nx = 1", &openers), 21);
+        assert_eq!(releasable_any("Sure:\n```json\n{\"a\": 1}", &openers), 22);
         assert_eq!(releasable_any("a {b} c", &openers), 7);
     }
 

@@ -123,7 +123,7 @@ mod tests {
         let t = Trigger::json(BARE);
         for (text, start, end) in [
             ("{\"name\": \"f\"", 0, 10),
-            ("```json\n{\n  \"name\": \"f\"", 8, 22),
+            ("```json\n{\n  \"name\": \"f\"", 8, 21),
             ("x {\"name\":\"f\"", 2, 11),
             ("{ \"name\" :  \"f\"", 0, 13),
             ("{\r\n\t\"name\":\n\"", 0, 13),

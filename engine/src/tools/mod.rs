@@ -82,7 +82,13 @@ impl Family {
     /// The JSON ones tolerate whitespace, as the lazy trigger does.
     pub fn call_openers(self) -> Vec<Trigger> {
         match self {
-            Family::Hermes => vec![Trigger::exact("<tool_call>"), Trigger::json(BARE_CALL)],
+            // A fence opened for a bare call is held with it: the parsed answer drops it.
+            Family::Hermes => vec![
+                Trigger::exact("<tool_call>"),
+                Trigger::json(BARE_CALL),
+                Trigger::json(&format!("```json {BARE_CALL}")),
+                Trigger::json(&format!("``` {BARE_CALL}")),
+            ],
             Family::Llama3 => vec![Trigger::exact("<|python_tag|>"), Trigger::json("{\"name\"")],
             Family::Mistral => vec![Trigger::exact("[TOOL_CALLS]")],
             Family::Generic => vec![Trigger::json("{\"tool_calls\"")],
