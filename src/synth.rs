@@ -27,6 +27,9 @@ pub struct SynthArgs {
     /// Experts each token is routed to.
     #[arg(long, default_value_t = 0)]
     experts_used: usize,
+    /// A Jinja chat template file to write as `tokenizer.chat_template` (e.g. one that renders tools).
+    #[arg(long = "chat-template", value_name = "FILE")]
+    chat_template: Option<PathBuf>,
     /// Output .gguf path.
     out: PathBuf,
 }
@@ -37,7 +40,11 @@ pub fn cmd_synth(a: SynthArgs) -> Result<ExitCode> {
         .copied()
         .find(|t| t.name().eq_ignore_ascii_case(&a.ty))
         .with_context(|| format!("unknown weight type `{}`", a.ty))?;
-    let spec = SynthSpec { arch: a.arch, shape: Shape::named(&a.shape)?, shape_name: a.shape.clone(), ty, seed: a.seed, experts: Experts { n_expert: a.experts, n_expert_used: a.experts_used } };
+    let chat_template = match &a.chat_template {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("cannot read chat template {}", p.display()))?),
+        None => None,
+    };
+    let spec = SynthSpec { arch: a.arch, shape: Shape::named(&a.shape)?, shape_name: a.shape.clone(), ty, seed: a.seed, experts: Experts { n_expert: a.experts, n_expert_used: a.experts_used }, chat_template };
     let w = synth::synth(&spec)?;
     let n = w.write_file(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
     println!("wrote {} ({} {} {}, seed {}, {n} bytes)", a.out.display(), spec.arch, a.shape, ty, spec.seed);

@@ -72,6 +72,8 @@ pub struct SynthSpec {
     pub ty: GgmlType,
     pub seed: u64,
     pub experts: Experts,
+    /// `tokenizer.chat_template`, a Jinja chat template (none: the file has no template).
+    pub chat_template: Option<String>,
 }
 
 /// How a tensor's values are drawn.
@@ -257,6 +259,9 @@ fn metadata(w: &mut GgufWriter<'_>, spec: &SynthSpec) -> Result<usize, EngineErr
     w.set("tokenizer.ggml.unknown_token_id", 0u32);
     w.set("tokenizer.ggml.add_bos_token", true);
     w.set("tokenizer.ggml.add_eos_token", false);
+    if let Some(t) = &spec.chat_template {
+        w.set("tokenizer.chat_template", t.clone());
+    }
     Ok(n_vocab)
 }
 
@@ -322,7 +327,7 @@ mod tests {
     use super::*;
 
     fn spec(arch: &str, seed: u64) -> SynthSpec {
-        SynthSpec { arch: arch.into(), shape_name: "tiny".into(), shape: Shape::named("tiny").unwrap(), ty: GgmlType::Q8_0, seed, experts: Experts::default() }
+        SynthSpec { arch: arch.into(), shape_name: "tiny".into(), shape: Shape::named("tiny").unwrap(), ty: GgmlType::Q8_0, seed, experts: Experts::default(), chat_template: None }
     }
 
     #[test]

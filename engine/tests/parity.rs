@@ -435,6 +435,7 @@ fn unsupported_architecture_is_one_clear_error() {
         ty: owl_engine::gguf::GgmlType::Q8_0,
         seed: 1,
         experts: Experts::default(),
+        chat_template: None,
     };
     let mut w = synth(&spec).unwrap();
     w.set("general.architecture", "gpt2");
@@ -477,6 +478,7 @@ fn moe_models_match_llama_cpp() {
                 n_expert,
                 n_expert_used: 2,
             },
+            chat_template: None,
         };
         let path = dir.path().join(format!("{name}.gguf"));
         synth(&spec).unwrap().write_file(&path).unwrap();

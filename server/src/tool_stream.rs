@@ -10,10 +10,14 @@
 //! At the end the whole answer is parsed as the non-streamed one is: calls the
 //! scan did not see go out whole, so the streamed calls equal the parsed ones.
 
+use owl_engine::constrain::{Scan, Trigger};
 use owl_engine::tools::{Family, ToolCall};
 use serde_json::{json, Value};
 
-const NAME_KEY: &str = "{\"name\": \"";
+/// How a call opens; whitespace-tolerant, as the lazy trigger is.
+fn name_key() -> Trigger {
+    Trigger::json(owl_engine::tools::BARE_CALL)
+}
 
 /// One call seen so far in the text: its name, the arguments' text so far,
 /// and whether the arguments' object is complete.
@@ -61,8 +65,9 @@ fn object_extent(s: &str) -> Option<(usize, bool)> {
 pub fn scan(text: &str) -> Vec<Seen<'_>> {
     let mut out = Vec::new();
     let mut rest = text;
-    while let Some(at) = rest.find(NAME_KEY) {
-        let after = &rest[at + NAME_KEY.len()..];
+    let key = name_key();
+    while let Scan::Found { end, .. } = key.scan(rest.as_bytes(), 0) {
+        let after = &rest[end..];
         let Some(name_end) = after.find('"') else {
             break;
         };
@@ -145,7 +150,7 @@ pub fn calls_start(family: Family, all: &str) -> Option<usize> {
     family
         .call_openers()
         .iter()
-        .filter_map(|o| all.find(o))
+        .filter_map(|o| o.find(all))
         .min()
 }
 

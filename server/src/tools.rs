@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use owl_engine::service::ChatMessage;
+use owl_engine::constrain::Trigger;
 use owl_engine::tools::{Choice, Family, ToolCall};
 use serde_json::{json, Value};
 
@@ -179,28 +180,13 @@ pub fn call_json(c: &ToolCall, id: &str) -> Value {
     json!({"id": id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
 }
 
-/// Whether the answer's text may still hold a call: everything once the
-/// trigger is in it, or the end of it that could be the trigger's start.
-/// Returns how many bytes of `pending` can go out as content now.
-pub fn releasable(pending: &str, trigger: &str) -> usize {
-    if let Some(at) = pending.find(trigger) {
-        return at;
-    }
-    let mut keep = 0;
-    for k in (1..trigger.len().min(pending.len() + 1)).rev() {
-        if pending.is_char_boundary(pending.len() - k) && pending.ends_with(&trigger[..k]) {
-            keep = k;
-            break;
-        }
-    }
-    pending.len() - keep
-}
-
-/// [`releasable`] for several openers: the earliest any of them holds back.
-pub fn releasable_any(pending: &str, openers: &[&str]) -> usize {
+/// Whether the answer's text may still hold a call: everything once an opener
+/// is in it, or the end of it that could be an opener's start (JSON openers
+/// tolerate whitespace). Returns how many bytes of `pending` can go out as content now.
+pub fn releasable_any(pending: &str, openers: &[Trigger]) -> usize {
     openers
         .iter()
-        .map(|t| releasable(pending, t))
+        .map(|t| t.releasable(pending))
         .min()
         .unwrap_or(pending.len())
 }
@@ -263,14 +249,23 @@ mod tests {
 
     #[test]
     fn trigger_prefixes_are_held_back() {
-        assert_eq!(releasable("Hello", "<tool_call>"), 5);
-        assert_eq!(releasable("Hello <tool", "<tool_call>"), 6);
-        assert_eq!(releasable("Hi <tool_call>\n{", "<tool_call>"), 3);
-        assert_eq!(releasable("a < b", "<tool_call>"), 5);
-        assert_eq!(releasable("<", "<tool_call>"), 0);
+        let tag = [Trigger::exact("<tool_call>")];
+        assert_eq!(releasable_any("Hello", &tag), 5);
+        assert_eq!(releasable_any("Hello <tool", &tag), 6);
+        assert_eq!(releasable_any("Hi <tool_call>\n{", &tag), 3);
+        assert_eq!(releasable_any("a < b", &tag), 5);
+        assert_eq!(releasable_any("<", &tag), 0);
         let openers = Family::Hermes.call_openers();
-        assert_eq!(releasable_any("Sure: {\"na", openers), 6);
-        assert_eq!(releasable_any("Sure: <tool_c", openers), 6);
+        assert_eq!(releasable_any("Sure: {\"na", &openers), 6);
+        assert_eq!(releasable_any("Sure: <tool_c", &openers), 6);
+        // A pretty-printed call in a fence is held from the fence on (the parsed answer drops it).
+        assert_eq!(releasable_any("Sure:\n```json\n{\n  \"na", &openers), 6);
+        assert_eq!(releasable_any("Sure:\n```json\n{\n  \"name\": \"f", &openers), 6);
+        assert_eq!(releasable_any("Sure:\n```\n{\"name\": \"f", &openers), 6);
+        // Other fences go out once they cannot open a call.
+        assert_eq!(releasable_any("Sure:\n```python\nx = 1", &openers), 21);
+        assert_eq!(releasable_any("Sure:\n```json\n{\"a\": 1}", &openers), 22);
+        assert_eq!(releasable_any("a {b} c", &openers), 7);
     }
 
     #[test]

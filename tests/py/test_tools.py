@@ -159,6 +159,9 @@ def test_streamed_calls_equal_non_streamed(client, choice):
     streamed = final.choices[0]
     assert streamed.finish_reason == "tool_calls" == plain.finish_reason
     assert checked_calls(streamed.message) == checked_calls(plain.message)
+    # The same text, not just the same JSON: both carry the model's own arguments.
+    args = lambda m: [c.function.arguments for c in m.tool_calls]  # noqa: E731
+    assert args(streamed.message) == args(plain.message)
     assert not streamed.message.content and final.usage.completion_tokens == plain_response.usage.completion_tokens
 
 

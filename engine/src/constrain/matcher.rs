@@ -2,11 +2,13 @@
 //! that holds it back until the output contains a given text.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use llguidance::toktrie::TokTrie;
 use llguidance::Matcher;
 
-use super::ConstraintEnv;
+use super::trigger::Scan;
+use super::{ConstraintEnv, Trigger};
 
 /// What a sampled token did to the constraint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,9 +23,15 @@ pub struct SeqConstraint {
     env: Arc<ConstraintEnv>,
     matcher: Matcher,
     /// Text that switches the grammar on; None once it has been seen (or there was none).
-    trigger: Option<String>,
+    trigger: Option<Trigger>,
     /// Output bytes so far while waiting for the trigger.
     seen: Vec<u8>,
+    /// Where in `seen` the trigger may still start (earlier starts failed).
+    scan_from: usize,
+    /// Start over when the grammar completes (`owl bench --json-schema`).
+    repeat: bool,
+    /// Seconds spent computing masks and advancing the grammar.
+    busy_s: f64,
 }
 
 impl std::fmt::Debug for SeqConstraint {
@@ -38,14 +46,23 @@ impl SeqConstraint {
     pub(super) fn new(
         env: Arc<ConstraintEnv>,
         matcher: Matcher,
-        trigger: Option<String>,
+        trigger: Option<Trigger>,
+        repeat: bool,
     ) -> SeqConstraint {
         SeqConstraint {
             env,
             matcher,
             trigger,
             seen: Vec::new(),
+            scan_from: 0,
+            repeat,
+            busy_s: 0.0,
         }
+    }
+
+    /// Seconds this sequence has spent in the grammar: masks and token advances.
+    pub fn busy_s(&self) -> f64 {
+        self.busy_s
     }
 
     /// Whether the grammar applies to the next token (false while waiting for the trigger).
@@ -59,10 +76,10 @@ impl SeqConstraint {
         if !self.is_active() {
             return Ok(());
         }
-        let mask = self
-            .matcher
-            .compute_mask_or_eos()
-            .map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        let mask = self.matcher.compute_mask_or_eos();
+        self.busy_s += t0.elapsed().as_secs_f64();
+        let mask = mask.map_err(|e| e.to_string())?;
         if mask.num_set() == 0 {
             return Err("the grammar allows no further token".into());
         }
@@ -77,11 +94,18 @@ impl SeqConstraint {
     /// The grammar ended the sequence with this token (its EOS, allowed only when it accepts):
     /// the token is not part of the output.
     pub fn ends_with(&self, id: u32) -> bool {
-        self.is_active() && id == self.env.eos
+        self.is_active() && id == self.env.eos && !self.repeat
     }
 
     /// Feeds a sampled token (not the one `ends_with` stopped at).
     pub fn advance(&mut self, id: u32) -> Result<Advance, String> {
+        let t0 = Instant::now();
+        let r = self.advance_inner(id);
+        self.busy_s += t0.elapsed().as_secs_f64();
+        r
+    }
+
+    fn advance_inner(&mut self, id: u32) -> Result<Advance, String> {
         let trie = self.env.tok_env().tok_trie();
         if let Some(trigger) = &self.trigger {
             let bytes = if (id as usize) < self.env.n_vocab {
@@ -93,12 +117,15 @@ impl SeqConstraint {
                 .strip_prefix(&[TokTrie::SPECIAL_TOKEN_MARKER])
                 .unwrap_or(bytes);
             self.seen.extend_from_slice(bytes);
-            let t = trigger.as_bytes();
-            let Some(at) = self.seen.windows(t.len().max(1)).position(|w| w == t) else {
-                return Ok(Advance::Continue);
+            let end = match trigger.scan(&self.seen, self.scan_from) {
+                Scan::Found { end, .. } => end,
+                Scan::Pending { from } => {
+                    self.scan_from = from;
+                    return Ok(Advance::Continue);
+                }
             };
             // The grammar applies to what follows the trigger, including the rest of this token.
-            let rest = self.seen[at + t.len()..].to_vec();
+            let rest = self.seen[end..].to_vec();
             self.trigger = None;
             self.seen = Vec::new();
             if !rest.is_empty() {
@@ -107,17 +134,20 @@ impl SeqConstraint {
                     format!("the text after the trigger does not fit the grammar: {e}")
                 })?;
             }
-            return Ok(self.state());
+            return self.state();
         }
         self.matcher.consume_token(id).map_err(|e| e.to_string())?;
-        Ok(self.state())
+        self.state()
     }
 
-    fn state(&self) -> Advance {
-        if self.matcher.is_stopped() {
-            Advance::Complete
-        } else {
-            Advance::Continue
+    fn state(&mut self) -> Result<Advance, String> {
+        if !self.matcher.is_stopped() {
+            return Ok(Advance::Continue);
         }
+        if self.repeat {
+            self.matcher.reset().map_err(|e| e.to_string())?;
+            return Ok(Advance::Continue);
+        }
+        Ok(Advance::Complete)
     }
 }

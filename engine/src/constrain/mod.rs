@@ -5,10 +5,12 @@
 
 mod gbnf;
 mod matcher;
+mod trigger;
 mod vocab;
 
 pub use gbnf::gbnf_to_lark;
 pub use matcher::{Advance, SeqConstraint};
+pub use trigger::{Scan, Trigger};
 pub use vocab::ConstraintEnv;
 
 /// What the output must match.
@@ -29,6 +31,9 @@ pub enum Grammar {
 pub struct Constraint {
     pub grammar: Grammar,
     pub trigger: Option<Trigger>,
+    /// `owl bench --json-schema`: a grammar that completes (or accepts the end token)
+    /// starts over instead of ending the sequence, so tg runs all its tokens under the mask.
+    pub repeat: bool,
 }
 
 impl Constraint {
@@ -37,16 +42,9 @@ impl Constraint {
         Constraint {
             grammar,
             trigger: None,
+            repeat: false,
         }
     }
-}
-
-/// Lazy constraint: free generation until the output contains `text` (a string such as
-/// "<tool_call>", possibly a single special token's text); from the trigger on, the grammar applies to
-/// what follows the trigger. None = constrained from the first token.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Trigger {
-    pub text: String,
 }
 
 /// JSON as `json.dumps` writes it (`", "` and `": "`, no other whitespace between
@@ -165,7 +163,8 @@ mod tests {
         // With a trigger, anything goes until the trigger text has been produced.
         let t = Constraint {
             grammar: Grammar::Regex("[0-9]+".into()),
-            trigger: Some(Trigger { text: "no".into() }),
+            trigger: Some(Trigger::exact("no")),
+            repeat: false,
         };
         let mut c = env.matcher(&t).unwrap();
         assert!(!c.is_active());

@@ -74,7 +74,8 @@ impl ConstraintEnv {
         Ok(SeqConstraint::new(
             self.clone(),
             m,
-            c.trigger.as_ref().map(|t| t.text.clone()),
+            c.trigger.clone(),
+            c.repeat,
         ))
     }
 }

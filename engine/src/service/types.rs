@@ -194,6 +194,8 @@ pub struct Timings {
     pub prefill_s: f64,
     /// Its share of busy time spent generating, seconds (same split).
     pub decode_s: f64,
+    /// Time its grammar took, ms: token masks and advancing the matcher (0 unconstrained).
+    pub constrain_ms: f64,
 }
 
 impl Timings {

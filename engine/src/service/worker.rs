@@ -538,6 +538,7 @@ impl Worker {
                 gen_tps: if gen_ms > 0.0 && s.generated > 1 { (s.generated - 1) as f64 / (gen_ms / 1e3) } else { 0.0 },
                 prefill_s: s.prefill_s,
                 decode_s: s.decode_s,
+                constrain_ms: s.constraint.as_ref().map_or(0.0, |c| c.busy_s() * 1e3),
             };
             let usage = Usage { prompt_tokens: s.n_prompt, completion_tokens: s.generated, cached_tokens: s.cached };
             let _ = s.job.tx.send(Event::Done { finish_reason: reason, usage, timings, stop_word: s.stop_word.take() });

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::Family;
-use crate::constrain::{Constraint, Grammar, Trigger};
+use crate::constrain::{Constraint, Grammar};
 
 /// Which calls the model must make.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,9 +112,8 @@ pub fn constraint(family: Family, tools: &[Value], choice: &Choice, parallel: bo
     rules.insert(0, format!("start: {start}"));
     Constraint {
         grammar: Grammar::Lark(rules.join("\n")),
-        trigger: lazy.then(|| Trigger {
-            text: family.lazy_trigger().to_string(),
-        }),
+        trigger: lazy.then(|| family.lazy_trigger()),
+        repeat: false,
     }
 }
 
@@ -223,5 +222,24 @@ mod tests {
             &m,
             "[TOOL_CALLS][{\"name\": \"now\", \"arguments\": {}}, {\"name\": \"now\", \"arguments\": {}}]"
         ));
+    }
+
+    #[test]
+    fn a_pretty_printed_call_fires_the_lazy_trigger() {
+        let c = constraint(Family::Hermes, &tools(), &Choice::Auto, false);
+        // From `"name": "` on the grammar holds: the rest is written as it writes calls.
+        for opener in ["```json\n{\n  \"name\": \"", "{\n\"name\":\"", "Sure.\n{ \"name\" : \""] {
+            let call = format!("{opener}get_weather\", \"arguments\": {{\"city\": \"Oslo\"}}}}");
+            assert!(accepts(&c, &call), "{call}");
+            // Once fired, the arguments must follow `parameters`, and prose cannot follow the call.
+            let bad = format!("{opener}get_weather\", \"arguments\": {{\"town\": \"Oslo\"}}}}");
+            assert!(!accepts(&c, &bad), "{bad}");
+            let prose = format!("{opener}now\", \"arguments\": {{}}}}\n```\nDone.");
+            assert!(!accepts(&c, &prose), "{prose}");
+        }
+        // The generic family's `{"tool_calls"` trigger tolerates whitespace too.
+        let g = constraint(Family::Generic, &tools(), &Choice::Auto, false);
+        assert!(accepts(&g, "{\n  \"tool_calls\": [{\"name\": \"now\", \"arguments\": {}}]}"));
+        assert!(!accepts(&g, "{\n  \"tool_calls\": [{\"name\": \"rain\", \"arguments\": {}}]}"));
     }
 }

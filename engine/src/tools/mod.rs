@@ -17,6 +17,8 @@ pub use grammar::{constraint, Choice};
 pub use parse::{parse, Parsed, ToolCall};
 pub use render::generic_messages;
 
+use crate::constrain::Trigger;
+
 /// How a Hermes-family call's JSON opens: small Qwen models write it bare,
 /// without `<tool_call>`, so with `tool_choice: auto` this (which the tagged form
 /// contains too) is what starts the lazy grammar.
@@ -66,21 +68,30 @@ impl Family {
         }
     }
 
-    /// What starts the lazy grammar for `tool_choice: auto`.
-    pub fn lazy_trigger(self) -> &'static str {
+    /// What starts the lazy grammar for `tool_choice: auto`. The JSON ones tolerate
+    /// whitespace, so a pretty-printed call (`{\n  "name": "`) fires them too.
+    pub fn lazy_trigger(self) -> Trigger {
         match self {
-            Family::Hermes => BARE_CALL,
-            other => other.trigger(),
+            Family::Hermes => Trigger::json(BARE_CALL),
+            Family::Generic => Trigger::json(self.trigger()),
+            other => Trigger::exact(other.trigger()),
         }
     }
 
     /// Texts a streamed answer holds back from its content: any could open a call.
-    pub fn call_openers(self) -> &'static [&'static str] {
+    /// The JSON ones tolerate whitespace, as the lazy trigger does.
+    pub fn call_openers(self) -> Vec<Trigger> {
         match self {
-            Family::Hermes => &["<tool_call>", BARE_CALL],
-            Family::Llama3 => &["<|python_tag|>", "{\"name\""],
-            Family::Mistral => &["[TOOL_CALLS]"],
-            Family::Generic => &["{\"tool_calls\""],
+            // A fence opened for a bare call is held with it: the parsed answer drops it.
+            Family::Hermes => vec![
+                Trigger::exact("<tool_call>"),
+                Trigger::json(BARE_CALL),
+                Trigger::json(&format!("```json {BARE_CALL}")),
+                Trigger::json(&format!("``` {BARE_CALL}")),
+            ],
+            Family::Llama3 => vec![Trigger::exact("<|python_tag|>"), Trigger::json("{\"name\"")],
+            Family::Mistral => vec![Trigger::exact("[TOOL_CALLS]")],
+            Family::Generic => vec![Trigger::json("{\"tool_calls\"")],
         }
     }
 }

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::Family;
+use crate::constrain::Trigger;
 
 /// One call the model made: `arguments` is the JSON text of an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,16 +21,71 @@ pub struct Parsed {
     pub calls: Vec<ToolCall>,
 }
 
-/// A call from a JSON object with `name` and `arguments` (or Llama's `parameters`).
-fn call_from(v: &Value) -> Option<ToolCall> {
+/// The length of the JSON value that starts `s` (no leading whitespace).
+fn value_len(s: &str) -> Option<usize> {
+    let mut it = serde_json::Deserializer::from_str(s).into_iter::<serde::de::IgnoredAny>();
+    it.next()?.ok()?;
+    Some(it.byte_offset())
+}
+
+/// The raw text of each member of the JSON object `s` (trimmed), by key, in order.
+fn members(s: &str) -> Option<Vec<(String, &str)>> {
+    let s = s.trim();
+    let mut rest = s.strip_prefix('{')?.trim_start();
+    let mut out = Vec::new();
+    if let Some(r) = rest.strip_prefix('}') {
+        return r.trim().is_empty().then_some(out);
+    }
+    loop {
+        let klen = value_len(rest)?;
+        let key: String = serde_json::from_str(&rest[..klen]).ok()?;
+        rest = rest[klen..].trim_start().strip_prefix(':')?.trim_start();
+        let vlen = value_len(rest)?;
+        out.push((key, &rest[..vlen]));
+        rest = rest[vlen..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else {
+            return rest.strip_prefix('}')?.trim().is_empty().then_some(out);
+        }
+    }
+}
+
+/// The raw text of each item of the JSON array `s` (trimmed).
+fn items(s: &str) -> Option<Vec<&str>> {
+    let mut rest = s.trim().strip_prefix('[')?.trim_start();
+    let mut out = Vec::new();
+    if let Some(r) = rest.strip_prefix(']') {
+        return r.trim().is_empty().then_some(out);
+    }
+    loop {
+        let len = value_len(rest)?;
+        out.push(&rest[..len]);
+        rest = rest[len..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else {
+            return rest.strip_prefix(']')?.trim().is_empty().then_some(out);
+        }
+    }
+}
+
+/// A call from the JSON object `raw` with `name` and `arguments` (or Llama's
+/// `parameters`). `arguments` is the model's own text of the object, as a stream
+/// sends it, so streamed and non-streamed calls are equal byte for byte.
+fn call_from(raw: &str) -> Option<ToolCall> {
+    let v: Value = serde_json::from_str(raw.trim()).ok()?;
     let name = v.get("name")?.as_str()?.to_string();
-    let args = v.get("arguments").or_else(|| v.get("parameters"));
-    let arguments = match args {
-        None | Some(Value::Null) => "{}".to_string(),
-        Some(Value::Object(_)) => args?.to_string(),
+    let key = ["arguments", "parameters"].into_iter().find(|k| v.get(*k).is_some());
+    let arguments = match key.map(|k| (k, &v[k])) {
+        None | Some((_, Value::Null)) => "{}".to_string(),
+        Some((k, Value::Object(_))) => {
+            let m = members(raw)?;
+            m.iter().rev().find(|(mk, _)| mk == k)?.1.to_string()
+        }
         // Some models write the arguments as a JSON string; it must hold an object.
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-            Ok(o @ Value::Object(_)) => o.to_string(),
+        Some((_, Value::String(s))) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(_)) => s.trim().to_string(),
             _ => return None,
         },
         Some(_) => return None,
@@ -38,10 +94,13 @@ fn call_from(v: &Value) -> Option<ToolCall> {
 }
 
 fn calls_from_json(text: &str) -> Option<Vec<ToolCall>> {
-    match serde_json::from_str::<Value>(text.trim()).ok()? {
-        Value::Array(items) => items.iter().map(call_from).collect(),
-        v @ Value::Object(_) => Some(vec![call_from(&v)?]),
-        _ => None,
+    let t = text.trim();
+    if t.starts_with('[') {
+        items(t)?.into_iter().map(call_from).collect()
+    } else if t.starts_with('{') {
+        Some(vec![call_from(t)?])
+    } else {
+        None
     }
 }
 
@@ -76,7 +135,9 @@ fn hermes(text: &str) -> Parsed {
     // a bare call counts when nothing else does: text after it is prose, kept whole.
     let mut bare = Vec::new();
     let mut from = 0;
-    while let Some(at) = out.content[from..].find(super::BARE_CALL).map(|i| from + i) {
+    // The search tolerates JSON whitespace, as the lazy trigger does (`{\n  "name": "`).
+    let opener = Trigger::json(super::BARE_CALL);
+    while let Some(at) = opener.find(&out.content[from..]).map(|i| from + i) {
         let Some((call, len)) = first_call(&out.content[at..]) else {
             from = at + 1;
             continue;
@@ -111,10 +172,10 @@ fn hermes(text: &str) -> Parsed {
 /// Untagged, only an object with both `name` and `arguments` counts: prose that
 /// merely shows `{"name": ...}` stays prose.
 fn first_call(text: &str) -> Option<(ToolCall, usize)> {
-    let mut values = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-    let v = values.next()?.ok()?;
+    let len = value_len(text)?;
+    let v: Value = serde_json::from_str(&text[..len]).ok()?;
     v.get("arguments")?;
-    Some((call_from(&v)?, values.byte_offset()))
+    Some((call_from(&text[..len])?, len))
 }
 
 /// Text before a call less a Markdown fence opened for it (`` ```json ``): the call
@@ -170,8 +231,10 @@ fn generic(text: &str) -> Parsed {
     let Ok(v) = serde_json::from_str::<Value>(text.trim()) else {
         return raw;
     };
-    if let Some(items) = v.get("tool_calls").and_then(Value::as_array) {
-        if let Some(calls) = items.iter().map(call_from).collect::<Option<Vec<_>>>() {
+    if v.get("tool_calls").is_some_and(Value::is_array) {
+        let raw_items = members(text).and_then(|m| m.into_iter().rev().find(|(k, _)| k == "tool_calls"));
+        let calls = raw_items.and_then(|(_, a)| items(a)?.into_iter().map(call_from).collect::<Option<Vec<_>>>());
+        if let Some(calls) = calls {
             return Parsed {
                 content: String::new(),
                 calls,
@@ -223,7 +286,7 @@ mod tests {
         assert_eq!(
             p.calls,
             vec![
-                call("get_weather", "{\"city\":\"Paris\"}"),
+                call("get_weather", "{\"city\": \"Paris\"}"),
                 call("now", "{}")
             ]
         );
@@ -245,7 +308,7 @@ mod tests {
         assert_eq!(
             p.calls,
             vec![
-                call("get_weather", "{\"city\":\"Paris\"}"),
+                call("get_weather", "{\"city\": \"Paris\"}"),
                 call("get_time", "{}")
             ]
         );
@@ -254,7 +317,7 @@ mod tests {
             Family::Hermes,
             "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}",
         );
-        assert_eq!(p.calls, vec![call("f", "{\"a\":1}")]);
+        assert_eq!(p.calls, vec![call("f", "{\"a\": 1}")]);
         assert_eq!(p.content, "");
     }
 
@@ -267,8 +330,8 @@ mod tests {
         assert_eq!(
             p.calls,
             vec![
-                call("get_weather", "{\"city\":\"Paris\"}"),
-                call("get_weather", "{\"city\":\"Lyon\"}")
+                call("get_weather", "{\"city\": \"Paris\"}"),
+                call("get_weather", "{\"city\": \"Lyon\"}")
             ]
         );
         // Nothing is dropped: the cut call stays as text, and only it.
@@ -326,7 +389,7 @@ mod tests {
             Family::Llama3,
             "{\"name\": \"f\", \"parameters\": {\"x\": 1}}",
         );
-        assert_eq!(p.calls, vec![call("f", "{\"x\":1}")]);
+        assert_eq!(p.calls, vec![call("f", "{\"x\": 1}")]);
         let p = parse(
             Family::Llama3,
             "<|python_tag|>{\"name\": \"f\", \"parameters\": {}}",
@@ -337,14 +400,14 @@ mod tests {
             "Hello {there}"
         );
         let p = parse(Family::Mistral, "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {}}, {\"name\": \"b\", \"arguments\": {\"y\": \"z\"}}]");
-        assert_eq!(p.calls, vec![call("a", "{}"), call("b", "{\"y\":\"z\"}")]);
+        assert_eq!(p.calls, vec![call("a", "{}"), call("b", "{\"y\": \"z\"}")]);
         let p = parse(Family::Generic, r#"{"response": "It is sunny."}"#);
         assert_eq!((p.content.as_str(), p.calls.len()), ("It is sunny.", 0));
         let p = parse(
             Family::Generic,
             r#"{"tool_calls": [{"name": "f", "arguments": {"q": 1}}]}"#,
         );
-        assert_eq!(p.calls, vec![call("f", "{\"q\":1}")]);
+        assert_eq!(p.calls, vec![call("f", "{\"q\": 1}")]);
         assert_eq!(parse(Family::Generic, "plain words").content, "plain words");
     }
 
@@ -369,7 +432,7 @@ mod tests {
             Family::Hermes,
             "Here:\n```json\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
         );
-        assert_eq!(p.calls, vec![call("get_weather", "{\"city\":\"Paris\"}")]);
+        assert_eq!(p.calls, vec![call("get_weather", "{\"city\": \"Paris\"}")]);
         assert_eq!(p.content, "Here:");
         // A closed fence holds text after the JSON: not a call (the grammar never writes it).
         let closed = "```json\n{\"name\": \"f\", \"arguments\": {}}\n```";
@@ -414,4 +477,36 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_pretty_printed_call_in_an_open_fence_is_a_call() {
+        // What the grammar lets through once the whitespace-tolerant trigger fires: the
+        // model's own opener, the constrained rest, and a fence it never closes.
+        let text = "Let me look.\n```json\n{\n  \"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}";
+        let p = parse(Family::Hermes, text);
+        assert_eq!(p.calls, vec![call("get_weather", "{\"city\": \"Paris\"}")]);
+        assert_eq!(p.content, "Let me look.");
+        let p = parse(Family::Hermes, "{\n\t\"name\" : \"now\", \"arguments\": {}}\n</tool_call>");
+        assert_eq!((p.content.as_str(), p.calls), ("", vec![call("now", "{}")]));
+    }
+
+    #[test]
+    fn arguments_are_the_models_text_byte_for_byte() {
+        // A stream sends the model's text of the arguments; the parsed call holds the same.
+        let args = "{\"city\":  \"Paris\",\n \"days\": [1, 2.50], \"q\": {\"a\": \"}\\\"\"}}";
+        for (family, text) in [
+            (Family::Hermes, format!("<tool_call>\n{{\"name\": \"f\", \"arguments\": {args}}}\n</tool_call>")),
+            (Family::Hermes, format!("{{\"name\": \"f\", \"arguments\": {args}}}")),
+            (Family::Llama3, format!("{{\"name\": \"f\", \"parameters\": {args}}}")),
+            (Family::Mistral, format!("[TOOL_CALLS][{{\"name\": \"g\", \"arguments\": {{}}}}, {{\"name\": \"f\", \"arguments\": {args}}}]")),
+            (Family::Generic, format!("{{\"tool_calls\": [{{\"name\": \"f\", \"arguments\": {args}}}]}}")),
+        ] {
+            let p = parse(family, &text);
+            assert_eq!(p.calls.last().map(|c| c.arguments.as_str()), Some(args), "{family:?} {text}");
+        }
+        // A repeated key: the last one wins, as in the parsed JSON.
+        let p = parse(Family::Hermes, "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1}, \"arguments\": {\"b\": 2}}</tool_call>");
+        assert_eq!(p.calls, vec![call("f", "{\"b\": 2}")]);
+    }
 }
+

@@ -9,6 +9,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use owl_engine::service::{Event, FinishReason, TokenLogprob, Usage};
+use owl_engine::constrain::Scan;
 use owl_engine::tools::Family;
 use serde_json::{json, Value};
 
@@ -117,8 +118,9 @@ impl Streamer {
         if !self.holding {
             self.pending.push_str(text);
             let openers = family.call_openers();
-            let n = crate::tools::releasable_any(&self.pending, openers);
-            if openers.iter().any(|t| self.pending[n..].starts_with(t)) {
+            let n = crate::tools::releasable_any(&self.pending, &openers);
+            let rest = &self.pending.as_bytes()[n..];
+            if openers.iter().any(|t| matches!(t.scan(rest, 0), Scan::Found { start: 0, .. })) {
                 self.holding = true;
             }
             let out: String = self.pending.drain(..n).collect();
