@@ -31,6 +31,15 @@ fn phi3_fixture_is_what_synth_writes() {
     assert!(got == std::fs::read(&fixture).unwrap(), "{} is no longer what `owl synth --arch phi3 --type Q8_0 --seed 1` writes", fixture.display());
 }
 
+/// The committed bert fixture (engine/tests/embedding.rs compares it with llama.cpp), too.
+#[test]
+fn bert_fixture_is_what_synth_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let got = synth(&["--arch", "bert", "--type", "Q8_0", "--seed", "1"], &dir.path().join("b.gguf"));
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("engine/tests/fixtures/synthetic/tiny-bert-Q8_0.gguf");
+    assert!(got == std::fs::read(&fixture).unwrap(), "{} is no longer what `owl synth --arch bert --type Q8_0 --seed 1` writes", fixture.display());
+}
+
 #[test]
 fn unknown_arch_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -234,6 +234,15 @@ pub trait Backend: Send {
         }
         Ok(())
     }
+    /// (optional) Indexed matmul (mixture of experts; ggml's `mul_mat_id`): out row i =
+    /// x[ids[i].0] · ws[ids[i].1]ᵀ. Every weight of `ws` is [m, x.cols]; out is
+    /// [ids.len(), m]. Each weight runs once over all the rows routed to it, so its bytes
+    /// are read once per call whatever the batch, and every row equals its own `matmul`
+    /// bit for bit. Defaults to `matmul_id_by_parts`: per weight used, `get_rows` of its
+    /// rows, a `matmul`, one read back, and one `write` of out at the end.
+    fn matmul_id(&mut self, x: &Tensor, ws: &[Tensor], ids: &[(u32, u32)], out: &Tensor) -> Result<()> {
+        matmul_id_by_parts(self, x, ws, ids, out)
+    }
     /// x[r] += b for every row (b is a [1, cols] weight).
     fn add_bias(&mut self, x: &Tensor, b: &Tensor) -> Result<()>;
     /// RMS norm over each group of `w.cols` consecutive elements of each row, times w.
@@ -300,6 +309,42 @@ pub trait Backend: Send {
         }
         self.write(out, &v)
     }
+}
+
+/// Checks `Backend::matmul_id`'s shapes: the weights share x's width and one row count,
+/// and every id names a row of x and a weight. Returns m, the weights' row count.
+pub fn check_matmul_id(x: &Tensor, ws: &[Tensor], ids: &[(u32, u32)], out: &Tensor) -> Result<usize> {
+    let m = ws.first().map_or(0, |w| w.rows);
+    let bad = ws.iter().any(|w| w.cols != x.cols || w.rows != m) || out.rows != ids.len() || out.cols != m || ids.iter().any(|&(r, e)| r as usize >= x.rows || e as usize >= ws.len());
+    if bad || ws.is_empty() {
+        return Err(shape_err("matmul_id", format!("x [{} x {}] over {} weights of [{m} x {}] at {} ids -> out [{} x {}]", x.rows, x.cols, ws.len(), ws.first().map_or(0, |w| w.cols), ids.len(), out.rows, out.cols)));
+    }
+    Ok(m)
+}
+
+/// `Backend::matmul_id` from the required ops, correct on every backend: per weight
+/// used (in weight order), its rows of x gathered with `get_rows`, one `matmul`, the
+/// result read back into its rows of a host copy of out, then one `write`.
+pub fn matmul_id_by_parts<B: Backend + ?Sized>(be: &mut B, x: &Tensor, ws: &[Tensor], ids: &[(u32, u32)], out: &Tensor) -> Result<()> {
+    let m = check_matmul_id(x, ws, ids, out)?;
+    let mut host = vec![0f32; ids.len() * m];
+    for (e, w) in ws.iter().enumerate() {
+        let mine: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].1 as usize == e).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let rows: Vec<u32> = mine.iter().map(|&i| ids[i].0).collect();
+        let xs = be.alloc(rows.len(), x.cols)?;
+        be.get_rows(x, &rows, &xs)?;
+        let y = be.alloc(rows.len(), m)?;
+        be.matmul(&xs, w, &y)?;
+        let mut v = vec![0f32; rows.len() * m];
+        be.read(&y, &mut v)?;
+        for (&i, src) in mine.iter().zip(v.chunks_exact(m)) {
+            host[i * m..][..m].copy_from_slice(src);
+        }
+    }
+    be.write(out, &host)
 }
 
 /// One row of `Backend::layer_norm`, in ggml's order (`ggml_compute_forward_norm_f32`:

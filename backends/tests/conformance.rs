@@ -81,6 +81,55 @@ pub fn check_matmul_many(be: &mut dyn Backend) {
     }
 }
 
+/// `matmul_id` (mixture of experts) gives each row exactly what a `matmul` of that row
+/// alone gives with its weight: a decode step (one token, several experts), a prefill
+/// batch whose rows share experts, experts nobody uses, rows of x used by no id, and the
+/// K-quant the CPU repacks; bad ids and shapes are errors. `add_rows_scaled` adds in
+/// order, with the host's two roundings.
+pub fn check_matmul_id(be: &mut dyn Backend) {
+    let k = 256;
+    for (ty, m) in [(GgmlType::Q8_0, 40), (GgmlType::Q4_0, 24), (GgmlType::Q4_K, 16)] {
+        let ws: Vec<Tensor> = (0..5u64).map(|e| be.upload_weight(quantized_weight(ty, m, k, &rand_vec(m * k, 20 + e)).0).unwrap()).collect();
+        let n_x = 7;
+        let xt = upload_f32(be, n_x, k, &rand_vec(n_x * k, 4));
+        let decode: Vec<(u32, u32)> = vec![(3, 4), (3, 0), (3, 2)];
+        let prefill: Vec<(u32, u32)> = (0..6u32).flat_map(|r| [(r, (r * 3) % 4), (r, (r + 1) % 4)]).chain([(0, 0), (5, 0)]).collect();
+        for ids in [decode, prefill] {
+            let out = be.alloc(ids.len(), m).unwrap();
+            be.matmul_id(&xt, &ws, &ids, &out).unwrap();
+            let got = read(be, &out);
+            let parts = be.alloc(ids.len(), m).unwrap();
+            owl_backends::matmul_id_by_parts(be, &xt, &ws, &ids, &parts).unwrap();
+            assert_eq!(read(be, &parts), got, "{}: matmul_id differs from its default (matmul_id_by_parts)", ty.name());
+            for (i, &(r, e)) in ids.iter().enumerate() {
+                let xr = be.alloc(1, k).unwrap();
+                be.get_rows(&xt, &[r], &xr).unwrap();
+                let solo = be.alloc(1, m).unwrap();
+                be.matmul(&xr, &ws[e as usize], &solo).unwrap();
+                assert_eq!(read(be, &solo), &got[i * m..(i + 1) * m], "{}: matmul_id row {i} (x row {r}, expert {e}) differs from its own matmul", ty.name());
+            }
+        }
+        let out = be.alloc(1, m).unwrap();
+        assert!(be.matmul_id(&xt, &ws, &[(7, 0)], &out).is_err(), "x row past the end");
+        assert!(be.matmul_id(&xt, &ws, &[(0, 5)], &out).is_err(), "expert past the end");
+        assert!(be.matmul_id(&xt, &ws, &[(0, 0), (1, 1)], &out).is_err(), "out too short");
+    }
+    let (rows, cols) = (3, 64);
+    let base = rand_vec(rows * cols, 5);
+    let y = rand_vec(4 * cols, 6);
+    let (idx, sc) = ([2u32, 0, 2, 1], [0.5f32, -1.25, 0.75, 3.0]);
+    let mut want = base.clone();
+    for ((&r, &s), src) in idx.iter().zip(&sc).zip(y.chunks(cols)) {
+        for (d, &v) in want[r as usize * cols..][..cols].iter_mut().zip(src) {
+            *d += s * v;
+        }
+    }
+    let (ot, yt) = (upload_f32(be, rows, cols, &base), upload_f32(be, 4, cols, &y));
+    be.add_rows_scaled(&ot, &yt, &idx, &sc).unwrap();
+    assert_eq!(read(be, &ot), want, "add_rows_scaled");
+    assert!(be.add_rows_scaled(&ot, &yt, &[0, 1, 2, 3], &sc).is_err(), "row past the end");
+}
+
 pub fn check_embed_norm_glu_add(be: &mut dyn Backend) {
     let (rows, cols) = (5, 64);
     let table = rand_vec(rows * cols, 3);
@@ -271,6 +320,10 @@ macro_rules! conformance {
             #[test]
             fn matmul_many() {
                 check_matmul_many(&mut *be())
+            }
+            #[test]
+            fn matmul_id() {
+                check_matmul_id(&mut *be())
             }
             #[test]
             fn embed_norm_glu_add() {

@@ -60,3 +60,38 @@ fn encoder_inputs_are_checked() {
     let long = vec![1996u32; 513];
     assert!(enc.embed(&long).unwrap_err().to_string().contains("over the encoder"));
 }
+
+/// Plain `bert` (BGE-style: absolute positions, biases, GELU, CLS pooling) on the
+/// committed synthetic tiny-bert-Q8_0.gguf (`owl synth --arch bert --type Q8_0 --seed 1`)
+/// against llama.cpp's `llama-embedding` for it (fixtures/synthetic/tiny-bert-Q8_0.embeddings.jsonl:
+/// text, llama.cpp's token ids, embedding).
+#[test]
+fn bert_embeddings_match_llama_cpp() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
+    let g = Gguf::open(&dir.join("tiny-bert-Q8_0.gguf")).unwrap();
+    let mut enc = Encoder::load(&g, owl_backends::open("cpu", None).unwrap(), 512).unwrap();
+    assert_eq!((enc.cfg.arch.as_str(), enc.cfg.n_embd, enc.cfg.n_layer, enc.cfg.pooling), ("bert", 256, 2, Pooling::Cls));
+    let tok = owl_engine::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+    let p = dir.join("tiny-bert-Q8_0.embeddings.jsonl");
+    let refs: Vec<Value> = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(refs.len() >= 3);
+    let mut got_all = Vec::new();
+    for d in &refs {
+        let tokens: Vec<u32> = d["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(tok.encode(d["text"].as_str().unwrap(), true, false).unwrap(), tokens, "WordPiece tokens of {:?}", d["text"]);
+        let want = floats(&d["embedding"]);
+        let got = enc.embed(&tokens).unwrap();
+        let cos = cosine(&got, &want);
+        eprintln!("bert cosine {cos:.6} {:?}", d["text"].as_str().unwrap());
+        assert!(cos >= 0.999, "cosine {cos} with llama.cpp's embedding of {:?}", d["text"]);
+        got_all.push(got);
+    }
+    // Position embeddings count: the same tokens in another order are another vector.
+    let first: Vec<u32> = refs[0]["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let mut swapped = first.clone();
+    let last = swapped.len() - 2;
+    swapped[1..=last].reverse();
+    // (Without them only the summation order would change: a cosine of 1 within rounding.)
+    let c = cosine(&enc.embed(&swapped).unwrap(), &got_all[0]);
+    assert!(c < 0.9999, "reordering the words left the embedding at cosine {c}");
+}

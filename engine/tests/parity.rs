@@ -432,7 +432,7 @@ fn unsupported_architecture_is_one_clear_error() {
         arch: "llama".into(),
         shape_name: "tiny".into(),
         shape: Shape::named("tiny").unwrap(),
-        ty: owl_engine::gguf::GgmlType::Q8_0,
+        ty: owl_engine::gguf::GgmlType::Q8_0.into(),
         seed: 1,
         experts: Experts::default(),
         chat_template: None,
@@ -472,7 +472,7 @@ fn moe_models_match_llama_cpp() {
             arch: arch.into(),
             shape_name: "tiny".into(),
             shape: Shape::named("tiny").unwrap(),
-            ty: owl_engine::gguf::GgmlType::Q8_0,
+            ty: owl_engine::gguf::GgmlType::Q8_0.into(),
             seed: 1,
             experts: Experts {
                 n_expert,

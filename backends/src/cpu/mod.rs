@@ -3,6 +3,7 @@
 
 mod expf;
 pub mod kernels;
+mod matmul_id;
 mod ops;
 pub mod repack;
 
@@ -11,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use half::f16;
 use rayon::ThreadPool;
 
-use crate::{shape_err, AttnBatch, AttnParams, Backend, BackendError, Result, RopeParams, Tensor, TensorKind, WeightData};
+use crate::{check_matmul_id, matmul_id_by_parts, shape_err, AttnBatch, AttnParams, Backend, BackendError, Result, RopeParams, Tensor, TensorKind, WeightData};
 
 enum Slot {
     F32(Vec<f32>),
@@ -276,6 +277,37 @@ impl Backend for CpuBackend {
             self.put_f32(o, v);
         }
         r
+    }
+
+    fn matmul_id(&mut self, x: &Tensor, ws: &[Tensor], ids: &[(u32, u32)], out: &Tensor) -> Result<()> {
+        let m = check_matmul_id(x, ws, ids, out)?;
+        let vdt = |t: &Tensor| self.weight(t).map(|w| w.ty.vec_dot_type()).ok();
+        if ws.iter().any(|w| vdt(w).is_none() || vdt(w) != vdt(&ws[0])) {
+            // Weights of different activation types: one matmul per weight.
+            return matmul_id_by_parts(self, x, ws, ids, out);
+        }
+        let mut qbuf = std::mem::take(&mut self.qbuf);
+        let r = self.with_out(out, |s, o| {
+            let xw = s.f32(x)?;
+            let mws = ws.iter().map(|w| s.mat_weight(w)).collect::<Result<Vec<_>>>()?;
+            debug_assert!(mws.iter().all(|w| w.w.rows == m));
+            s.pool.install(|| matmul_id::matmul_id(xw, x.rows, &mws, ids, o, &mut qbuf))
+        });
+        self.qbuf = qbuf;
+        r
+    }
+
+    fn add_rows_scaled(&mut self, out: &Tensor, y: &Tensor, rows: &[u32], scales: &[f32]) -> Result<()> {
+        if y.cols != out.cols || rows.len() != y.rows || scales.len() != y.rows || rows.iter().any(|&r| r as usize >= out.rows) {
+            return Err(shape_err("add_rows_scaled", format!("[{} x {}] into [{} x {}] at {} rows with {} scales", y.rows, y.cols, out.rows, out.cols, rows.len(), scales.len())));
+        }
+        if out.id == y.id {
+            return Err(shape_err("add_rows_scaled", "out and y are one tensor".into()));
+        }
+        self.with_out(out, |s, o| {
+            matmul_id::add_rows_scaled(o, out.cols, s.f32(y)?, rows, scales);
+            Ok(())
+        })
     }
 
     fn add_bias(&mut self, x: &Tensor, b: &Tensor) -> Result<()> {

@@ -1,4 +1,5 @@
-//! Encoders for embeddings: `nomic-bert` (nomic-embed-text). Bidirectional
+//! Encoders for embeddings: `nomic-bert` (nomic-embed-text) and plain `bert`
+//! (BGE, MiniLM and the like). Bidirectional
 //! attention over the whole input, LayerNorm after each sub-block (post-norm),
 //! token-type embeddings, then the hidden states pooled into one vector per
 //! input (mean or CLS, from `pooling_type`) and L2-normalised, as
@@ -7,6 +8,10 @@
 //! The graph follows llama.cpp's `src/models/bert.cpp` for `nomic-bert`: fused
 //! `attn_qkv` (taken as three row views of the one mapped tensor, no copy),
 //! NEOX RoPE on q and k, SwiGLU feed-forward (`ffn_gate`, `ffn_up`, `ffn_down`).
+//! Plain `bert` instead has absolute position embeddings (no RoPE), separate
+//! `attn_q`/`attn_k`/`attn_v`, biases on every projection, and a GELU
+//! feed-forward (`ffn_up`, `ffn_down` with biases; GELU as the backend's GeGLU
+//! with an up of ones, which is exact).
 //! Attention without a causal mask is the backend's cached attention with every
 //! query placed at the last position, so each sees every key.
 
@@ -27,11 +32,11 @@ pub enum Pooling {
 }
 
 /// The encoder architectures owl runs.
-pub const SUPPORTED: &str = "nomic-bert";
+pub const SUPPORTED: &str = "nomic-bert, bert";
 
 /// Whether `arch` is an encoder (embeddings) rather than a decoder.
 pub fn is_encoder(arch: &str) -> bool {
-    matches!(arch, "nomic-bert")
+    matches!(arch, "nomic-bert" | "bert")
 }
 
 #[derive(Clone, Debug)]
@@ -108,15 +113,22 @@ struct Layer {
 
 /// One encoder block's weights. Shapes are [rows, cols] = [out, in].
 struct LayerWeights {
-    wq: Tensor,        // [n_embd, n_embd] rows 0..n_embd of attn_qkv
-    wk: Tensor,        // [n_embd, n_embd] the next n_embd rows
-    wv: Tensor,        // [n_embd, n_embd] the last n_embd rows
+    wq: Tensor,        // [n_embd, n_embd] nomic: rows 0..n_embd of attn_qkv; bert: attn_q
+    wk: Tensor,        // [n_embd, n_embd] nomic: the next n_embd rows
+    wv: Tensor,        // [n_embd, n_embd] nomic: the last n_embd rows
     wo: Tensor,        // [n_embd, n_embd]
+    /// bert: the biases of q, k, v and the output, [1, n_embd] each.
+    biases: Option<[Tensor; 4]>,
     attn_out_norm: Norm,
-    w_gate: Tensor,    // [n_ff, n_embd]
-    w_up: Tensor,      // [n_ff, n_embd]
-    w_down: Tensor,    // [n_embd, n_ff]
+    ffn: Ffn,
     layer_out_norm: Norm,
+}
+
+enum Ffn {
+    /// nomic-bert: down(silu(gate x) * up x).
+    SwiGlu { gate: Tensor, up: Tensor, down: Tensor }, // [n_ff, n_embd] x2, [n_embd, n_ff]
+    /// bert: down(gelu(up x + up_b)) + down_b.
+    Gelu { up: Tensor, up_b: Tensor, down: Tensor, down_b: Tensor }, // [n_ff, n_embd], [1, n_ff], [n_embd, n_ff], [1, n_embd]
 }
 
 pub struct Encoder {
@@ -126,6 +138,7 @@ pub struct Encoder {
     backend: Box<dyn Backend>,
     tok_embd: Tensor,       // [n_vocab, n_embd]
     type_embd: Option<Tensor>, // [1, n_embd]: token type 0 ("sentence A")
+    pos_embd: Option<Tensor>,  // [n_ctx_train, n_embd]: bert's absolute positions
     embd_norm: Norm,
     layers: Vec<Layer>,
 }
@@ -171,26 +184,49 @@ impl Encoder {
             Some(_) => Some(up(row_view(g, "token_types.weight", 0, 1, e)?)?),
             None => None,
         };
+        let bert = cfg.arch == "bert";
+        let pos_embd = if bert { Some(up(row_view(g, "position_embd.weight", 0, cfg.n_ctx_train, e)?)?) } else { None };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for il in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{il}.{s}.weight");
-            let qkv = n("attn_qkv");
+            let b = |s: &str| format!("blk.{il}.{s}.bias");
+            let (wq, wk, wv) = if bert {
+                (up(row_view(g, &n("attn_q"), 0, e, e)?)?, up(row_view(g, &n("attn_k"), 0, e, e)?)?, up(row_view(g, &n("attn_v"), 0, e, e)?)?)
+            } else {
+                let qkv = n("attn_qkv");
+                (up(row_view(g, &qkv, 0, e, e)?)?, up(row_view(g, &qkv, e, e, e)?)?, up(row_view(g, &qkv, 2 * e, e, e)?)?)
+            };
+            let biases = if bert {
+                let mut bias = |s: &str| up(row_view(g, &b(s), 0, 1, e)?);
+                Some([bias("attn_q")?, bias("attn_k")?, bias("attn_v")?, bias("attn_output")?])
+            } else {
+                None
+            };
+            let ffn = if bert {
+                Ffn::Gelu {
+                    up: up(row_view(g, &n("ffn_up"), 0, ff, e)?)?,
+                    up_b: up(row_view(g, &b("ffn_up"), 0, 1, ff)?)?,
+                    down: up(row_view(g, &n("ffn_down"), 0, e, ff)?)?,
+                    down_b: up(row_view(g, &b("ffn_down"), 0, 1, e)?)?,
+                }
+            } else {
+                Ffn::SwiGlu { gate: up(row_view(g, &n("ffn_gate"), 0, ff, e)?)?, up: up(row_view(g, &n("ffn_up"), 0, ff, e)?)?, down: up(row_view(g, &n("ffn_down"), 0, e, ff)?)? }
+            };
             layers.push(LayerWeights {
-                wq: up(row_view(g, &qkv, 0, e, e)?)?,
-                wk: up(row_view(g, &qkv, e, e, e)?)?,
-                wv: up(row_view(g, &qkv, 2 * e, e, e)?)?,
+                wq,
+                wk,
+                wv,
                 wo: up(row_view(g, &n("attn_output"), 0, e, e)?)?,
+                biases,
                 attn_out_norm: norm(g, &format!("blk.{il}.attn_output_norm"), e)?,
-                w_gate: up(row_view(g, &n("ffn_gate"), 0, ff, e)?)?,
-                w_up: up(row_view(g, &n("ffn_up"), 0, ff, e)?)?,
-                w_down: up(row_view(g, &n("ffn_down"), 0, e, ff)?)?,
+                ffn,
                 layer_out_norm: norm(g, &format!("blk.{il}.layer_output_norm"), e)?,
             });
         }
         let caches = (0..cfg.n_layer).map(|_| Ok((backend.alloc_kv(n_cells, e)?, backend.alloc_kv(n_cells, e)?))).collect::<Result<Vec<_>, EngineError>>()?;
         let layers = layers.into_iter().zip(caches).map(|(w, (k_cache, v_cache))| Layer { w, k_cache, v_cache }).collect();
         let embd_norm = norm(g, "token_embd_norm", e)?;
-        Ok(Encoder { cfg, n_cells, backend, tok_embd, type_embd, embd_norm, layers })
+        Ok(Encoder { cfg, n_cells, backend, tok_embd, type_embd, pos_embd, embd_norm, layers })
     }
 
     pub fn backend_name(&self) -> String {
@@ -223,11 +259,16 @@ impl Encoder {
         let rp = RopeParams { head_dim: c.head_dim, n_rot: c.head_dim, base: c.rope_base, freq_scale: 1.0, mode: RopeMode::Neox };
         let ap = AttnParams { n_head: c.n_head, n_head_kv: c.n_head, head_dim: c.head_dim, scale: 1.0 / (c.head_dim as f32).sqrt(), softcap: None, window: None };
 
-        // 1. Token embeddings + the type-0 embedding, LayerNorm.
+        // 1. Token embeddings + the type-0 embedding (+ bert's position embeddings), LayerNorm.
         let x = be.alloc(n, e)?;
         be.embed(&self.tok_embd, tokens, 1.0, &x)?;
         if let Some(t) = &self.type_embd {
             be.add_bias(&x, t)?;
+        }
+        if let Some(p) = &self.pos_embd {
+            let pe = be.alloc(n, e)?;
+            be.embed(p, &pos, 1.0, &pe)?;
+            be.add(&x, &pe)?;
         }
         be.layer_norm(&x, &self.embd_norm.w, &self.embd_norm.b, c.eps, &x)?;
 
@@ -239,21 +280,54 @@ impl Encoder {
         let g = be.alloc(n, c.n_ff)?;
         let u = be.alloc(n, c.n_ff)?;
         let gu = be.alloc(n, c.n_ff)?;
+        // GELU as GeGLU with an up of ones (x * 1 is exact).
+        let ones = match self.layers.iter().any(|l| matches!(l.w.ffn, Ffn::Gelu { .. })) {
+            true => {
+                let t = be.alloc(n, c.n_ff)?;
+                be.write(&t, &vec![1.0; n * c.n_ff])?;
+                Some(t)
+            }
+            false => None,
+        };
         for layer in &self.layers {
             let l = &layer.w;
-            // 2. Self-attention over the whole input; residual; LayerNorm.
+            // 2. Self-attention over the whole input (nomic: RoPE; bert: biases); residual; LayerNorm.
             be.matmul_many(&x, &[(&l.wq, &q), (&l.wk, &k), (&l.wv, &v)])?;
-            be.rope(&q, &pos, &rp)?;
-            be.rope(&k, &pos, &rp)?;
+            match &l.biases {
+                Some([bq, bk, bv, _]) => {
+                    be.add_bias(&q, bq)?;
+                    be.add_bias(&k, bk)?;
+                    be.add_bias(&v, bv)?;
+                }
+                None => {
+                    be.rope(&q, &pos, &rp)?;
+                    be.rope(&k, &pos, &rp)?;
+                }
+            }
             be.kv_store(&layer.k_cache, &layer.v_cache, &k, &v, &cells)?;
             be.attention(&q, &layer.k_cache, &layer.v_cache, &ab, &ap, &att)?;
             be.matmul(&att, &l.wo, &o)?;
+            if let Some([_, _, _, bo]) = &l.biases {
+                be.add_bias(&o, bo)?;
+            }
             be.add(&x, &o)?;
             be.layer_norm(&x, &l.attn_out_norm.w, &l.attn_out_norm.b, c.eps, &x)?;
-            // 3. SwiGLU feed-forward; residual; LayerNorm.
-            be.matmul_many(&x, &[(&l.w_gate, &g), (&l.w_up, &u)])?;
-            be.swiglu(&g, &u, &gu)?;
-            be.matmul(&gu, &l.w_down, &o)?;
+            // 3. Feed-forward (nomic: SwiGLU; bert: GELU); residual; LayerNorm.
+            match (&l.ffn, &ones) {
+                (Ffn::SwiGlu { gate, up, down }, _) => {
+                    be.matmul_many(&x, &[(gate, &g), (up, &u)])?;
+                    be.swiglu(&g, &u, &gu)?;
+                    be.matmul(&gu, down, &o)?;
+                }
+                (Ffn::Gelu { up, up_b, down, down_b }, Some(ones)) => {
+                    be.matmul(&x, up, &u)?;
+                    be.add_bias(&u, up_b)?;
+                    be.geglu(&u, ones, &gu)?;
+                    be.matmul(&gu, down, &o)?;
+                    be.add_bias(&o, down_b)?;
+                }
+                (Ffn::Gelu { .. }, None) => return Err(EngineError::Internal("a GELU block without its ones".into())),
+            }
             be.add(&x, &o)?;
             be.layer_norm(&x, &l.layer_out_norm.w, &l.layer_out_norm.b, c.eps, &x)?;
         }

@@ -5,9 +5,9 @@
 //! weighted by its probability; Qwen 2 MoE adds a shared expert gated by a sigmoid.
 //!
 //! A step's tokens are grouped by expert, so each expert's weights are read
-//! once per step whatever the batch: the expert runs one matmul over the rows
-//! routed to it (gathered with `get_rows`), and its weighted outputs go back to
-//! their rows with `add_rows_scaled`. Each expert is a row view of the mapped
+//! once per step whatever the batch: `Backend::matmul_id` runs each expert once
+//! over the rows routed to it, and the weighted outputs go back to their rows
+//! with `add_rows_scaled`. Each expert is a row view of the mapped
 //! `ffn_{gate,up,down}_exps` tensors (no copy).
 
 use owl_backends::{Backend, Tensor, WeightData};
@@ -15,7 +15,7 @@ use owl_backends::{Backend, Tensor, WeightData};
 use crate::gguf::Gguf;
 use crate::EngineError;
 
-/// One expert's SwiGLU FFN. Shapes are [rows, cols] = [out, in].
+/// A SwiGLU FFN (Qwen 2 MoE's shared expert). Shapes are [rows, cols] = [out, in].
 struct Expert {
     gate: Tensor, // [n_ff, n_embd]
     up: Tensor,   // [n_ff, n_embd]
@@ -30,7 +30,10 @@ struct Shared {
 
 pub(super) struct Moe {
     router: Tensor, // [n_expert, n_embd]
-    experts: Vec<Expert>,
+    /// Expert x's FFN is gate[x], up[x] ([n_ff, n_embd] each) and down[x] ([n_embd, n_ff]).
+    gate: Vec<Tensor>,
+    up: Vec<Tensor>,
+    down: Vec<Tensor>,
     shared: Option<Shared>,
     n_used: usize,
     /// Renormalise the chosen experts' probabilities to sum to 1.
@@ -57,13 +60,11 @@ impl Moe {
         let n = |s: &str| format!("blk.{il}.{s}.weight");
         let e = n_embd;
         let router = be.upload_weight(rows_of(g, &n("ffn_gate_inp"), 0, n_expert, e)?)?;
-        let mut experts = Vec::with_capacity(n_expert);
+        let (mut gate, mut up, mut down) = (Vec::with_capacity(n_expert), Vec::with_capacity(n_expert), Vec::with_capacity(n_expert));
         for x in 0..n_expert {
-            experts.push(Expert {
-                gate: be.upload_weight(rows_of(g, &n("ffn_gate_exps"), x * n_ff, n_ff, e)?)?,
-                up: be.upload_weight(rows_of(g, &n("ffn_up_exps"), x * n_ff, n_ff, e)?)?,
-                down: be.upload_weight(rows_of(g, &n("ffn_down_exps"), x * e, e, n_ff)?)?,
-            });
+            gate.push(be.upload_weight(rows_of(g, &n("ffn_gate_exps"), x * n_ff, n_ff, e)?)?);
+            up.push(be.upload_weight(rows_of(g, &n("ffn_up_exps"), x * n_ff, n_ff, e)?)?);
+            down.push(be.upload_weight(rows_of(g, &n("ffn_down_exps"), x * e, e, n_ff)?)?);
         }
         let shared = match shared_ff {
             Some(sf) => Some(Shared {
@@ -76,19 +77,19 @@ impl Moe {
             }),
             None => None,
         };
-        Ok(Moe { router, experts, shared, n_used, norm_w, w_scale, n_ff })
+        Ok(Moe { router, gate, up, down, shared, n_used, norm_w, w_scale, n_ff })
     }
 
     /// out = the mixture's output for the normed rows `h` ([n, n_embd]); `out` is overwritten.
     pub(super) fn forward(&self, be: &mut Box<dyn Backend>, h: &Tensor, out: &Tensor) -> Result<(), EngineError> {
-        let (n, e, n_expert) = (h.rows, h.cols, self.experts.len());
+        let (n, e, n_expert) = (h.rows, h.cols, self.gate.len());
         // 1. Router: softmax over the experts, the top n_used per row (ties to the lower index).
         let logits = be.alloc(n, n_expert)?;
         be.matmul(h, &self.router, &logits)?;
         let mut p = vec![0f32; n * n_expert];
         be.read(&logits, &mut p)?;
-        // Per expert: the rows routed to it and their weights, in row order; per row, its
-        // experts in rank order (llama.cpp sums a row's experts in that order).
+        // Per row, its experts in rank order with their weights (llama.cpp sums a row's
+        // experts in that order).
         let mut chosen: Vec<Vec<(usize, f32)>> = Vec::with_capacity(n);
         for row in p.chunks_exact_mut(n_expert) {
             softmax(row);
@@ -104,36 +105,25 @@ impl Moe {
             }
             chosen.push(top);
         }
+        // 2. Every (row, rank) pair through its expert with `matmul_id`, so each expert's
+        //    weights are read once per step over all the rows routed to it; pair i is row
+        //    i / n_used at rank i % n_used.
+        let k = self.n_used;
+        let ids: Vec<(u32, u32)> = chosen.iter().enumerate().flat_map(|(r, c)| c.iter().map(move |t| (r as u32, t.0 as u32))).collect();
+        let (g, u, gu) = (be.alloc(n * k, self.n_ff)?, be.alloc(n * k, self.n_ff)?, be.alloc(n * k, self.n_ff)?);
+        be.matmul_id(h, &self.gate, &ids, &g)?;
+        be.matmul_id(h, &self.up, &ids, &u)?;
+        be.swiglu(&g, &u, &gu)?;
+        let down_ids: Vec<(u32, u32)> = ids.iter().enumerate().map(|(i, &(_, x))| (i as u32, x)).collect();
+        let y = be.alloc(n * k, e)?;
+        be.matmul_id(&gu, &self.down, &down_ids, &y)?;
+        // 3. The weighted outputs summed into each row in rank order, as llama.cpp sums
+        //    a row's experts.
         be.write(out, &vec![0f32; n * e])?;
-        // 2. Each expert once, over every row routed to it (whatever the rank), so its
-        //    weights are read once per step; then the weighted outputs rank by rank, so
-        //    that each row adds its experts in llama.cpp's order.
-        let mut ran = Vec::new();
-        for (x, ex) in self.experts.iter().enumerate() {
-            let picks: Vec<(u32, usize, f32)> = chosen.iter().enumerate().filter_map(|(r, c)| c.iter().position(|t| t.0 == x).map(|k| (r as u32, k, c[k].1))).collect();
-            if !picks.is_empty() {
-                let rows: Vec<u32> = picks.iter().map(|p| p.0).collect();
-                ran.push((picks, self.expert(be, ex, h, &rows, self.n_ff)?));
-            }
-        }
-        for rank in 0..self.n_used {
-            for (picks, y) in &ran {
-                let sel: Vec<u32> = (0..picks.len() as u32).filter(|&i| picks[i as usize].1 == rank).collect();
-                if sel.is_empty() {
-                    continue;
-                }
-                let (rows, w): (Vec<u32>, Vec<f32>) = sel.iter().map(|&i| (picks[i as usize].0, picks[i as usize].2)).unzip();
-                let part = if sel.len() == picks.len() {
-                    *y
-                } else {
-                    let t = be.alloc(sel.len(), e)?;
-                    be.get_rows(y, &sel, &t)?;
-                    t
-                };
-                be.add_rows_scaled(out, &part, &rows, &w)?;
-            }
-        }
-        // 3. Qwen 2 MoE: + sigmoid(h · gate_inp_shexp) * shared_ffn(h).
+        let rows: Vec<u32> = (0..(n * k) as u32).map(|i| i / k as u32).collect();
+        let w: Vec<f32> = chosen.iter().flat_map(|c| c.iter().map(|t| t.1)).collect();
+        be.add_rows_scaled(out, &y, &rows, &w)?;
+        // 4. Qwen 2 MoE: + sigmoid(h · gate_inp_shexp) * shared_ffn(h).
         if let Some(s) = &self.shared {
             let gl = be.alloc(n, 1)?;
             be.matmul(h, &s.gate_inp, &gl)?;
@@ -141,28 +131,21 @@ impl Moe {
             be.read(&gl, &mut gate)?;
             gate.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
             let all: Vec<u32> = (0..n as u32).collect();
-            let y = self.expert(be, &s.ffn, h, &all, s.ffn.gate.rows)?;
+            let y = shared_ffn(be, &s.ffn, h)?;
             be.add_rows_scaled(out, &y, &all, &gate)?;
         }
         Ok(())
     }
+}
 
-    /// One expert's SwiGLU FFN over `rows` of `h`: a [rows.len(), n_embd] scratch tensor.
-    fn expert(&self, be: &mut Box<dyn Backend>, ex: &Expert, h: &Tensor, rows: &[u32], ff: usize) -> Result<Tensor, EngineError> {
-        let m = rows.len();
-        let xs = if m == h.rows && rows.iter().enumerate().all(|(i, &r)| r as usize == i) {
-            *h
-        } else {
-            let xs = be.alloc(m, h.cols)?;
-            be.get_rows(h, rows, &xs)?;
-            xs
-        };
-        let (g, u, gu, y) = (be.alloc(m, ff)?, be.alloc(m, ff)?, be.alloc(m, ff)?, be.alloc(m, h.cols)?);
-        be.matmul_many(&xs, &[(&ex.gate, &g), (&ex.up, &u)])?;
-        be.swiglu(&g, &u, &gu)?;
-        be.matmul(&gu, &ex.down, &y)?;
-        Ok(y)
-    }
+/// The shared expert's SwiGLU FFN over every row of `h`: a [h.rows, n_embd] scratch tensor.
+fn shared_ffn(be: &mut Box<dyn Backend>, ex: &Expert, h: &Tensor) -> Result<Tensor, EngineError> {
+    let (m, ff) = (h.rows, ex.gate.rows);
+    let (g, u, gu, y) = (be.alloc(m, ff)?, be.alloc(m, ff)?, be.alloc(m, ff)?, be.alloc(m, h.cols)?);
+    be.matmul_many(h, &[(&ex.gate, &g), (&ex.up, &u)])?;
+    be.swiglu(&g, &u, &gu)?;
+    be.matmul(&gu, &ex.down, &y)?;
+    Ok(y)
 }
 
 /// In place, as ggml's soft_max: max subtracted, e^x summed in f64, divided.
