@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{drive_q4_kx8, gemm_q4_kx8, prep_packed_q8_k, store_lanes, Q4_AHEAD};
+use super::{gemm_q4_kx8, prep_packed_q8_k, store_lanes, Q4_AHEAD};
 use crate::cpu::kernels::Kernels;
 use crate::cpu::repack::{BlockQ4Kx8, GROUP};
 use owl_quant::{BlockQ8K, GgmlType};
@@ -241,13 +241,6 @@ unsafe fn drive_q4_kx16(
     }
 }
 
-/// Experiment switch: `OWL_ZMM_DECODE` (any value) sends decode through the
-/// 512-bit kernel too.
-fn zmm_decode() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("OWL_ZMM_DECODE").is_some())
-}
-
 /// # Safety
 /// `out` is valid for every element written (see `PackedFn`).
 unsafe fn z_q4_k(
@@ -259,13 +252,11 @@ unsafe fn z_q4_k(
     out: *mut f32,
     ostride: usize,
 ) {
-    // Decode (one activation row) runs the 256-bit kernel, which agrees bit for
-    // bit: on the 1.5B Qwen the 512-bit one made a token slower, not faster
-    // (tg64 4.8 / 6.7 t/s against 6.8 / 10.0 with OWL_NO_ZMM, 2 threads, load ~9).
-    if a.len() == ar && !zmm_decode() {
-        // SAFETY: as below.
-        return unsafe { drive_q4_kx8(p, nb, nrows, a, ar, out, ostride) };
-    }
+    // Decode (one activation row) runs here too. It once lost to the 256-bit
+    // kernel (tg64 4.8 / 6.7 t/s against 6.8 / 10.0 with OWL_NO_ZMM) while this
+    // driver allocated its scratch per call and prefetched nothing; with both
+    // fixed it wins on the 1.5B Qwen: tg16 medians 3.89 against 3.45 t/s through
+    // `drive_q4_kx8` (2 threads, load ~19, alternating runs).
     // SAFETY: installed only into the AVX-512 VNNI table after checking AVX512DQ;
     // the caller vouches for `out`.
     unsafe { drive_q4_kx16(p, nb, nrows, a, ar, out, ostride) }
