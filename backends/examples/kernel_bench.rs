@@ -234,6 +234,47 @@ fn main() {
         }
         println!();
     }
+    // The same prefill tile over repacked weights, where a path packs the type
+    // (runs of 64 weight rows = 8 groups, as the matmul's prefill tasks take them).
+    println!("\npacked tile {na} activation rows x {rows} x {cols}, one thread; GMAC/s");
+    for &ty in &types {
+        let rb = ty.row_bytes(cols).unwrap();
+        let mut w: Vec<u8> = (0..rb * rows)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for b in w.chunks_exact_mut(ty.block_bytes()) {
+            sanitize(ty, b);
+        }
+        let Some(p) = owl_backends::cpu::repack::pack(ty, &w, rows, cols) else {
+            continue;
+        };
+        let aty = ty.vec_dot_type();
+        let ar = aty.row_bytes(cols).unwrap();
+        let mut out = vec![0f32; na * rows];
+        print!("{:8}", ty.name());
+        for k in &paths {
+            if !k.has_packed(ty) {
+                print!("{:>22}", "-");
+                continue;
+            }
+            let mut a = vec![0u8; ar * na];
+            for q in a.chunks_exact_mut(ar) {
+                k.quantize_act(aty, &x, q);
+            }
+            let s = time(|| {
+                for j0 in (0..rows).step_by(64) {
+                    let j1 = (j0 + 64).min(rows);
+                    // SAFETY: out holds na rows of `rows` elements; columns j0..j1 are written.
+                    unsafe {
+                        k.packed_tile(&p, j0 / 8, j1 - j0, black_box(&a), cols, out.as_mut_ptr().add(j0), rows)
+                    };
+                }
+                black_box(&out);
+            });
+            print!("{:>22.2}", (na * rows * cols) as f64 / s / 1e9);
+        }
+        println!();
+    }
     println!("\nactivation quantization of {cols} floats, ns per row");
     for aty in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
         print!("{:8}", aty.name());

@@ -3,13 +3,15 @@
 //! `block_q4_Kx8`): eight weight rows side by side so one 256-bit vector holds
 //! four consecutive quants of each row, and every i32 lane of a product is one
 //! weight row. The kernels then need no horizontal sums and no scale unpacking.
+//! Q4_K (`BlockQ4Kx8`) and Q6_K (`BlockQ6Kx8`) have packed layouts; a decode
+//! step then streams one contiguous run of eight rows per activation block.
 //!
 //! The packed copy replaces the mapped bytes of its tensor for the matmuls
 //! (prefill and decode both read it), so the map's pages of that tensor go cold.
 //! A tensor is packed only when the kernel table has a packed tile for its type.
 
 use bytemuck::{Pod, Zeroable};
-use owl_quant::{unpack_scales_mins_k4, BlockQ4K, GgmlType, QK_K};
+use owl_quant::{unpack_scales_mins_k4, BlockQ4K, BlockQ6K, GgmlType, QK_K};
 
 /// Rows per packed group.
 pub const GROUP: usize = 8;
@@ -34,6 +36,35 @@ pub struct BlockQ4Kx8 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ4Kx8>() == 1248);
 
+/// One Q6_K super-block of eight rows (256 elements each), 1696 bytes (the
+/// eight mapped blocks' 1680 and 16 bytes of padding, so every load is aligned).
+///
+/// The one-row Q6_K dot keeps eight i32 lanes per block, lane l summing bytes
+/// 4l..4l+4 of each 32-quant chunk; here each 32-byte vector holds exactly one
+/// such lane's four bytes for all eight rows, so a kernel forms the same exact
+/// lane integers with one row per i32 lane.
+///
+/// - `qs[2l + n]`: lane l of half n (elements 128n..128n+128): bytes 0..32 are
+///   `ql[64n + 4l + b]` of row w at 4w + b, bytes 32..64 `ql[64n + 32 + 4l + b]`,
+///   bytes 64..96 `qh[32n + 4l + b]` (the mapped block's bits, unchanged).
+/// - `scales[j][w]`: row w's scale of sub-block j (an i8).
+/// - `d[w]`: row w's f16 super-block scale.
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct BlockQ6Kx8 {
+    pub qs: [[u8; 96]; 16],
+    pub scales: [[u8; 8]; 16],
+    pub d: [u16; 8],
+    pub pad: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ6Kx8>() == 1696);
+
+/// 32 aligned bytes: the unit packed blocks are stored in (each packed block
+/// is a whole number of them, with alignment 32).
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Line([u8; 32]);
+
 /// A weight in a packed layout: `groups` groups of GROUP rows, each group `nb`
 /// blocks back to back (the last group's missing rows repeat its last row).
 pub struct Packed {
@@ -42,13 +73,16 @@ pub struct Packed {
     pub cols: usize,
     /// Blocks per row (and per group).
     pub nb: usize,
-    data: Vec<BlockQ4Kx8>,
+    /// Bytes per packed block (eight rows' blocks).
+    block: usize,
+    data: Vec<Line>,
 }
 
 impl Packed {
     /// The bytes of groups `g0..g1`.
     pub fn groups(&self, g0: usize, g1: usize) -> &[u8] {
-        bytemuck::cast_slice(&self.data[g0 * self.nb..g1 * self.nb])
+        let gb = self.nb * self.block;
+        &bytemuck::cast_slice(&self.data)[g0 * gb..g1 * gb]
     }
 
     /// Bytes held (for memory accounting).
@@ -60,34 +94,79 @@ impl Packed {
 /// Packs `rows` rows of `cols` elements of `ty` (`bytes` exactly that long),
 /// or `None` for a type without a packed layout. Runs in the current rayon pool.
 pub fn pack(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Option<Packed> {
-    use rayon::prelude::*;
-    if ty != GgmlType::Q4_K || !cols.is_multiple_of(QK_K) || rows == 0 {
+    if !cols.is_multiple_of(QK_K) || rows == 0 {
         return None;
     }
     let nb = cols / QK_K;
-    let blocks: &[BlockQ4K] = bytemuck::try_cast_slice(bytes).ok()?;
-    if blocks.len() != rows * nb {
-        return None;
-    }
-    let groups = rows.div_ceil(GROUP);
-    let mut data = vec![BlockQ4Kx8::zeroed(); groups * nb];
-    data.par_chunks_mut(nb).enumerate().for_each(|(g, out)| {
-        let row = |w: usize| {
-            let r = (g * GROUP + w).min(rows - 1);
-            &blocks[r * nb..][..nb]
-        };
-        let src: [&[BlockQ4K]; GROUP] = std::array::from_fn(row);
-        for (i, o) in out.iter_mut().enumerate() {
-            pack_q4_k(std::array::from_fn(|w| &src[w][i]), o);
-        }
-    });
+    let (block, data) = match ty {
+        GgmlType::Q4_K => (
+            std::mem::size_of::<BlockQ4Kx8>(),
+            pack_with::<BlockQ4K, BlockQ4Kx8>(bytes, rows, nb, pack_q4_k)?,
+        ),
+        GgmlType::Q6_K => (
+            std::mem::size_of::<BlockQ6Kx8>(),
+            pack_with::<BlockQ6K, BlockQ6Kx8>(bytes, rows, nb, pack_q6_k)?,
+        ),
+        _ => return None,
+    };
     Some(Packed {
         ty,
         rows,
         cols,
         nb,
+        block,
         data,
     })
+}
+
+/// Packs rows of `nb` blocks `B` into groups of packed blocks `P` (a whole
+/// number of `Line`s each), in parallel over groups.
+fn pack_with<B: Pod + Sync, P: Pod + Send>(
+    bytes: &[u8],
+    rows: usize,
+    nb: usize,
+    one: fn([&B; GROUP], &mut P),
+) -> Option<Vec<Line>> {
+    use rayon::prelude::*;
+    const { assert!(std::mem::size_of::<P>().is_multiple_of(32)) };
+    let blocks: &[B] = bytemuck::try_cast_slice(bytes).ok()?;
+    if blocks.len() != rows * nb {
+        return None;
+    }
+    let per = std::mem::size_of::<P>() / 32;
+    let groups = rows.div_ceil(GROUP);
+    let mut data = vec![Line::zeroed(); groups * nb * per];
+    data.par_chunks_mut(nb * per).enumerate().for_each(|(g, out)| {
+        let out: &mut [P] = bytemuck::cast_slice_mut(out);
+        let row = |w: usize| {
+            let r = (g * GROUP + w).min(rows - 1);
+            &blocks[r * nb..][..nb]
+        };
+        let src: [&[B]; GROUP] = std::array::from_fn(row);
+        for (i, o) in out.iter_mut().enumerate() {
+            one(std::array::from_fn(|w| &src[w][i]), o);
+        }
+    });
+    Some(data)
+}
+
+fn pack_q6_k(x: [&BlockQ6K; GROUP], o: &mut BlockQ6Kx8) {
+    for (w, b) in x.iter().enumerate() {
+        o.d[w] = u16::from_le_bytes(b.d);
+        for (j, &s) in b.scales.iter().enumerate() {
+            o.scales[j][w] = s as u8;
+        }
+        for l in 0..8 {
+            for n in 0..2 {
+                let q = &mut o.qs[2 * l + n];
+                for t in 0..4 {
+                    q[4 * w + t] = b.ql[64 * n + 4 * l + t];
+                    q[32 + 4 * w + t] = b.ql[64 * n + 32 + 4 * l + t];
+                    q[64 + 4 * w + t] = b.qh[32 * n + 4 * l + t];
+                }
+            }
+        }
+    }
 }
 
 fn pack_q4_k(x: [&BlockQ4K; GROUP], o: &mut BlockQ4Kx8) {

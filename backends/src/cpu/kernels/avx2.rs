@@ -18,6 +18,13 @@ unsafe fn mul_u8i8_s(x: __m256i, y: __m256i, lo: i32, hi: i32) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), s)
 }
 
+/// acc + madd(x, s).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn madd_add(acc: __m256i, x: __m256i, s: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(x, s))
+}
+
 x86_int8_kernels!("avx2,fma,f16c");
 
 pub(super) fn table() -> Option<Kernels> {

@@ -21,6 +21,13 @@ mod evex {
         _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), s)
     }
 
+    /// acc + madd(x, s) in one EVEX `vpdpwssd ymm` (the same wrapping i32 sums).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn madd_add(acc: __m256i, x: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, x, s)
+    }
+
     x86_int8_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
 
     mod zmm;
@@ -60,6 +67,13 @@ mod vex {
         // As the EVEX variant: maddubs + madd beats dpbusd + mullo.
         let s = _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16));
         _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), s)
+    }
+
+    /// acc + madd(x, s) in one VEX `vpdpwssd ymm` (the same wrapping i32 sums).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    unsafe fn madd_add(acc: __m256i, x: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpwssd_avx_epi32(acc, x, s)
     }
 
     x86_int8_kernels!("avx2,fma,f16c,avxvnni");

@@ -444,7 +444,9 @@ fn packed_tile_equals_single_dots_for_any_batch() {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         for name in Kernels::available().iter().map(|k| k.name).filter(|&n| n != "scalar") {
-            assert!(covered.contains(&format!("{name} Q4_K")), "{name}: no packed Q4_K tile ({covered:?})");
+            for ty in ["Q4_K", "Q6_K"] {
+                assert!(covered.contains(&format!("{name} {ty}")), "{name}: no packed {ty} tile ({covered:?})");
+            }
         }
     }
     eprintln!("packed tiles checked: {}", covered.join(", "));

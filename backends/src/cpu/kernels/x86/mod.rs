@@ -6,6 +6,8 @@
 //!   i32 lanes, lane i = sum of x*y over bytes 4i..4i+4 (maddubs+madd, or dpbusd).
 //! - `mul_u8i8_s(x, y, lo, hi)`: the same with lanes 0..4 (bytes 0..16) times
 //!   `lo` and lanes 4..8 (bytes 16..32) times `hi`.
+//! - `madd_add(acc, x, s) -> __m256i`: acc + madd(x, s) (i16 pairs times i16
+//!   pairs summed into i32 lanes, wrapping), or VNNI's dpwssd in one instruction.
 //!
 //! Bodies follow GGML's x86 kernels (ggml-cpu/arch/x86/quants.c): nibbles expanded
 //! to bytes, signed x signed via the `sign_epi8` trick (activations never hold
@@ -35,6 +37,8 @@ mod drive;
 mod quantize;
 #[macro_use]
 mod packed;
+#[macro_use]
+mod packed_q6;
 
 macro_rules! x86_int8_kernels {
     ($feat:literal) => {
@@ -54,6 +58,7 @@ macro_rules! x86_int8_kernels {
         x86_drive!($feat);
         x86_quantize!($feat);
         x86_packed!($feat);
+        x86_packed_q6!($feat);
 
         /// Safe entry points for the table: only reachable through `table`, which
         /// is built after the CPU was checked for `$feat`.
@@ -118,6 +123,7 @@ macro_rules! x86_int8_kernels {
             k.set_tile(GgmlType::Q4_K, t_q4_k);
             k.set_tile(GgmlType::Q6_K, t_q6_k);
             k.set_packed(GgmlType::Q4_K, p_q4_k);
+        k.set_packed(GgmlType::Q6_K, p_q6_k);
             k.set_quant(GgmlType::Q8_0, q_q8_0);
             k.set_quant(GgmlType::Q8_1, q_q8_1);
             k.set_quant(GgmlType::Q8_K, q_q8_k);

@@ -5,6 +5,10 @@ macro_rules! x86_packed {
     ($feat:literal) => {
         use crate::cpu::repack::{BlockQ4Kx8, GROUP};
 
+        /// Bytes ahead of the block being read that the packed Q4_K kernels
+        /// prefetch (two packed blocks of the same group's stream).
+        const Q4_AHEAD: usize = 2 * std::mem::size_of::<BlockQ4Kx8>();
+
         /// Eight Q4_K rows (lane w = row w) against R activation rows. Each lane
         /// runs exactly the float operations of `tile_q4_k::<1>` for its row: per
         /// 64 elements the same exact integer (scales) times wd*yd with one FMA,
@@ -23,6 +27,7 @@ macro_rules! x86_packed {
             let mut acc = [_mm256_setzero_ps(); R];
             let mut accm = [_mm256_setzero_ps(); R];
             for (i, a) in x.iter().enumerate() {
+                let pf = (a as *const BlockQ4Kx8 as *const i8).wrapping_add(Q4_AHEAD);
                 let wd = _mm256_cvtph_ps(_mm_load_si128(a.d.as_ptr() as *const __m128i));
                 let wm = _mm256_cvtph_ps(_mm_load_si128(a.dmin.as_ptr() as *const __m128i));
                 let mut sd = [_mm256_setzero_ps(); R];
@@ -36,6 +41,9 @@ macro_rules! x86_packed {
                     let mut slo = [_mm256_setzero_si256(); R];
                     let mut shi = [_mm256_setzero_si256(); R];
                     let qj = a.qs[j].as_ptr();
+                    for t in 0..5 {
+                        _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(320 * j + 64 * t));
+                    }
                     for c in 0..8 {
                         let q = _mm256_load_si256(qj.add(32 * c) as *const __m256i);
                         let lo = _mm256_and_si256(q, m4);
