@@ -31,14 +31,16 @@ _SEEN: set = set()  # every collected test id, deselected ones included
 
 
 def load_expectations(path: Path) -> dict:
-    """{id or pattern: (class, reason)} from the TOML file; bad entries are errors."""
+    """{id or pattern: (class, reason, strict)} from the TOML file; bad entries are errors.
+    `strict = false` marks an outcome that depends on scheduling (which of several
+    parallel requests runs out of the shared KV cache first): it may pass or fail."""
     data = tomllib.loads(path.read_text())
     out = {}
     for key, entry in data.get("expect", {}).items():
         cls, reason = entry.get("class"), entry.get("reason", "")
         if cls not in CLASSES or not reason.strip():
             raise pytest.UsageError(f"{path}: {key!r} needs class a, b or c and a reason")
-        out[key] = (cls, reason)
+        out[key] = (cls, reason, entry.get("strict", True) is not False)
     return out
 
 
@@ -57,9 +59,9 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(session, config, items):
     _SEEN.update(item.nodeid for item in items)
     for item in items:
-        for key, (cls, reason) in config._owl_expect.items():
+        for key, (cls, reason, strict) in config._owl_expect.items():
             if item.nodeid == key or fnmatch.fnmatchcase(item.nodeid, key):
-                item.add_marker(pytest.mark.xfail(strict=True, reason=f"({cls}) {reason}"))
+                item.add_marker(pytest.mark.xfail(strict=strict, reason=f"({cls}) {reason}"))
                 break
 
 
