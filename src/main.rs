@@ -234,7 +234,11 @@ fn cmd_list() -> Result<ExitCode> {
                 s.entry.arch.clone(),
                 s.entry.quant.clone(),
                 format_size(s.entry.size),
-                if s.pulled { "yes" } else { "no" }.to_string(),
+                match (&s.changed, s.pulled) {
+                    (Some(_), _) => format!("CHANGED: run `owl pull {}`", s.entry.name),
+                    (None, true) => "yes".to_string(),
+                    (None, false) => "no".to_string(),
+                },
                 s.path.display().to_string(),
             ]
         })
@@ -472,6 +476,11 @@ struct ServeArgs {
     /// On SIGTERM or Ctrl-C, refuse new requests (503) and give those in flight this long to finish.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     drain_seconds: u64,
+    /// Drop a connection whose client has read nothing for SECS while the server had data to
+    /// send (a client that stopped reading and never closed); its request and buffered events
+    /// are freed with it. 0 turns the deadline off.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    write_timeout: f64,
     /// Probe every undecided request: escalate to the first upstream when the local model's
     /// confidence score of its first tokens is under T (0: all local, 1: all upstream)
     /// [default: the config's [route] threshold, which `owl route calibrate` writes].
@@ -497,6 +506,7 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
     if let Some(t) = args.request_timeout {
         anyhow::ensure!(t.is_finite() && t > 0.0, "--request-timeout must be a number of seconds above 0, e.g. --request-timeout 300");
     }
+    anyhow::ensure!(args.write_timeout.is_finite() && args.write_timeout >= 0.0, "--write-timeout must be a number of seconds (0 turns it off), e.g. --write-timeout 60");
     anyhow::ensure!(args.alias.iter().all(|a| !a.trim().is_empty()), "--alias needs a model name, e.g. --alias gpt-4o-mini");
     let mut keys = Vec::new();
     for k in &args.api_key {
@@ -596,6 +606,7 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         options: owl_server::ServerOptions { api_keys: keys, cost: Some(cost), cors: args.cors, known_models, route: std::sync::Arc::new(route), aliases: args.alias, strict_model_names: args.strict_model_names, request_timeout: args.request_timeout.map(std::time::Duration::from_secs_f64), default_max_tokens: args.max_tokens.map(|n| n as usize), ..Default::default() },
         embedding_model: args.embedding_model,
         drain_seconds: args.drain_seconds,
+        write_timeout: (args.write_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(args.write_timeout)),
     };
     owl_server::run_blocking(cfg)?;
     Ok(ExitCode::SUCCESS)

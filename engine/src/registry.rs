@@ -4,7 +4,9 @@
 //! A pull never leaves a partial file under the final name: data goes to
 //! `<file>.partial` in the cache folder, its size and sha256 are checked, and only
 //! then is it renamed. A checked file gets a small sidecar (`.<file>.verified`,
-//! keyed by size and mtime) so pulling again is instant.
+//! keyed by size and mtime) so pulling again is instant, and so loading and
+//! listing notice a file changed since (verify.rs). A pull checks the free space
+//! first, and a disk that fills up anyway is one clear error (space.rs).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -18,7 +20,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 mod pip;
+mod space;
 pub mod split_zip;
+mod verify;
 
 pub use split_zip::{ZipMethod, ZipSource};
 
@@ -91,6 +95,28 @@ pub enum RegistryError {
     Busy { name: String, path: PathBuf },
     #[error("could not pull {name}: {errors}")]
     AllSourcesFailed { name: String, errors: String },
+    #[error(
+        "not enough disk space to pull {name} into {}: {} more needed, {} free ({cause}); \
+         nothing was left behind; free some space or set OWL_HOME to a disk with room, then run `owl pull {name}` again",
+        path.display(), format_size(*needed), available.map_or_else(|| "unknown".to_string(), format_size)
+    )]
+    NoSpace {
+        name: String,
+        path: PathBuf,
+        needed: u64,
+        available: Option<u64>,
+        cause: String,
+    },
+    #[error(
+        "model {name} at {} changed on disk since it was pulled ({why}); \
+         run `owl pull {name}` again to fetch a good copy",
+        path.display()
+    )]
+    Changed {
+        name: String,
+        path: PathBuf,
+        why: String,
+    },
 }
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -387,8 +413,10 @@ impl PullOutcome {
 pub struct ModelStatus {
     pub entry: ModelEntry,
     pub path: PathBuf,
-    /// The file is in the cache with the expected size.
+    /// The file is in the cache, as it was pulled (size, and sha256 when its mtime moved).
     pub pulled: bool,
+    /// A file is under the cache name but is not what was pulled (why): `owl pull` again.
+    pub changed: Option<String>,
     pub is_default: bool,
 }
 
@@ -443,11 +471,18 @@ impl Registry {
         self.lock
             .models
             .iter()
-            .map(|e| ModelStatus {
-                entry: e.clone(),
-                path: self.path(e),
-                pulled: self.is_pulled(e),
-                is_default: e.name == self.lock.default,
+            .map(|e| {
+                let changed = match self.check_cached(e, &PullOptions { progress: false, ..PullOptions::default() }) {
+                    Err(RegistryError::Changed { why, .. }) => Some(why),
+                    _ => None,
+                };
+                ModelStatus {
+                    entry: e.clone(),
+                    path: self.path(e),
+                    pulled: changed.is_none() && self.is_pulled(e),
+                    changed,
+                    is_default: e.name == self.lock.default,
+                }
             })
             .collect()
     }
@@ -498,6 +533,9 @@ impl Registry {
         }
 
         let partial = self.partial_path(entry);
+        // What an earlier pull of this model killed mid-way left (its lock is ours now).
+        self.remove_stale_temp_dirs(entry);
+        self.check_space(entry, &partial)?;
         let mut errors = Vec::new();
         for source in &entry.sources {
             let fetched = match source {
@@ -508,6 +546,11 @@ impl Registry {
                 Source::Url { url } => fetch_url(entry, url, &partial, opts),
             };
             if let Err(e) = fetched {
+                // A full disk is not the source's fault: another source would fill it too.
+                if let Some(e) = self.no_space(entry, &partial, &e) {
+                    let _ = fs::remove_file(&partial);
+                    return Err(e);
+                }
                 errors.push(format!("from {source}: {e}"));
                 continue;
             }
@@ -542,7 +585,7 @@ impl Registry {
         if meta.len() != entry.size {
             return Ok(false);
         }
-        if fs::read_to_string(self.sidecar_path(entry)).ok() == Some(sidecar_line(entry, &meta)) {
+        if self.sidecar_matches(entry, &meta) {
             return Ok(true);
         }
         let got = sha256_file(path, &format!("verifying {}", entry.name), opts)?;
@@ -577,9 +620,14 @@ impl Registry {
     }
 
     /// Best effort: without a sidecar the next pull hashes the file again.
+    /// Written whole under a temp name, then renamed: loaders read it concurrently.
     fn write_sidecar(&self, entry: &ModelEntry, path: &Path) {
-        if let Ok(meta) = fs::metadata(path) {
-            let _ = fs::write(self.sidecar_path(entry), sidecar_line(entry, &meta));
+        let Ok(meta) = fs::metadata(path) else { return };
+        let Ok(mut tmp) = tempfile::Builder::new().prefix(".sidecar-").tempfile_in(&self.dir) else {
+            return;
+        };
+        if tmp.write_all(sidecar_line(entry, &meta).as_bytes()).is_ok() {
+            let _ = tmp.persist(self.sidecar_path(entry));
         }
     }
 
@@ -616,7 +664,7 @@ impl Registry {
     /// after; removes `partial` if `f` fails.
     fn in_temp_dir(&self, partial: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         let tmp = tempfile::Builder::new()
-            .prefix(".pip-")
+            .prefix(&self.temp_prefix(partial))
             .tempdir_in(&self.dir)
             .map_err(io_err(format!(
                 "cannot create a temp dir in {}",
@@ -845,7 +893,8 @@ pub fn resolve_model(name_or_path: &str, pull_if_missing: bool) -> Result<PathBu
     }
     let reg = Registry::load()?;
     if let Some(entry) = reg.lock().find(name_or_path) {
-        if reg.is_pulled(entry) {
+        // A file changed since its pull is an error here (Changed), not a silent re-pull.
+        if reg.check_cached(entry, &PullOptions::default())? {
             return Ok(reg.path(entry));
         }
         if !pull_if_missing {

@@ -114,6 +114,7 @@ struct Inner {
     created: u64,
     cost: Arc<CostBook>,
     drain: crate::drain::Drain,
+    conns: Arc<crate::conn::Conns>,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -136,6 +137,7 @@ impl AppState {
             http: Mutex::new(BTreeMap::new()),
             created: unix_now(),
             drain: crate::drain::Drain::default(),
+            conns: Arc::default(),
         }))
     }
 
@@ -207,6 +209,11 @@ impl AppState {
     }
 
     /// Whether the server drains (SIGTERM) and how many requests are still in flight.
+    /// Open connections and write timeouts (conn.rs), for /metrics.
+    pub(crate) fn conns(&self) -> Arc<crate::conn::Conns> {
+        self.0.conns.clone()
+    }
+
     pub fn drain(&self) -> &crate::drain::Drain {
         &self.0.drain
     }
@@ -359,26 +366,22 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.0.opts.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), drain::gate))
+        // Outside the gate, so a draining replica's 503 is in each API's own shape too.
+        .layer(middleware::from_fn(crate::compat::reshape_by_path))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
 }
 
-/// Anthropic's and Ollama's APIs (compat/), each with its own error shape.
+/// Anthropic's and Ollama's APIs (compat/); their error shapes come from
+/// `compat::reshape_by_path` over the whole router.
 fn compat_routes(state: &AppState) -> Router<AppState> {
-    use crate::compat::{anthropic, ollama, reshape_errors};
+    use crate::compat::{anthropic, ollama};
     let anthropic = Router::new()
         .route("/v1/messages", post(anthropic::messages_create))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
-        .route_layer(middleware::from_fn(|req, next| {
-            reshape_errors(anthropic::shape_error, req, next)
-        }));
-    let ollama = ollama::routes()
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
-        .route_layer(middleware::from_fn(|req, next| {
-            reshape_errors(ollama::shape_error, req, next)
-        }));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    let ollama = ollama::routes().route_layer(middleware::from_fn_with_state(state.clone(), auth));
     anthropic.merge(ollama)
 }
 
@@ -539,6 +542,7 @@ async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> 
     text.push_str(&metrics::render_vllm(&m, &engine.info().name));
     text.push_str(&st.cost().metrics_text(&m));
     text.push_str(&st.route().metrics_text());
+    text.push_str(&st.0.conns.metrics_text());
     // Beside metrics.rs's gauges: used - cache_only is what live sequences hold.
     text.push_str(&format!(
         "# HELP owl_kv_pages_prefix_cache KV pages held only by the prefix cache.\n# TYPE owl_kv_pages_prefix_cache gauge\nowl_kv_pages_prefix_cache {}\n",

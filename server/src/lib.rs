@@ -15,6 +15,7 @@
 
 mod app;
 mod compat;
+mod conn;
 pub mod cost;
 mod dashboard;
 mod deadline;
@@ -43,17 +44,53 @@ pub use service::{LlmService, ServiceError};
 /// as their handlers do before anything reaches the engine: JSON, every field,
 /// messages, tools and output formats. The `request` fuzz target drives it.
 pub fn parse_request(body: &[u8], chat: bool) -> Result<(), ApiError> {
-    let v = openai::parse_json(body)?;
-    let gen = openai::parse_body::<openai::GenerationParams>(&v)?.validate()?;
+    check_request(&openai::parse_json(body)?, chat)
+}
+
+fn check_request(v: &serde_json::Value, chat: bool) -> Result<(), ApiError> {
+    let gen = openai::parse_body::<openai::GenerationParams>(v)?.validate()?;
     if chat {
-        let (messages, _) = openai::parse_body::<openai::ChatParams>(&v)?.validate()?;
+        let (messages, _) = openai::parse_body::<openai::ChatParams>(v)?.validate()?;
         if gen.tools.is_some() {
             let _ = tools::messages(&v["messages"], &messages);
         }
     } else {
-        openai::parse_body::<openai::CompletionParams>(&v)?.validate()?;
+        openai::parse_body::<openai::CompletionParams>(v)?.validate()?;
     }
     Ok(())
+}
+
+/// The other APIs whose bodies [`parse_translated`] turns into OpenAI chat bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompatApi {
+    /// Anthropic's `POST /v1/messages`.
+    AnthropicMessages,
+    /// Ollama's `POST /api/chat`.
+    OllamaChat,
+    /// OpenAI's `POST /v1/responses`.
+    Responses,
+}
+
+/// Translates an Anthropic Messages, Ollama chat or Responses body into the OpenAI
+/// chat body its handler answers through (compat/), then checks that body as the chat
+/// handler does. The `compat` fuzz target drives it.
+pub fn parse_translated(api: CompatApi, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let v = openai::parse_json(body)?;
+    let chat = match api {
+        CompatApi::AnthropicMessages => compat::anthropic::to_openai(&v, true)?,
+        CompatApi::OllamaChat => serde_json::Value::Object(compat::ollama::chat_body(&v)?.0),
+        CompatApi::Responses => compat::responses::to_chat(&v)?,
+    };
+    check_request(&chat, true)?;
+    Ok(chat)
+}
+
+/// The output constraint (JSON Schema, regex, Lark, GBNF) a chat or completions body
+/// asks for, built as the handlers build it; the engine compiles it at submit. The
+/// `grammar` fuzz target compiles what this returns.
+pub fn request_constraint(body: &[u8]) -> Result<Option<owl_engine::constrain::Constraint>, ApiError> {
+    let v = openai::parse_json(body)?;
+    Ok(openai::parse_body::<openai::GenerationParams>(&v)?.validate()?.constraint)
 }
 
 /// Everything `owl serve` needs.
@@ -68,6 +105,8 @@ pub struct ServeConfig {
     pub embedding_model: Option<String>,
     /// On SIGTERM or SIGINT, how long requests in flight may take to finish before the server exits.
     pub drain_seconds: u64,
+    /// A socket write that makes no progress this long drops its connection (conn.rs); None: never.
+    pub write_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +240,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         }
         exp.notify_one();
     };
+    let listener = conn::TimedListener::new(listener, cfg.write_timeout, state.conns());
     let server = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(drained)
         .into_future();
@@ -258,7 +298,41 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_request;
+    use super::{parse_request, parse_translated, request_constraint, CompatApi};
+
+    #[test]
+    fn other_apis_translate_to_checked_chat_bodies() {
+        let msgs = r#"[{"role":"user","content":"hi"}]"#;
+        let a = format!(r#"{{"model":"m","max_tokens":4,"system":"be brief","messages":{msgs}}}"#);
+        let chat = parse_translated(CompatApi::AnthropicMessages, a.as_bytes()).unwrap();
+        assert_eq!(chat["max_tokens"], 4);
+        assert_eq!(chat["messages"][0]["role"], "system");
+        let o = format!(r#"{{"model":"m","messages":{msgs},"options":{{"num_predict":3}}}}"#);
+        let chat = parse_translated(CompatApi::OllamaChat, o.as_bytes()).unwrap();
+        assert_eq!(chat["max_tokens"], 3);
+        let r = br#"{"model":"m","input":"hi","max_output_tokens":5}"#;
+        let chat = parse_translated(CompatApi::Responses, r).unwrap();
+        assert_eq!(chat["max_tokens"], 5);
+        // Each API's own refusals, then the chat handler's checks on what they translate to.
+        let bad: [(CompatApi, String, &str); 4] = [
+            (CompatApi::AnthropicMessages, format!(r#"{{"messages":{msgs}}}"#), "max_tokens"),
+            (CompatApi::Responses, r#"{"input":"hi","previous_response_id":"r"}"#.into(), "previous_response_id"),
+            (CompatApi::OllamaChat, format!(r#"{{"messages":{msgs},"options":"hot"}}"#), "options"),
+            (CompatApi::AnthropicMessages, format!(r#"{{"max_tokens":4,"messages":{msgs},"stop_sequences":["{}"]}}"#, "x".repeat(300)), "stop"),
+        ];
+        for (api, body, want) in bad {
+            let e = parse_translated(api, body.as_bytes()).unwrap_err();
+            assert!(format!("{e:?}").contains(want), "{api:?} {body}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn request_constraint_is_the_handlers_grammar() {
+        let body = br#"{"prompt":"x","json_schema":{"type":"object"}}"#;
+        assert!(request_constraint(body).unwrap().is_some());
+        assert!(request_constraint(br#"{"prompt":"x"}"#).unwrap().is_none());
+        assert!(request_constraint(br#"{"prompt":"x","grammar":"root ::= "a"","json_schema":{}}"#).is_err());
+    }
 
     #[test]
     fn parse_request_checks_what_the_handlers_check() {

@@ -111,14 +111,14 @@ impl LlmService for Fake {
                 over: tokens.len() + 1 - n_ctx,
             });
         }
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(owl_engine::service::EVENT_BACKLOG);
         let cancel = CancelToken::default();
         self.submitted
             .lock()
             .unwrap()
             .push((req.clone(), cancel.clone()));
         let n_prompt = tokens.len();
-        let _ = tx.send(Event::Started {
+        let _ = tx.try_send(Event::Started {
             prompt_tokens: n_prompt,
             cached_tokens: 2,
         });
@@ -126,7 +126,7 @@ impl LlmService for Fake {
             let c = cancel.clone();
             tokio::spawn(async move {
                 while !c.is_cancelled() {
-                    let _ = tx.send(Event::Token {
+                    let _ = tx.try_send(Event::Token {
                         id: b'x' as u32,
                         text: "x".into(),
                         logprob: None,
@@ -158,7 +158,7 @@ impl LlmService for Fake {
                         })
                         .collect(),
                 });
-                let _ = tx.send(Event::Token {
+                let _ = tx.try_send(Event::Token {
                     id: b as u32,
                     text: (b as char).to_string(),
                     logprob,
@@ -169,7 +169,7 @@ impl LlmService for Fake {
                 completion_tokens: text.len(),
                 cached_tokens: 2,
             };
-            let _ = tx.send(Event::Done {
+            let _ = tx.try_send(Event::Done {
                 finish_reason: finish,
                 usage,
                 timings: Timings::default(),

@@ -63,14 +63,14 @@ impl LlmService for Fake {
         Ok(m.iter().map(|m| m.content.clone()).collect())
     }
     fn submit(&self, _req: Request) -> Result<RequestHandle, SubmitError> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(owl_engine::service::EVENT_BACKLOG);
         let cancel = CancelToken::default();
         self.submitted.lock().unwrap().push(cancel.clone());
         let c = cancel.clone();
         let queued = self.queued.load(Ordering::Relaxed);
         tokio::spawn(async move {
             if !queued {
-                let _ = tx.send(Event::Started {
+                let _ = tx.try_send(Event::Started {
                     prompt_tokens: 1,
                     cached_tokens: 0,
                 });
@@ -78,7 +78,7 @@ impl LlmService for Fake {
             let mut n = 0;
             while !c.is_cancelled() {
                 if !queued {
-                    let _ = tx.send(Event::Token {
+                    let _ = tx.try_send(Event::Token {
                         id: 120,
                         text: "x".into(),
                         logprob: None,
@@ -93,7 +93,7 @@ impl LlmService for Fake {
                     completion_tokens: n,
                     cached_tokens: 0,
                 };
-                let _ = tx.send(Event::Done {
+                let _ = tx.try_send(Event::Done {
                     finish_reason: FinishReason::Cancelled,
                     usage,
                     timings: Timings::default(),

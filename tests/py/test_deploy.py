@@ -1,5 +1,5 @@
 """deploy/ checked offline: the core Kubernetes kinds against the API schemas
-that kubernetes-validate bundles, the CRDs (KEDA's ScaledObject, the Inference
+that kubernetes-validate bundles (Deployment, Service, HorizontalPodAutoscaler), the CRDs (KEDA's ScaledObject, the Inference
 Extension's InferencePool, Gateway API's HTTPRoute) against the fields their
 references require, the Dockerfile with hadolint, and the manifests against
 owl itself (its flags, its /health, its metric names)."""
@@ -18,7 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S_VERSION = "1.33.0"
-CORE_KINDS = {("apps/v1", "Deployment"), ("v1", "Service")}
+CORE_KINDS = {("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler")}
 
 
 def docs():
@@ -51,6 +51,34 @@ def test_core_kinds_match_the_kubernetes_schema(kind):
     for d in by_kind(kind):
         # strict: an unknown field (a typo) is an error too.
         kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+
+
+def test_validator_rejects_a_broken_hpa():
+    hpa = yaml.safe_load(yaml.safe_dump(by_kind("HorizontalPodAutoscaler")[0]))
+    hpa["spec"]["metrics"][0]["pods"]["target"]["averageValu"] = "4"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(hpa, K8S_VERSION, strict=True)
+
+
+def test_hpa_scales_the_deployment_on_queue_depth():
+    (dep,) = by_kind("Deployment")
+    (hpa,) = by_kind("HorizontalPodAutoscaler")
+    spec = hpa["spec"]
+    ref = spec["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"], ref["name"]) == ("apps/v1", "Deployment", dep["metadata"]["name"])
+    assert 1 <= spec["minReplicas"] <= spec["maxReplicas"]
+    (m,) = spec["metrics"]
+    assert m["type"] == "Pods", m
+    assert m["pods"]["metric"]["name"] == "vllm:num_requests_waiting", m
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    model = args[args.index("--model") + 1]
+    assert m["pods"]["metric"]["selector"]["matchLabels"] == {"model_name": model}, m
+    assert m["pods"]["target"]["type"] == "AverageValue" and float(m["pods"]["target"]["averageValue"]) > 0
+    # Scaling down waits: a new replica pulls and loads its model first.
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
+    # owl exports the metric with that label (server/src/metrics.rs).
+    metrics_rs = (ROOT / "server" / "src" / "metrics.rs").read_text()
+    assert '"vllm:num_requests_waiting"' in metrics_rs and "model_name" in metrics_rs
 
 
 def test_validator_rejects_a_broken_deployment():

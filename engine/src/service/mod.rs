@@ -118,7 +118,7 @@ impl Engine {
             Some(c) => Some(self.compile(c)?),
             None => None,
         };
-        let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
+        let (etx, erx) = tokio::sync::mpsc::channel(EVENT_BACKLOG);
         let cancel = CancelToken::default();
         let n = tokens.len();
         let cmd = Command::Generate(Box::new(worker::Job::new(req, tokens, constraint, etx, cancel.clone())));

@@ -236,6 +236,12 @@ pub enum Event {
 /// The `id` of a closing `Token` event that carries only held-back text, no new token.
 pub const TEXT_ONLY: u32 = u32::MAX;
 
+/// Events a request's channel holds before its reader is "far behind": the engine
+/// never waits for a reader (that would stall every other sequence), so a request
+/// whose reader lets this many pile up is cancelled, its last slot used for an
+/// [`Event::Error`] that says why. The memory a stalled client holds is bounded by it.
+pub const EVENT_BACKLOG: usize = 1024;
+
 /// Shared flag that cancels a request; the engine frees its KV pages within a step.
 #[derive(Clone, Debug, Default)]
 pub struct CancelToken(Arc<AtomicBool>);
@@ -252,7 +258,7 @@ impl CancelToken {
 /// The caller's side of a running request. Dropping it cancels the request.
 #[derive(Debug)]
 pub struct RequestHandle {
-    pub events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    pub events: tokio::sync::mpsc::Receiver<Event>,
     pub cancel: CancelToken,
     /// Prompt length in tokens (known at submit).
     pub prompt_tokens: usize,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 use super::busy::{self, StepRows};
 use super::*;
@@ -30,14 +30,30 @@ pub(super) struct Job {
     req: Request,
     tokens: Vec<u32>,
     constraint: Option<SeqConstraint>,
-    tx: UnboundedSender<Event>,
+    tx: Sender<Event>,
     cancel: CancelToken,
     submitted: Instant,
 }
 
 impl Job {
-    pub(super) fn new(req: Request, tokens: Vec<u32>, constraint: Option<SeqConstraint>, tx: UnboundedSender<Event>, cancel: CancelToken) -> Job {
+    pub(super) fn new(req: Request, tokens: Vec<u32>, constraint: Option<SeqConstraint>, tx: Sender<Event>, cancel: CancelToken) -> Job {
         Job { req, tokens, constraint, tx, cancel, submitted: Instant::now() }
+    }
+
+    /// Sends without waiting. A token that would leave no room for the closing
+    /// event instead cancels the request with an error (the reader is
+    /// [`EVENT_BACKLOG`] events behind); the request is reaped at the next step.
+    fn send(&self, ev: Event) {
+        if matches!(ev, Event::Token { .. }) && self.tx.capacity() <= 1 {
+            if !self.cancel.is_cancelled() {
+                self.cancel.cancel();
+                let _ = self.tx.try_send(Event::Error(format!(
+                    "the client fell {EVENT_BACKLOG} events behind the stream; the request was cancelled (read the stream as it comes)"
+                )));
+            }
+            return;
+        }
+        let _ = self.tx.try_send(ev);
     }
 }
 
@@ -276,7 +292,7 @@ impl Worker {
             // 3. One forward step over every active sequence.
             if let Err(e) = self.step() {
                 for s in self.active.drain(..) {
-                    let _ = s.job.tx.send(Event::Error(e.to_string()));
+                    s.job.send(Event::Error(e.to_string()));
                     self.kv.drop_seq(s.kv);
                 }
             }
@@ -310,7 +326,7 @@ impl Worker {
                 let s = self.active.swap_remove(i);
                 let usage = Usage { prompt_tokens: s.n_prompt, completion_tokens: s.generated, cached_tokens: s.cached };
                 let timings = Timings { prefill_s: s.prefill_s, decode_s: s.decode_s, ..Timings::default() };
-                let _ = s.job.tx.send(Event::Done { finish_reason: FinishReason::Cancelled, usage, timings, stop_word: None });
+                s.job.send(Event::Done { finish_reason: FinishReason::Cancelled, usage, timings, stop_word: None });
                 self.kv.drop_seq(s.kv);
                 n += 1;
             } else {
@@ -333,7 +349,7 @@ impl Worker {
             if !self.kv.reserve(&mut kv, n_prompt) {
                 self.kv.drop_seq(kv);
                 if self.active.is_empty() {
-                    let _ = job.tx.send(Event::Error(format!(
+                    job.send(Event::Error(format!(
                         "the prompt of {n_prompt} tokens does not fit the free KV cache ({} cells); raise --ctx",
                         self.kv.n_pages() * PAGE
                     )));
@@ -342,7 +358,7 @@ impl Worker {
                 self.waiting.push_front(job);
                 break;
             }
-            let _ = job.tx.send(Event::Started { prompt_tokens: n_prompt, cached_tokens: cached });
+            job.send(Event::Started { prompt_tokens: n_prompt, cached_tokens: cached });
             self.shared.prompt_tokens.fetch_add(n_prompt as u64, Ordering::Relaxed);
             let sampler = Sampler::new(job.req.sampling.clone());
             let mut job = job;
@@ -483,7 +499,7 @@ impl Worker {
             });
             s.pending.push_str(&s.decoder.push(&self.tok, id));
             let (emit, stopped) = split_stop(&mut s.pending, &s.job.req.stop);
-            let _ = s.job.tx.send(Event::Token { id, text: emit, logprob });
+            s.job.send(Event::Token { id, text: emit, logprob });
             if let Some(word) = stopped {
                 s.stop_word = Some(word);
                 finished.push((si, FinishReason::Stop));
@@ -511,7 +527,7 @@ impl Worker {
                 }
             }
             let s = self.active.remove(si);
-            let _ = s.job.tx.send(Event::Error(format!("constrained decoding failed: {e}")));
+            s.job.send(Event::Error(format!("constrained decoding failed: {e}")));
             self.kv.drop_seq(s.kv);
         }
         finished.sort_by_key(|f| std::cmp::Reverse(f.0));
@@ -523,7 +539,7 @@ impl Worker {
                 let tail = s.decoder.flush();
                 s.pending.push_str(&tail);
                 if !s.pending.is_empty() {
-                    let _ = s.job.tx.send(Event::Token { id: TEXT_ONLY, text: std::mem::take(&mut s.pending), logprob: None });
+                    s.job.send(Event::Token { id: TEXT_ONLY, text: std::mem::take(&mut s.pending), logprob: None });
                 }
             }
             let t_end = Instant::now();
@@ -541,7 +557,7 @@ impl Worker {
                 constrain_ms: s.constraint.as_ref().map_or(0.0, |c| c.busy_s() * 1e3),
             };
             let usage = Usage { prompt_tokens: s.n_prompt, completion_tokens: s.generated, cached_tokens: s.cached };
-            let _ = s.job.tx.send(Event::Done { finish_reason: reason, usage, timings, stop_word: s.stop_word.take() });
+            s.job.send(Event::Done { finish_reason: reason, usage, timings, stop_word: s.stop_word.take() });
             let valid = s.n_past;
             self.kv.finish(s.kv, &s.tokens, valid);
         }

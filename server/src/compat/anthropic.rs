@@ -212,7 +212,7 @@ fn tools(v: &Value, body: &mut Map<String, Value>) -> Result<(), ApiError> {
 }
 
 /// The OpenAI chat body of a Messages request; `need_max_tokens` for `/v1/messages`.
-fn to_openai(v: &Value, need_max_tokens: bool) -> Result<Value, ApiError> {
+pub(crate) fn to_openai(v: &Value, need_max_tokens: bool) -> Result<Value, ApiError> {
     let mut body = Map::new();
     body.insert("messages".into(), Value::Array(messages(v)?));
     if let Some(m) = v.get("model").filter(|m| !m.is_null()) {

@@ -5,7 +5,9 @@
 //! answers it through the OpenAI handlers — so validation, routing, tools,
 //! constraints and cost accounting are the same code — and turns the answer
 //! (one JSON object, or the SSE chunks of a stream) back into its API's shape.
-//! Errors are reshaped by a middleware on each API's routes ([`reshape_errors`]).
+//! Errors are reshaped by one middleware outside every route ([`reshape_by_path`]),
+//! so those made before a handler runs (the drain gate's 503, auth's 401, 404 and
+//! 405 fallbacks, the body limit's 413) are in the API's shape too.
 
 pub mod anthropic;
 pub mod ollama;
@@ -184,9 +186,31 @@ pub(crate) fn render_prompt(st: &AppState, body: &Value) -> Result<String, ApiEr
     .map_err(|e| ApiError::invalid("messages", e.0))
 }
 
+/// The error shape of the API a path belongs to: Anthropic's under `/v1/messages`,
+/// Ollama's under `/api/`; None for OpenAI's (and owl's own) paths.
+pub(crate) fn shape_for(path: &str) -> Option<fn(StatusCode, &Value) -> Value> {
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        Some(anthropic::shape_error)
+    } else if path == "/api" || path.starts_with("/api/") {
+        Some(ollama::shape_error)
+    } else {
+        None
+    }
+}
+
+/// Middleware over the whole router: an error answer on an Anthropic or Ollama
+/// path is rewritten in that API's shape ([`shape_for`]); status and headers
+/// (Retry-After) are kept.
+pub(crate) async fn reshape_by_path(req: Request, next: Next) -> Response {
+    match shape_for(req.uri().path()) {
+        Some(shape) => reshape_errors(shape, req, next).await,
+        None => next.run(req).await,
+    }
+}
+
 /// Rewrites an error answer (status >= 400 with OpenAI's JSON body) with `shape`,
 /// which gets the status and the OpenAI `error` object.
-pub(crate) async fn reshape_errors(
+async fn reshape_errors(
     shape: fn(StatusCode, &Value) -> Value,
     req: Request,
     next: Next,

@@ -530,15 +530,10 @@ fn stream_flag(v: &Value) -> bool {
     v["stream"].as_bool().unwrap_or(true)
 }
 
-async fn chat(
-    State(st): State<AppState>,
-    client: Client,
-    headers: HeaderMap,
-    JsonBody(v): JsonBody,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
+/// The OpenAI chat body of an `/api/chat` request, and its `options.num_ctx`.
+pub(crate) fn chat_body(v: &Value) -> Result<(Map<String, Value>, Option<usize>), ApiError> {
     let mut body = Map::new();
-    body.insert("messages".into(), Value::Array(messages(&v)?));
+    body.insert("messages".into(), Value::Array(messages(v)?));
     if let Some(m) = v.get("model").filter(|m| !m.is_null()) {
         body.insert("model".into(), m.clone());
     }
@@ -548,7 +543,18 @@ async fn chat(
     {
         body.insert("tools".into(), t.clone());
     }
-    let num_ctx = options(&v, &mut body)?;
+    let num_ctx = options(v, &mut body)?;
+    Ok((body, num_ctx))
+}
+
+async fn chat(
+    State(st): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+    JsonBody(v): JsonBody,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (mut body, num_ctx) = chat_body(&v)?;
     if let Some(n) = num_ctx {
         let prompt = prompt_tokens(&st, &Value::Object(body.clone())).await?;
         apply_num_ctx(&st, n, prompt, &mut body)?;

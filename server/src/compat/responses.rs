@@ -223,7 +223,7 @@ fn format(v: &Value) -> Result<Option<Value>, ApiError> {
 }
 
 /// The chat body of a Responses request.
-fn to_chat(v: &Value) -> Result<Value, ApiError> {
+pub(crate) fn to_chat(v: &Value) -> Result<Value, ApiError> {
     if !v.is_object() {
         return Err(ApiError::bad_request(
             "the request body must be a JSON object",
