@@ -229,3 +229,33 @@ def test_streamed_call_cut_by_max_tokens_ends_with_length(client):
     assert chunks[-1].choices[0].finish_reason == "length"
     r = chat(client, tool_choice="required", max_tokens=16)
     assert r.choices[0].finish_reason == "length" and not r.choices[0].message.tool_calls
+
+
+# Asked for it, the model writes its call's JSON across lines: the opener `{\n  "name": "`
+# is its own text; once that fires the lazy trigger, the grammar holds the rest of the call
+# to the compact form its arguments are checked in.
+PRETTY = {"role": "system", "content": 'You are a helpful assistant. Format each function call like this example:\n'
+          '<tool_call>\n{\n  "name": "function_name",\n  "arguments": {"arg": "value"}\n}\n</tool_call>'}
+
+
+def test_a_pretty_printed_call_across_lines_is_parsed(client):
+    import re
+
+    r = chat(client, messages=[PRETTY] + ASK, logprobs=True)
+    raw = "".join(t.token for t in r.choices[0].logprobs.content)  # the model's own output
+    assert re.match(r'(```json)?\s*\{\n[ \t]+"name": "get_weather"', raw), raw
+    assert "</tool_call>" in raw, raw
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None, choice
+    calls = checked_calls(choice.message)
+    assert calls[0][0] == "get_weather" and "paris" in calls[0][1]["city"].lower(), calls
+    body = {"model": MODEL, "messages": [PRETTY] + ASK, "tools": TOOLS, "temperature": 0, "max_tokens": 80}
+    with client.chat.completions.stream(**body) as stream:
+        chunks = [ev.chunk for ev in stream if ev.type == "chunk"]
+        final = stream.get_final_completion()
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert [c.function.arguments for c in final.choices[0].message.tool_calls] == \
+        [c.function.arguments for c in choice.message.tool_calls]
+    assert checked_calls(final.choices[0].message) == calls
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "<tool_call>" not in text and '"name"' not in text and "```" not in text, text
