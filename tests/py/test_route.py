@@ -2,7 +2,8 @@
 smollm2-135m-instruct and an upstream with qwen2.5-coder-0.5b-instruct that
 requires a (fake) key the fronts read from their environment. One front probes
 with --route-threshold 0 (everything stays local), the other with 1 (everything
-escalates); each keeps a ledger in an OWL_HOME of its own."""
+escalates, with no probe), a third with 0.9 (the probe runs and drops its draft);
+each keeps a ledger in an OWL_HOME of its own."""
 
 import json
 import subprocess
@@ -342,6 +343,7 @@ def test_calibrate_from_a_prompts_file_runs_the_servers_probe(pair, tmp_path):
 def test_threshold_one_escalates_and_no_draft_reaches_the_client(pair, escalating):
     _, up = pair
     want = direct(up)
+    before = escalating.metrics()
     r = chat(escalating.url)
     assert r.status_code == 200
     assert (r.headers["x-owl-route"], r.headers["x-owl-route-reason"], r.headers["x-owl-upstream"]) == \
@@ -351,19 +353,24 @@ def test_threshold_one_escalates_and_no_draft_reaches_the_client(pair, escalatin
     # A streaming client gets exactly the upstream's answer: nothing of the dropped draft.
     text, headers = stream_text(escalating.url, {"messages": MSG, "max_tokens": 12, "temperature": 0, "stream": True})
     assert text == want and headers["x-owl-route-reason"] == "low_confidence"
+    assert "x-owl-probe-score" not in r.headers and "x-owl-probe-score" not in headers
+    # At threshold 1 no probe runs: the local model generated nothing, cancelled nothing.
+    after = escalating.metrics()
+    for m in ["owl_generated_tokens_total", "owl_prompt_tokens_total", "owl_requests_cancelled_total"]:
+        assert after.get(m, 0) == before.get(m, 0), m
     counts = route_counts(escalating.url)
     assert counts['{route="upstream",reason="low_confidence"}'] == 2
     recs = ledger_records(escalating.home)
     assert len(recs) == 2
     for rec in recs:
         assert (rec["route"], rec["reason"], rec["upstream"], rec["model"]) == ("upstream", "low_confidence", "big", UP_MODEL)
-        assert 0 <= rec["probe_score"] <= 1
+        assert "probe_score" not in rec
         assert (rec["prompt_tokens"], rec["completion_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
-        # price = "gpt-4.1-mini" ($0.40 / $1.60 per 1M) on the upstream's tokens, plus the
-        # dropped draft's busy time at this machine's rate.
+        # price = "gpt-4.1-mini" ($0.40 / $1.60 per 1M) on the upstream's tokens, and no
+        # local busy time: there was no draft.
         want_usd = (usage["prompt_tokens"] * 0.40 + usage["completion_tokens"] * 1.60) / 1e6
-        assert abs(rec["upstream_usd"] - want_usd) < 1e-15 and rec["decode_s"] + rec["prefill_s"] > 0
-        assert abs(rec["cost_usd"] - rec["upstream_usd"] - (rec["prefill_s"] + rec["decode_s"]) * 0.0245 / 3600) < 1e-12
+        assert abs(rec["upstream_usd"] - want_usd) < 1e-15
+        assert rec.get("decode_s", 0) + rec.get("prefill_s", 0) == 0 and rec["cost_usd"] == rec["upstream_usd"]
     assert r.json()["usage"]["owl"]["cost_usd"] == recs[0]["cost_usd"]
 
 
@@ -452,7 +459,7 @@ def test_capture_keeps_the_teachers_answers_for_distillation(pair, escalating):
         assert rec["messages"][-1] == {"role": "assistant", "content": want, "weight": 1}
         meta = rec["metadata"]
         assert (meta["teacher"], meta["reason"]) == (UP_MODEL, "low_confidence")
-        assert 0 <= meta["probe_score"] <= 1 and meta["local_draft"] and meta["local_draft"] != want
+        assert meta["probe_score"] is None and meta["local_draft"] is None  # no probe at threshold 1
         assert meta["usage"]["completion_tokens"] >= 1 and meta["id"].startswith("chatcmpl-")
     turns = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello!"}, *MSG]
     assert chat(escalating.url, headers={"x-owl-capture": "off"}, messages=turns).status_code == 200
@@ -524,6 +531,42 @@ def test_bad_routing_settings_are_one_clear_error(tmp_path, args, config, says):
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert p.returncode != 0 and says in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "sk-x" not in p.stderr, p.stderr
+
+
+@pytest.fixture(scope="module")
+def drafting(pair, tmp_path_factory):
+    """A front at --route-threshold 0.9: the probe runs, and MSG's draft scores under it."""
+    _, up = pair
+    home = fresh_home(tmp_path_factory, "front09")
+    s = Server("--upstream", upstream_spec(up), "--upstream-timeout", "120", "--route-threshold", "0.9",
+               "--capture", str(home / "capture.jsonl"), env={"ROUTE_KEY": KEY, "OWL_HOME": str(home)})
+    s.home = home
+    yield s
+    s.stop()
+
+
+def test_a_dropped_draft_is_kept_beside_the_teachers_answer(pair, drafting):
+    """Under a threshold below 1 the probe runs: the dropped draft's score and busy time are
+    in the ledger, and the draft sits beside the teacher's answer in the capture (a
+    preference pair)."""
+    front, up = pair
+    # The threshold-0 front runs the same probe on the same model: MSG's score.
+    score = float(chat(front.url).headers["x-owl-probe-score"])
+    assert score < 0.9, score
+    want = direct(up)
+    r = chat(drafting.url)
+    assert (r.status_code, r.headers["x-owl-route"], r.headers["x-owl-route-reason"]) == (200, "upstream", "low_confidence")
+    assert abs(float(r.headers["x-owl-probe-score"]) - score) < 1e-3
+    assert r.json()["choices"][0]["message"]["content"] == want
+    rec = ledger_records(drafting.home)[-1]
+    assert abs(rec["probe_score"] - score) < 1e-3 and rec["decode_s"] + rec["prefill_s"] > 0
+    assert abs(rec["cost_usd"] - rec["upstream_usd"] - (rec["prefill_s"] + rec["decode_s"]) * 0.0245 / 3600) < 1e-12
+    deadline = time.time() + 30
+    while time.time() < deadline and drafting.metrics().get("owl_capture_records_total", 0) < 1:
+        time.sleep(0.1)
+    meta = json.loads((drafting.home / "capture.jsonl").read_text().splitlines()[0])["metadata"]
+    assert meta["reason"] == "low_confidence" and abs(meta["probe_score"] - score) < 1e-3
+    assert meta["local_draft"] and meta["local_draft"] != want
 
 
 def test_upstream_killed_falls_back_locally_and_key_never_leaks(pair, escalating):

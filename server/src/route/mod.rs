@@ -10,7 +10,11 @@
 //! - `low_confidence` / `confident`: with `--route-threshold T`, the local model's
 //!   first `--route-probe-tokens` tokens score under T ([`probe`]): the draft is
 //!   dropped (a streaming client saw none of it) and the first upstream answers;
-//!   or they score T or more and the same local generation goes on as the answer;
+//!   or they score T or more and the same local generation goes on as the answer.
+//!   At T = 1 nothing could stay local, so no probe runs: the request escalates at
+//!   once (no draft, no probe score). At T = 0 the probe runs but never escalates:
+//!   its tokens are the answer's start, and its score is recorded for
+//!   `owl route calibrate --from-ledger`;
 //! - `default`: none of these; the request is answered locally;
 //! - `upstream_error`: the upstream failed twice (connect error, timeout, 5xx),
 //!   so the request was answered locally after all.
@@ -335,6 +339,13 @@ async fn answer(
     };
     let (i, reason, score, draft, draft_text) = match decide(&st, &cfg, &headers, &v, ep)? {
         Decision::Upstream(i, reason) => (i, reason, None, None, None),
+        // At --route-threshold 1 no score keeps a request local (even 1 escalates):
+        // probing would only generate a draft to throw away. Escalate at once.
+        Decision::Local("default")
+            if !cfg.upstreams.is_empty() && cfg.threshold.is_some_and(probe::always_escalates) =>
+        {
+            (0, "low_confidence", None, None, None)
+        }
         Decision::Local("default") if !cfg.upstreams.is_empty() && cfg.threshold.is_some() => {
             let t = cfg.threshold.unwrap_or(0.0);
             let opts = LocalOpts {

@@ -13,7 +13,8 @@
 //! `score = (p_mean + p_q10 + sure) / 3`, in [0, 1]. No tokens at all (the model
 //! ended at once) scores 0: an empty answer is not a confident one.
 //! The request escalates when `score < T` (`--route-threshold T`); T = 0 keeps
-//! everything local, T = 1 sends everything upstream (even a score of exactly 1).
+//! everything local, T = 1 sends everything upstream (even a score of exactly 1),
+//! without probing: the router skips the draft when [`always_escalates`].
 
 /// Tokens below this logprob count as unsure: ln(0.1).
 pub const FLOOR: f32 = -std::f32::consts::LN_10;
@@ -45,7 +46,12 @@ pub fn score(logprobs: &[f32]) -> f64 {
 
 /// Whether a draft with `score` escalates under threshold `t`.
 pub fn escalates(score: f64, t: f64) -> bool {
-    t >= 1.0 || score < t
+    always_escalates(t) || score < t
+}
+
+/// Whether threshold `t` escalates every score, so that the probe need not run.
+pub fn always_escalates(t: f64) -> bool {
+    t >= 1.0
 }
 
 #[cfg(test)]
@@ -75,6 +81,7 @@ mod tests {
             assert!(!escalates(s, 0.0));
             assert!(escalates(s, 1.0));
         }
+        assert!(always_escalates(1.0) && !always_escalates(0.999) && !always_escalates(0.0));
         assert!(escalates(0.4, 0.5) && !escalates(0.6, 0.5));
     }
 }
