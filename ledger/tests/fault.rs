@@ -7,27 +7,11 @@
 //! tests/ is a process of its own, so no other test's writes meet the limit.
 #![cfg(unix)]
 
-use owl_ledger::store::{read_all, Options, CURRENT};
-use owl_ledger::{Ledger, Record};
+mod common;
 
-fn rec(i: u64) -> Record {
-    Record {
-        time: i as f64,
-        source: "server".into(),
-        model: "m".into(),
-        client: "local".into(),
-        prompt_tokens: i,
-        cached_tokens: 0,
-        completion_tokens: 2 * i,
-        prefill_s: 0.5,
-        decode_s: 0.25,
-        cost_usd: 1e-6,
-        baseline_model: "gpt-4.1-mini".into(),
-        baseline_usd: 2e-6,
-        savings_usd: 1e-6,
-        routing: Default::default(),
-    }
-}
+use common::rec;
+use owl_ledger::store::{read_all, Options, CURRENT};
+use owl_ledger::Ledger;
 
 /// Sets the soft file size limit of this process (the hard one stays, so it can be raised again).
 fn limit_file_size(bytes: Option<u64>) {

@@ -78,10 +78,11 @@ def ledger_records(home):
 class Server:
     """One `owl serve` process; `url` is its base URL, `log` its stderr so far."""
 
-    def __init__(self, *args, env=None, port=0):
+    def __init__(self, *args, env=None, port=0, wrap=()):
+        """`wrap`: a command the server is exec'd through (it keeps the server's pid)."""
         if not Path(OWL).exists():
             raise RuntimeError(f"{OWL} is missing: run `cargo build --release` first")
-        cmd = [OWL, "serve", "--model", MODEL, "--host", "127.0.0.1", "--port", str(port), *args]
+        cmd = [*wrap, OWL, "serve", "--model", MODEL, "--host", "127.0.0.1", "--port", str(port), *args]
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,

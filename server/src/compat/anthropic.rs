@@ -295,10 +295,7 @@ pub async fn messages_create(
         let input_tokens = prompt_tokens(&st, &body).await?;
         let resp = openai_chat(&st, client, headers, body).await?;
         if !resp.status().is_success() {
-            return Err(answer_json(resp)
-                .await
-                .err()
-                .unwrap_or_else(|| ApiError::internal("the stream failed")));
+            return Err(super::stream_refused(resp).await);
         }
         return Ok(stream_answer(resp, input_tokens));
     }

@@ -82,6 +82,14 @@ pub(crate) async fn answer_json(resp: Response) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// The error of an answer that should have been a stream but is not a success.
+pub(crate) async fn stream_refused(resp: Response) -> ApiError {
+    answer_json(resp)
+        .await
+        .err()
+        .unwrap_or_else(|| ApiError::internal("the stream failed"))
+}
+
 /// The `data:` payloads of an OpenAI SSE answer, each parsed, until `[DONE]`.
 /// An error inside the stream comes as an object with an `error` field.
 pub(crate) fn sse_chunks(resp: Response) -> impl Stream<Item = Value> + Send {

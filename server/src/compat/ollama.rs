@@ -434,10 +434,7 @@ async fn answer(
         return Ok(Json(v).into_response());
     }
     if !resp.status().is_success() {
-        return Err(answer_json(resp)
-            .await
-            .err()
-            .unwrap_or_else(|| ApiError::internal("the stream failed")));
+        return Err(super::stream_refused(resp).await);
     }
     // Text goes out as it comes; calls (sent whole at the end) and the counts close the stream.
     struct S {
