@@ -225,8 +225,8 @@ impl Tail {
         let attempt = (|| {
             if self.dirty {
                 file.set_len(self.good)?;
-                self.dirty = false;
             }
+            // From here until the fsync returns, the file may hold part of a line.
             self.dirty = true;
             file.write_all(&bytes)?;
             file.sync_data()
@@ -250,10 +250,11 @@ impl Tail {
                 if file.set_len(self.good).and_then(|()| file.sync_data()).is_ok() {
                     self.dirty = false;
                 }
+                let n = self.held.len();
                 let msg = format!(
-                    "cannot write the ledger {}: {e}; {} records held in memory and retried with the next write (free space, or fix the disk, before owl stops)",
+                    "cannot write the ledger {}: {e}; {n} record{} held in memory and retried with the next write (free space, or fix the disk, before owl stops)",
                     self.path.display(),
-                    self.held.len()
+                    if n == 1 { "" } else { "s" }
                 );
                 // One line a failure streak, not one a request.
                 if retried == 0 {

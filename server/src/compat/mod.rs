@@ -82,6 +82,33 @@ pub(crate) async fn answer_json(resp: Response) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// A translator of OpenAI stream chunks into another API's events.
+pub(crate) trait ChunkSink {
+    /// Text the chunk's choice carries (never empty).
+    fn text(&mut self, t: &str);
+    /// One tool-call delta of the chunk's choice.
+    fn call(&mut self, delta: &Value);
+    /// The choice's finish reason, with the choice (for `stop_reason`).
+    fn finish(&mut self, reason: &str, choice: &Value);
+}
+
+/// Feeds a chunk's first choice to `sink`: its text, its call deltas, then its finish.
+pub(crate) fn feed_choice(c: &Value, sink: &mut impl ChunkSink) {
+    let Some(choice) = c["choices"].get(0) else {
+        return;
+    };
+    let delta = &choice["delta"];
+    if let Some(t) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+        sink.text(t);
+    }
+    for d in delta["tool_calls"].as_array().into_iter().flatten() {
+        sink.call(d);
+    }
+    if let Some(f) = choice["finish_reason"].as_str() {
+        sink.finish(f, choice);
+    }
+}
+
 /// The error of an answer that should have been a stream but is not a success.
 pub(crate) async fn stream_refused(resp: Response) -> ApiError {
     answer_json(resp)

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 
-use super::{call_item, message_item, response, usage};
-use crate::compat::sse_chunks;
+use super::{call_item, ids, message_item, response, usage};
+use crate::compat::{feed_choice, sse_chunks, ChunkSink};
 
 /// One output item being streamed.
 enum Item {
@@ -141,7 +141,9 @@ impl Events {
         }
         k
     }
+}
 
+impl ChunkSink for Events {
     fn text(&mut self, t: &str) {
         let k = match (self.open, self.items.last()) {
             (true, Some(Item::Text(_))) => self.items.len() - 1,
@@ -184,6 +186,12 @@ impl Events {
         );
     }
 
+    fn finish(&mut self, f: &str, _choice: &Value) {
+        self.finish = Some(f.to_string());
+    }
+}
+
+impl Events {
     fn chunk(&mut self, c: &Value) {
         if let Some(e) = c.get("error") {
             self.failed = true;
@@ -200,19 +208,7 @@ impl Events {
         if !c["usage"].is_null() {
             self.usage = usage(&c["usage"]);
         }
-        let Some(choice) = c["choices"].get(0) else {
-            return;
-        };
-        let delta = &choice["delta"];
-        if let Some(t) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-            self.text(t);
-        }
-        for d in delta["tool_calls"].as_array().into_iter().flatten() {
-            self.call(d);
-        }
-        if let Some(f) = choice["finish_reason"].as_str() {
-            self.finish = Some(f.to_string());
-        }
+        feed_choice(c, self);
     }
 
     /// After the last chunk: close the open item and complete the response. A
