@@ -230,16 +230,12 @@ pub(crate) fn to_openai(v: &Value, need_max_tokens: bool) -> Result<Value, ApiEr
         }
         None => {}
     }
-    for (from, to) in [
+    super::copy_fields(v, &mut body, &[
         ("stop_sequences", "stop"),
         ("temperature", "temperature"),
         ("top_p", "top_p"),
         ("top_k", "top_k"),
-    ] {
-        if let Some(x) = v.get(from).filter(|x| !x.is_null()) {
-            body.insert(to.into(), x.clone());
-        }
-    }
+    ]);
     tools(v, &mut body)?;
     if v["stream"] == true {
         body.insert("stream".into(), json!(true));

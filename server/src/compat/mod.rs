@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::{stream, Stream, StreamExt};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::app::{AppState, JsonBody};
 use crate::cost::Client;
@@ -80,6 +80,15 @@ pub(crate) async fn answer_json(resp: Response) -> Result<Value, ApiError> {
         return Err(error_from(status, &v));
     }
     Ok(v)
+}
+
+/// Copies each `(from, to)` field of `v` that is present and not null into `body` as `to`.
+pub(crate) fn copy_fields(v: &Value, body: &mut Map<String, Value>, names: &[(&str, &str)]) {
+    for (from, to) in names {
+        if let Some(x) = v.get(*from).filter(|x| !x.is_null()) {
+            body.insert((*to).into(), x.clone());
+        }
+    }
 }
 
 /// A translator of OpenAI stream chunks into another API's events.

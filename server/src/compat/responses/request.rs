@@ -222,7 +222,7 @@ pub(crate) fn to_chat(v: &Value) -> Result<Value, ApiError> {
     }
     let mut body = Map::new();
     body.insert("messages".into(), Value::Array(messages(v)?));
-    for (from, to) in [
+    crate::compat::copy_fields(v, &mut body, &[
         ("model", "model"),
         ("max_output_tokens", "max_tokens"),
         ("temperature", "temperature"),
@@ -230,11 +230,7 @@ pub(crate) fn to_chat(v: &Value) -> Result<Value, ApiError> {
         ("seed", "seed"),
         ("top_k", "top_k"),
         ("min_p", "min_p"),
-    ] {
-        if let Some(x) = v.get(from).filter(|x| !x.is_null()) {
-            body.insert(to.into(), x.clone());
-        }
-    }
+    ]);
     tools(v, &mut body)?;
     if let Some(f) = format(v)? {
         body.insert("response_format".into(), f);
