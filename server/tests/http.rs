@@ -5,12 +5,17 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use axum::body::Body;
+use axum::http::{header, Request as HttpRequest, StatusCode};
 use axum::Router;
-use common::{chat_body, error_message, fake, post, send, sse_data, Fake, REPLY};
+use common::{chat_body, error_message, fake, post, send, sse_data, Fake};
+use http_body_util::BodyExt;
 use owl_engine::service::Prompt;
 use owl_server::{router, AppState, KnownModel, ServerOptions};
 use serde_json::{json, Value};
+use tower::ServiceExt;
 
 fn options() -> ServerOptions {
     ServerOptions {
