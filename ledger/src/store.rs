@@ -178,9 +178,102 @@ fn torn_tail(f: &mut File) -> std::io::Result<Option<Cut>> {
     }
 }
 
+/// Records that failed to reach the disk (a full disk, an I/O error) are held in
+/// memory and written before the next batch, up to this many bytes; past it the
+/// oldest are dropped, each drop said once on stderr.
+const HELD_MAX_BYTES: usize = 16 << 20;
+
+/// The writer's view of the file: the length that ends its last good line, and the
+/// lines still owed to it.
+struct Tail {
+    path: PathBuf,
+    /// Bytes up to the end of the last fsynced line.
+    good: u64,
+    /// A failed write may have left part of a line past `good`: cut it before writing.
+    dirty: bool,
+    /// Lines not yet on disk, oldest first (each ends in a newline).
+    held: Vec<Vec<u8>>,
+    held_bytes: usize,
+}
+
+impl Tail {
+    /// Writes the held lines and then `lines`, fsyncs, and says whether they are on disk.
+    /// On failure the file is cut back to its last good length (so it stays valid JSON
+    /// Lines) and every line is held for the next call.
+    fn write(&mut self, file: &mut File, lines: Vec<Vec<u8>>) -> Result<(), String> {
+        let retried = self.held.len();
+        for l in lines {
+            self.held_bytes += l.len();
+            self.held.push(l);
+        }
+        let mut dropped = 0;
+        while self.held_bytes > HELD_MAX_BYTES && self.held.len() > 1 {
+            self.held_bytes -= self.held.remove(0).len();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            eprintln!(
+                "owl: ledger {}: dropped the {dropped} oldest records held in memory (more than {} MiB waiting for the disk)",
+                self.path.display(),
+                HELD_MAX_BYTES >> 20
+            );
+        }
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let bytes = self.held.concat();
+        let attempt = (|| {
+            if self.dirty {
+                file.set_len(self.good)?;
+            }
+            // From here until the fsync returns, the file may hold part of a line.
+            self.dirty = true;
+            file.write_all(&bytes)?;
+            file.sync_data()
+        })();
+        match attempt {
+            Ok(()) => {
+                self.good += bytes.len() as u64;
+                self.dirty = false;
+                if retried > 0 {
+                    eprintln!(
+                        "owl: ledger {}: writing works again; {retried} held records written",
+                        self.path.display()
+                    );
+                }
+                self.held.clear();
+                self.held_bytes = 0;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut a torn line off now, so the file reads back whole even if owl stops here.
+                if file.set_len(self.good).and_then(|()| file.sync_data()).is_ok() {
+                    self.dirty = false;
+                }
+                let n = self.held.len();
+                let msg = format!(
+                    "cannot write the ledger {}: {e}; {n} record{} held in memory and retried with the next write (free space, or fix the disk, before owl stops)",
+                    self.path.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                // One line a failure streak, not one a request.
+                if retried == 0 {
+                    eprintln!("owl: {msg}");
+                }
+                Err(msg)
+            }
+        }
+    }
+}
+
 fn writer(rx: mpsc::Receiver<Msg>, mut file: File, dir: PathBuf, opts: Options) {
-    let path = dir.join(CURRENT);
-    let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut tail = Tail {
+        path: dir.join(CURRENT),
+        good: file.metadata().map(|m| m.len()).unwrap_or(0),
+        dirty: false,
+        held: Vec::new(),
+        held_bytes: 0,
+    };
     loop {
         let Ok(first) = rx.recv() else { return };
         // A batch: everything queued by now, written together and fsynced once.
@@ -190,46 +283,41 @@ fn writer(rx: mpsc::Receiver<Msg>, mut file: File, dir: PathBuf, opts: Options) 
         }
         let mut stop = false;
         let mut acks = Vec::new();
-        let mut bytes = Vec::new();
+        let mut lines = Vec::new();
         for m in batch {
             match m {
                 Msg::Append(rec, ack) => {
                     // Serializing plain numbers and strings cannot fail.
-                    if let Ok(line) = serde_json::to_string(&rec) {
-                        bytes.extend_from_slice(line.as_bytes());
-                        bytes.push(b'\n');
+                    if let Ok(mut line) = serde_json::to_vec(&rec) {
+                        line.push(b'\n');
+                        lines.push(line);
                     }
                     acks.extend(ack);
                 }
                 Msg::Stop => stop = true,
             }
         }
-        let result = if bytes.is_empty() {
-            Ok(())
-        } else {
-            file.write_all(&bytes)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| format!("cannot write the ledger {}: {e}", path.display()))
-        };
-        if result.is_ok() {
-            size += bytes.len() as u64;
-        }
+        let result = tail.write(&mut file, lines);
         for ack in acks {
             ack(result.clone());
         }
-        if let Err(e) = &result {
-            eprintln!("owl: {e}");
-        }
-        if size >= opts.max_bytes {
+        if tail.good >= opts.max_bytes && !tail.dirty {
             match rotate(&dir) {
                 Ok(f) => {
                     file = f;
-                    size = 0;
+                    tail.good = 0;
                 }
-                Err(e) => eprintln!("owl: cannot rotate the ledger {}: {e}", path.display()),
+                Err(e) => eprintln!("owl: cannot rotate the ledger {}: {e}", tail.path.display()),
             }
         }
         if stop {
+            if !tail.held.is_empty() {
+                eprintln!(
+                    "owl: ledger {}: {} records could not be written before owl stopped and are lost",
+                    tail.path.display(),
+                    tail.held.len()
+                );
+            }
             return;
         }
     }
@@ -318,92 +406,4 @@ pub fn read_all(dir: &Path) -> (Vec<Record>, Vec<String>) {
         }
     }
     (records, warnings)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(i: u64) -> Record {
-        Record {
-            time: i as f64,
-            source: "server".into(),
-            model: "m".into(),
-            client: "local".into(),
-            prompt_tokens: i,
-            cached_tokens: 0,
-            completion_tokens: 2 * i,
-            prefill_s: 0.5,
-            decode_s: 0.25,
-            cost_usd: 1e-6,
-            baseline_model: "gpt-4.1-mini".into(),
-            baseline_usd: 2e-6,
-            savings_usd: 1e-6,
-            routing: Default::default(),
-        }
-    }
-
-    #[test]
-    fn appends_read_back_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let (l, w) = Ledger::open(dir.path(), Options::default()).unwrap();
-        assert!(w.is_empty());
-        for i in 0..20 {
-            l.append(rec(i), None);
-        }
-        l.append_sync(rec(20)).unwrap();
-        let (r, w) = read_all(dir.path());
-        assert!(w.is_empty(), "{w:?}");
-        assert_eq!(r, (0..=20).map(rec).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn a_torn_last_line_is_skipped_once_and_cut_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (l, _) = Ledger::open(dir.path(), Options::default()).unwrap();
-            l.append_sync(rec(1)).unwrap();
-            l.append_sync(rec(2)).unwrap();
-        }
-        let path = dir.path().join(CURRENT);
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(br#"{"time":3.0,"source":"ser"#).unwrap();
-        drop(f);
-        let (r, w) = read_all(dir.path());
-        assert_eq!(r, vec![rec(1), rec(2)]);
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("torn last line"), "{w:?}");
-        // Opening the writer cuts the fragment off, with one warning; new records follow the old.
-        let (l, w) = Ledger::open(dir.path(), Options::default()).unwrap();
-        assert_eq!(w.len(), 1, "{w:?}");
-        l.append_sync(rec(4)).unwrap();
-        let (r, w) = read_all(dir.path());
-        assert!(w.is_empty(), "{w:?}");
-        assert_eq!(r, vec![rec(1), rec(2), rec(4)]);
-    }
-
-    #[test]
-    fn rotates_by_size_and_reads_across_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let (l, _) = Ledger::open(dir.path(), Options { max_bytes: 600 }).unwrap();
-        for i in 0..12 {
-            l.append_sync(rec(i)).unwrap();
-        }
-        drop(l);
-        let f = files(dir.path());
-        assert!(f.len() >= 3, "{f:?}");
-        for p in &f {
-            assert!(std::fs::metadata(p).unwrap().len() < 600 + 400, "{p:?}");
-        }
-        let (r, w) = read_all(dir.path());
-        assert!(w.is_empty(), "{w:?}");
-        assert_eq!(r, (0..12).map(rec).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn a_missing_ledger_reads_as_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let (r, w) = read_all(&dir.path().join("nothing"));
-        assert!(r.is_empty() && w.is_empty());
-    }
 }

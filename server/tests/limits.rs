@@ -2,118 +2,25 @@
 //! is a 400 that names it, and a request past its deadline is stopped (its
 //! engine request cancelled) and answered 408, streaming or not.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, Request as HttpRequest, StatusCode};
+use axum::http::{Request as HttpRequest, StatusCode};
 use axum::Router;
+use common::{fake_with_ctx, send, Fake};
 use http_body_util::BodyExt;
-use owl_engine::service::{
-    CancelToken, ChatMessage, Event, FinishReason, MetricsSnapshot, ModelInfo, Request,
-    RequestHandle, SubmitError, Timings, Usage,
-};
-use owl_server::{router, AppState, LlmService, ServerOptions, ServiceError};
+use owl_server::{router, AppState, ServerOptions};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-/// Byte tokens. Every request generates "x" every 5 ms until cancelled, then ends
-/// with Done(Cancelled) as the engine does; with `queued`, it never starts and its
-/// channel closes without a Done when cancelled (a request reaped while it waited).
-struct Fake {
-    info: ModelInfo,
-    queued: AtomicBool,
-    submitted: Mutex<Vec<CancelToken>>,
-}
-
-fn fake() -> Arc<Fake> {
-    Arc::new(Fake {
-        info: ModelInfo {
-            name: "fake-model".into(),
-            path: PathBuf::from("/models/fake.gguf"),
-            arch: "llama".into(),
-            quant: "Q4_0".into(),
-            n_params: 1000,
-            file_size: 2000,
-            n_vocab: 256,
-            n_ctx_train: 2048,
-            n_ctx: 4096,
-            n_parallel: 2,
-            device: "cpu".into(),
-            threads: 1,
-        },
-        queued: AtomicBool::new(false),
-        submitted: Mutex::new(Vec::new()),
-    })
-}
-
-impl LlmService for Fake {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-    fn tokenize(&self, text: &str, _: bool, _: bool) -> Result<Vec<u32>, ServiceError> {
-        Ok(text.bytes().map(u32::from).collect())
-    }
-    fn detokenize(&self, ids: &[u32]) -> String {
-        ids.iter().map(|&i| i as u8 as char).collect()
-    }
-    fn apply_chat_template(&self, m: &[ChatMessage], _: bool) -> Result<String, ServiceError> {
-        Ok(m.iter().map(|m| m.content.clone()).collect())
-    }
-    fn submit(&self, _req: Request) -> Result<RequestHandle, SubmitError> {
-        let (tx, rx) = tokio::sync::mpsc::channel(owl_engine::service::EVENT_BACKLOG);
-        let cancel = CancelToken::default();
-        self.submitted.lock().unwrap().push(cancel.clone());
-        let c = cancel.clone();
-        let queued = self.queued.load(Ordering::Relaxed);
-        tokio::spawn(async move {
-            if !queued {
-                let _ = tx.try_send(Event::Started {
-                    prompt_tokens: 1,
-                    cached_tokens: 0,
-                });
-            }
-            let mut n = 0;
-            while !c.is_cancelled() {
-                if !queued {
-                    let _ = tx.try_send(Event::Token {
-                        id: 120,
-                        text: "x".into(),
-                        logprob: None,
-                    });
-                    n += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            if !queued {
-                let usage = Usage {
-                    prompt_tokens: 1,
-                    completion_tokens: n,
-                    cached_tokens: 0,
-                };
-                let _ = tx.try_send(Event::Done {
-                    finish_reason: FinishReason::Cancelled,
-                    usage,
-                    timings: Timings::default(),
-                    stop_word: None,
-                });
-            }
-        });
-        Ok(RequestHandle {
-            events: rx,
-            cancel,
-            prompt_tokens: 1,
-        })
-    }
-    fn metrics(&self) -> MetricsSnapshot {
-        MetricsSnapshot::default()
-    }
-}
-
+/// Every request generates "x" every 5 ms until cancelled (the fake's `slow`).
 fn app(request_timeout: Option<Duration>) -> (Router, Arc<Fake>) {
-    let f = fake();
+    let f = fake_with_ctx(4096);
+    f.slow.store(true, Ordering::Relaxed);
     let state = AppState::new(ServerOptions {
         request_timeout,
         ..Default::default()
@@ -123,16 +30,8 @@ fn app(request_timeout: Option<Duration>) -> (Router, Arc<Fake>) {
 }
 
 async fn post(app: &Router, uri: &str, body: Value) -> (StatusCode, String) {
-    let req = HttpRequest::builder()
-        .method("POST")
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
+    let (status, _, text) = send(app, "POST", uri, body.to_string(), &[]).await;
+    (status, text)
 }
 
 fn message(text: &str) -> String {
@@ -226,7 +125,7 @@ async fn a_request_past_its_deadline_is_stopped_with_408() {
     assert_eq!(s, 408, "{text}");
     assert!(message(&text).contains("deadline of 0.3 s"), "{text}");
     assert!(
-        fake.submitted.lock().unwrap()[0].is_cancelled(),
+        fake.submitted.lock().unwrap()[0].1.is_cancelled(),
         "the engine request is cancelled"
     );
 
@@ -267,7 +166,7 @@ async fn a_request_past_its_deadline_is_stopped_with_408() {
         .lock()
         .unwrap()
         .iter()
-        .all(|c| c.is_cancelled()));
+        .all(|(_, c)| c.is_cancelled()));
 }
 
 #[tokio::test]
@@ -287,5 +186,5 @@ async fn without_a_deadline_nothing_is_cut() {
         seen.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
     }
     assert!(!seen.contains("error"), "{seen}");
-    assert!(!fake.submitted.lock().unwrap()[0].is_cancelled());
+    assert!(!fake.submitted.lock().unwrap()[0].1.is_cancelled());
 }

@@ -45,13 +45,44 @@ def stream_text(url, body, path="/v1/chat/completions", headers=None, timeout=30
     raise AssertionError("stream ended without [DONE]")
 
 
+
+def models_dir():
+    home = os.environ.get("OWL_HOME")
+    if home:
+        return Path(home) / "models"
+    cache = os.environ.get("XDG_CACHE_HOME")
+    base = Path(cache) if cache and Path(cache).is_absolute() else Path.home() / ".cache"
+    return base / "owl" / "models"
+
+
+def fresh_home(tmp_path_factory, name):
+    """An OWL_HOME of its own (so its ledger holds only its test's requests), models linked."""
+    home = tmp_path_factory.mktemp(name)
+    (home / "models").symlink_to(models_dir())
+    return home
+
+
+def ledger_path(home):
+    """The ledger file records are appended to, under an OWL_HOME."""
+    return home / "ledger" / "ledger.jsonl"
+
+
+def ledger_records(home):
+    """Every record of home's current ledger file (each line must parse)."""
+    path = ledger_path(home)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class Server:
     """One `owl serve` process; `url` is its base URL, `log` its stderr so far."""
 
-    def __init__(self, *args, env=None, port=0):
+    def __init__(self, *args, env=None, port=0, wrap=()):
+        """`wrap`: a command the server is exec'd through (it keeps the server's pid)."""
         if not Path(OWL).exists():
             raise RuntimeError(f"{OWL} is missing: run `cargo build --release` first")
-        cmd = [OWL, "serve", "--model", MODEL, "--host", "127.0.0.1", "--port", str(port), *args]
+        cmd = [*wrap, OWL, "serve", "--model", MODEL, "--host", "127.0.0.1", "--port", str(port), *args]
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,

@@ -13,12 +13,11 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 import rawhttp
-from conftest import MODEL, OWL, Server
+from conftest import MODEL, OWL, Server, fresh_home, ledger_path, ledger_records
 
 MARKER = "quokkazebra"  # a word in every prompt: the ledger must never hold it
 RECORD_FIELDS = {
@@ -26,28 +25,6 @@ RECORD_FIELDS = {
     "prefill_s", "decode_s", "cost_usd", "baseline_model", "baseline_usd", "savings_usd",
     "route", "reason",  # every server request is routed: local/default without upstreams
 }
-
-
-def models_dir():
-    home = os.environ.get("OWL_HOME")
-    if home:
-        return Path(home) / "models"
-    cache = os.environ.get("XDG_CACHE_HOME")
-    base = Path(cache) if cache and Path(cache).is_absolute() else Path.home() / ".cache"
-    return base / "owl" / "models"
-
-
-def fresh_home(tmp_path_factory, name):
-    home = tmp_path_factory.mktemp(name)
-    (home / "models").symlink_to(models_dir())
-    return home
-
-
-def ledger_records(home):
-    path = home / "ledger" / "ledger.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def chat(url, i, max_tokens=8, headers=None):
@@ -145,7 +122,7 @@ def test_every_response_carries_its_cost_and_the_ledger_the_same_record(burst):
 
 def test_the_ledger_holds_no_text(burst):
     s, home, results = burst
-    raw = (home / "ledger" / "ledger.jsonl").read_text()
+    raw = ledger_path(home).read_text()
     assert MARKER not in raw
     for rec in ledger_records(home):
         assert set(rec) == RECORD_FIELDS
@@ -282,7 +259,7 @@ def test_kill_9_loses_no_acknowledged_record_and_restarts_cleanly(tmp_path_facto
         acknowledged = list(acked)
     assert len(acknowledged) >= 12
     # Whatever a crash mid-write leaves: a torn last line.
-    with open(home / "ledger" / "ledger.jsonl", "a") as f:
+    with open(ledger_path(home), "a") as f:
         f.write('{"time": 1.0, "source": "ser')
     s2 = Server(env={"OWL_HOME": str(home)})
     try:

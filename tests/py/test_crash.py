@@ -13,8 +13,7 @@ import time
 from collections import Counter
 
 import rawhttp
-from conftest import MODEL, Server
-from test_cost import fresh_home, ledger_records
+from conftest import MODEL, Server, fresh_home, ledger_path, ledger_records
 
 KEYS = {"alice": "key-a", "bob": "key-b"}
 
@@ -92,7 +91,7 @@ def test_kill_9_under_load_loses_no_acknowledged_line_and_restarts_clean(tmp_pat
     assert {a[0] for a in acknowledged} == set(KEYS)
 
     # A crash in the middle of a write can leave a torn last line; make one.
-    path = home / "ledger" / "ledger.jsonl"
+    path = ledger_path(home)
     with open(path, "a") as f:
         f.write('{"time": 1.0, "source": "serve", "mod')
     s2 = Server(*args, env={"OWL_HOME": str(home)})

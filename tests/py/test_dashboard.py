@@ -9,8 +9,8 @@ import time
 import pytest
 
 import rawhttp
-from conftest import Server
-from test_cost import chat, fresh_home
+from conftest import Server, fresh_home
+from test_cost import chat
 
 
 def browser():

@@ -13,8 +13,7 @@ import pytest
 
 import rawhttp
 import conftest
-from conftest import Server, stream_text
-from test_cost import fresh_home, ledger_records
+from conftest import Server, fresh_home, ledger_path, ledger_records, stream_text
 
 UP_MODEL = "qwen2.5-coder-0.5b-instruct"
 KEY = "sk-fake-route-key-4f1c9"
@@ -274,7 +273,7 @@ def test_https_upstreams_verify_certificates_and_cut_streams_are_charged(pair, t
         assert (rec["route"], rec["upstream"], rec["reason"], rec.get("cut")) == ("upstream", "tls", "header", True)
         assert rec["completion_tokens"] == deltas >= 3 and rec["prompt_tokens"] > 10
         assert all("cut" not in x for x in ledger_records(home)[:-1])
-        assert KEY not in "".join(front.log) and KEY not in (home / "ledger" / "ledger.jsonl").read_text()
+        assert KEY not in "".join(front.log) and KEY not in ledger_path(home).read_text()
     finally:
         front.stop()
         proxy.kill()

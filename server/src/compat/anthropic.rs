@@ -19,7 +19,7 @@ use axum::Json;
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Map, Value};
 
-use super::{answer_json, openai_chat, prompt_tokens, sse_chunks};
+use super::{answer_json, feed_choice, openai_chat, prompt_tokens, sse_chunks, ChunkSink};
 use crate::app::{AppState, JsonBody};
 use crate::cost::Client;
 use crate::error::ApiError;
@@ -230,16 +230,12 @@ pub(crate) fn to_openai(v: &Value, need_max_tokens: bool) -> Result<Value, ApiEr
         }
         None => {}
     }
-    for (from, to) in [
+    super::copy_fields(v, &mut body, &[
         ("stop_sequences", "stop"),
         ("temperature", "temperature"),
         ("top_p", "top_p"),
         ("top_k", "top_k"),
-    ] {
-        if let Some(x) = v.get(from).filter(|x| !x.is_null()) {
-            body.insert(to.into(), x.clone());
-        }
-    }
+    ]);
     tools(v, &mut body)?;
     if v["stream"] == true {
         body.insert("stream".into(), json!(true));
@@ -295,10 +291,7 @@ pub async fn messages_create(
         let input_tokens = prompt_tokens(&st, &body).await?;
         let resp = openai_chat(&st, client, headers, body).await?;
         if !resp.status().is_success() {
-            return Err(answer_json(resp)
-                .await
-                .err()
-                .unwrap_or_else(|| ApiError::internal("the stream failed")));
+            return Err(super::stream_refused(resp).await);
         }
         return Ok(stream_answer(resp, input_tokens));
     }
@@ -380,7 +373,9 @@ impl Events {
         self.open = Some((i, text));
         i
     }
+}
 
+impl ChunkSink for Events {
     fn text(&mut self, t: &str) {
         let i = match self.open {
             Some((i, true)) => i,
@@ -416,6 +411,13 @@ impl Events {
         }
     }
 
+    fn finish(&mut self, f: &str, choice: &Value) {
+        self.finish = Some(f.to_string());
+        self.stop_word = choice["stop_reason"].clone();
+    }
+}
+
+impl Events {
     fn chunk(&mut self, c: &Value) {
         if let Some(e) = c.get("error") {
             self.emit("error", shape_error(StatusCode::INTERNAL_SERVER_ERROR, e));
@@ -425,20 +427,7 @@ impl Events {
             self.output_tokens = n;
             self.usage = Some(c["usage"].clone());
         }
-        let Some(choice) = c["choices"].get(0) else {
-            return;
-        };
-        let delta = &choice["delta"];
-        if let Some(t) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-            self.text(t);
-        }
-        for d in delta["tool_calls"].as_array().into_iter().flatten() {
-            self.call(d);
-        }
-        if let Some(f) = choice["finish_reason"].as_str() {
-            self.finish = Some(f.to_string());
-            self.stop_word = choice["stop_reason"].clone();
-        }
+        feed_choice(c, self);
     }
 
     fn end(&mut self) {

@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::{stream, Stream, StreamExt};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::app::{AppState, JsonBody};
 use crate::cost::Client;
@@ -80,6 +80,50 @@ pub(crate) async fn answer_json(resp: Response) -> Result<Value, ApiError> {
         return Err(error_from(status, &v));
     }
     Ok(v)
+}
+
+/// Copies each `(from, to)` field of `v` that is present and not null into `body` as `to`.
+pub(crate) fn copy_fields(v: &Value, body: &mut Map<String, Value>, names: &[(&str, &str)]) {
+    for (from, to) in names {
+        if let Some(x) = v.get(*from).filter(|x| !x.is_null()) {
+            body.insert((*to).into(), x.clone());
+        }
+    }
+}
+
+/// A translator of OpenAI stream chunks into another API's events.
+pub(crate) trait ChunkSink {
+    /// Text the chunk's choice carries (never empty).
+    fn text(&mut self, t: &str);
+    /// One tool-call delta of the chunk's choice.
+    fn call(&mut self, delta: &Value);
+    /// The choice's finish reason, with the choice (for `stop_reason`).
+    fn finish(&mut self, reason: &str, choice: &Value);
+}
+
+/// Feeds a chunk's first choice to `sink`: its text, its call deltas, then its finish.
+pub(crate) fn feed_choice(c: &Value, sink: &mut impl ChunkSink) {
+    let Some(choice) = c["choices"].get(0) else {
+        return;
+    };
+    let delta = &choice["delta"];
+    if let Some(t) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+        sink.text(t);
+    }
+    for d in delta["tool_calls"].as_array().into_iter().flatten() {
+        sink.call(d);
+    }
+    if let Some(f) = choice["finish_reason"].as_str() {
+        sink.finish(f, choice);
+    }
+}
+
+/// The error of an answer that should have been a stream but is not a success.
+pub(crate) async fn stream_refused(resp: Response) -> ApiError {
+    answer_json(resp)
+        .await
+        .err()
+        .unwrap_or_else(|| ApiError::internal("the stream failed"))
 }
 
 /// The `data:` payloads of an OpenAI SSE answer, each parsed, until `[DONE]`.

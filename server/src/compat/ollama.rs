@@ -176,7 +176,7 @@ fn options(v: &Value, body: &mut Map<String, Value>) -> Result<Option<usize>, Ap
     if !o.is_null() && !o.is_object() {
         return Err(ApiError::invalid("options", "`options` must be an object"));
     }
-    for (from, to) in [
+    super::copy_fields(o, body, &[
         ("temperature", "temperature"),
         ("top_p", "top_p"),
         ("top_k", "top_k"),
@@ -186,11 +186,7 @@ fn options(v: &Value, body: &mut Map<String, Value>) -> Result<Option<usize>, Ap
         ("repeat_penalty", "repeat_penalty"),
         ("presence_penalty", "presence_penalty"),
         ("frequency_penalty", "frequency_penalty"),
-    ] {
-        if let Some(x) = o.get(from).filter(|x| !x.is_null()) {
-            body.insert(to.into(), x.clone());
-        }
-    }
+    ]);
     // num_predict: -1 (the default) and -2 mean "until done or the context is full".
     match o.get("num_predict").filter(|x| !x.is_null()) {
         Some(n) if n.as_i64().is_some_and(|n| n == -1 || n == -2) => {}
@@ -434,10 +430,7 @@ async fn answer(
         return Ok(Json(v).into_response());
     }
     if !resp.status().is_success() {
-        return Err(answer_json(resp)
-            .await
-            .err()
-            .unwrap_or_else(|| ApiError::internal("the stream failed")));
+        return Err(super::stream_refused(resp).await);
     }
     // Text goes out as it comes; calls (sent whole at the end) and the counts close the stream.
     struct S {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use owl_engine::service::{Event, FinishReason, Prompt, Request, Timings, TokenLogprob, Usage};
-use owl_ledger::Routing;
+use owl_ledger::{Record, Routing};
 
 use crate::route::capture::LocalCapture;
 use serde_json::{json, Value};
@@ -191,6 +191,13 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Charges the request (cost.rs) to its client; the record is fsynced before this returns.
+    async fn charge(&self, usage: &Usage, timings: &Timings) -> Record {
+        self.cost
+            .charge(&self.model, &self.client, usage, timings, &self.routing)
+            .await
+    }
+
     fn piece(&self, id: u32) -> String {
         self.engine.detokenize(&[id])
     }
@@ -459,7 +466,7 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
     let mut text = String::new();
     let mut lps: Vec<(u32, TokenLogprob)> = Vec::new();
     let mut ids: Vec<u32> = Vec::new();
-    let (finish, usage, timings, stop_word) = loop {
+    let (finish, usage, timings, stop_word, charged) = loop {
         match next_event(&mut early, &mut handle).await {
             Some(Event::Started { .. }) => {}
             Some(Event::Token {
@@ -481,13 +488,12 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
                 timings,
                 stop_word,
             }) => {
+                // One charge for every way an answer ends with a Done.
+                let charged = ctx.charge(&usage, &timings).await;
                 if let Some(e) = crate::deadline::passed(&ctx.deadline) {
-                    ctx.cost
-                        .charge(&ctx.model, &ctx.client, &usage, &timings, &ctx.routing)
-                        .await;
                     return Err(e);
                 }
-                break (finish_reason, usage, timings, stop_word);
+                break (finish_reason, usage, timings, stop_word, charged);
             }
             Some(Event::Error(e)) => {
                 return Err(ApiError::internal(format!("generation failed: {e}")))
@@ -502,7 +508,6 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
     if let Some(o) = &ctx.native {
         let probs = lps.iter().map(|(id, lp)| native::probability(&ctx.piece(*id), *id, lp)).collect();
         let body = native::final_object(o, &ctx.echo_model, &text, &ids, probs, finish, stop_word.as_deref(), &usage, &timings, &text);
-        ctx.cost.charge(&ctx.model, &ctx.client, &usage, &timings, &ctx.routing).await;
         return Ok(Json(body).into_response());
     }
     let logprobs = if want_logprobs {
@@ -554,10 +559,6 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
         c.push(&answer, &ctx.id, &ctx.model, &usage_json(&usage));
     }
     let mut body = ctx.envelope(false, json!([choice]));
-    let charged = ctx
-        .cost
-        .charge(&ctx.model, &ctx.client, &usage, &timings, &ctx.routing)
-        .await;
     body["usage"] = usage_json(&usage);
     body["usage"]["owl"] = cost::usage_owl(&charged);
     body["timings"] = timings_json(&timings);

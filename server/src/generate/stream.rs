@@ -211,51 +211,30 @@ impl Streamer {
                     self.queue.push_back(c);
                 }
             }
-            Some(Event::Done { usage, timings, .. })
-                if let Some(e) = crate::deadline::passed(&self.ctx.deadline) =>
-            {
-                let c = &self.ctx;
-                c.cost
-                    .charge(&c.model, &c.client, &usage, &timings, &c.routing)
-                    .await;
-                self.queue.push_back(e.body().to_string());
-                self.queue.push_back("[DONE]".into());
-                self.finished = true;
-            }
-            Some(Event::Done {
-                finish_reason,
-                usage,
-                timings,
-                stop_word,
-            }) if self.ctx.native.is_some() => {
-                let c = &self.ctx;
-                c.cost.charge(&c.model, &c.client, &usage, &timings, &c.routing).await;
-                let o = c.native.clone().unwrap_or_default();
-                let rest = std::mem::take(&mut self.pending);
-                let probs = std::mem::take(&mut self.probs);
-                let ids = std::mem::take(&mut self.ids);
-                let last = native::final_object(&o, &c.echo_model, &rest, &ids, probs, finish_reason, stop_word.as_deref(), &usage, &timings, &self.all);
-                // llama-server ends a native stream with the closing object, no `[DONE]`.
-                self.queue.push_back(last.to_string());
-                self.finished = true;
-            }
             Some(Event::Done {
                 finish_reason,
                 usage,
                 timings,
                 stop_word,
             }) => {
-                let charged = self
-                    .ctx
-                    .cost
-                    .charge(
-                        &self.ctx.model,
-                        &self.ctx.client,
-                        &usage,
-                        &timings,
-                        &self.ctx.routing,
-                    )
-                    .await;
+                // One charge for every way a stream ends with a Done.
+                let charged = self.ctx.charge(&usage, &timings).await;
+                if let Some(e) = crate::deadline::passed(&self.ctx.deadline) {
+                    self.queue.push_back(e.body().to_string());
+                    self.queue.push_back("[DONE]".into());
+                    self.finished = true;
+                    return;
+                }
+                if let Some(o) = self.ctx.native.clone() {
+                    let rest = std::mem::take(&mut self.pending);
+                    let probs = std::mem::take(&mut self.probs);
+                    let ids = std::mem::take(&mut self.ids);
+                    let last = native::final_object(&o, &self.ctx.echo_model, &rest, &ids, probs, finish_reason, stop_word.as_deref(), &usage, &timings, &self.all);
+                    // llama-server ends a native stream with the closing object, no `[DONE]`.
+                    self.queue.push_back(last.to_string());
+                    self.finished = true;
+                    return;
+                }
                 let finish = match self.ctx.tools.clone() {
                     Some((family, choice)) if self.ctx.kind == Kind::Chat => {
                         let streamed = crate::tools::streams_content(family, &choice);
