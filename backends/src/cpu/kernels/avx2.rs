@@ -25,6 +25,17 @@ unsafe fn madd_add(acc: __m256i, x: __m256i, s: __m256i) -> __m256i {
     _mm256_add_epi32(acc, _mm256_madd_epi16(x, s))
 }
 
+/// No `vpdpbusd` here: kernels that can use it take their maddubs form.
+const HAS_DPBUSD: bool = false;
+
+/// acc + the i32 sums of four u8 x i8 products per lane (only reached where
+/// `HAS_DPBUSD` is false by mistake: the same sums, slower).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dpbusd(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, mul_u8i8(x, y))
+}
+
 x86_int8_kernels!("avx2,fma,f16c");
 
 pub(super) fn table() -> Option<Kernels> {

@@ -28,10 +28,20 @@ mod evex {
         _mm256_dpwssd_epi32(acc, x, s)
     }
 
+    const HAS_DPBUSD: bool = true;
+
+    /// acc + the i32 sums of four u8 x i8 products per lane (EVEX `vpdpbusd ymm`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn dpbusd(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, x, y)
+    }
+
     x86_int8_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
 
     mod zmm;
     mod zmm_packed;
+    mod zmm_packed_q6;
     mod zmm_rows;
 
     pub(in crate::cpu::kernels) fn table() -> Option<Kernels> {
@@ -46,6 +56,7 @@ mod evex {
             let mut k = build("avx512vnni");
             zmm::install(&mut k);
             zmm_packed::install(&mut k);
+            zmm_packed_q6::install(&mut k);
             k
         })
     }
@@ -74,6 +85,15 @@ mod vex {
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
     unsafe fn madd_add(acc: __m256i, x: __m256i, s: __m256i) -> __m256i {
         _mm256_dpwssd_avx_epi32(acc, x, s)
+    }
+
+    const HAS_DPBUSD: bool = true;
+
+    /// acc + the i32 sums of four u8 x i8 products per lane (VEX `vpdpbusd ymm`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    unsafe fn dpbusd(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(acc, x, y)
     }
 
     x86_int8_kernels!("avx2,fma,f16c,avxvnni");

@@ -287,11 +287,23 @@ impl Kernels {
         }
     }
 
-    /// Whether weights of `ty` are repacked for this table (`OWL_NO_REPACK`, any
-    /// value, keeps the mapped layout, for A/B timing).
+    /// Whether weights of `ty` are repacked for this table. `OWL_NO_REPACK` keeps
+    /// the mapped layout, for A/B timing: a comma-separated list of type names
+    /// (`Q6_K`) for those types only, any other value for every type.
     pub fn packs(&self, ty: GgmlType) -> bool {
-        static OFF: OnceLock<bool> = OnceLock::new();
-        self.has_packed(ty) && !*OFF.get_or_init(|| std::env::var_os("OWL_NO_REPACK").is_some())
+        static OFF: OnceLock<Option<String>> = OnceLock::new();
+        let off = OFF.get_or_init(|| std::env::var("OWL_NO_REPACK").ok());
+        let kept = match off.as_deref() {
+            None => false,
+            Some(v) => {
+                let names: Vec<&str> = v.split(',').map(str::trim).collect();
+                let listed = |n: &str| names.iter().any(|m| m.eq_ignore_ascii_case(n));
+                // Quantized type names all hold an underscore; "1" does not.
+                let typed = names.iter().any(|m| m.contains('_'));
+                !typed || listed(ty.name())
+            }
+        };
+        self.has_packed(ty) && !kept
     }
 
     /// Whether this table has a tile over repacked `ty` weights.

@@ -8,6 +8,9 @@
 //!   `lo` and lanes 4..8 (bytes 16..32) times `hi`.
 //! - `madd_add(acc, x, s) -> __m256i`: acc + madd(x, s) (i16 pairs times i16
 //!   pairs summed into i32 lanes, wrapping), or VNNI's dpwssd in one instruction.
+//! - `HAS_DPBUSD` and `dpbusd(acc, x, y) -> __m256i`: whether the table has
+//!   `vpdpbusd`, and acc plus the i32 sums of four u8 x i8 products per lane
+//!   (kernels whose maddubs form accumulates i16 pairs branch on the constant).
 //!
 //! Bodies follow GGML's x86 kernels (ggml-cpu/arch/x86/quants.c): nibbles expanded
 //! to bytes, signed x signed via the `sign_epi8` trick (activations never hold
@@ -123,7 +126,7 @@ macro_rules! x86_int8_kernels {
             k.set_tile(GgmlType::Q4_K, t_q4_k);
             k.set_tile(GgmlType::Q6_K, t_q6_k);
             k.set_packed(GgmlType::Q4_K, p_q4_k);
-        k.set_packed(GgmlType::Q6_K, p_q6_k);
+            k.set_packed(GgmlType::Q6_K, p_q6_k);
             k.set_quant(GgmlType::Q8_0, q_q8_0);
             k.set_quant(GgmlType::Q8_1, q_q8_1);
             k.set_quant(GgmlType::Q8_K, q_q8_k);

@@ -53,9 +53,15 @@ macro_rules! x86_packed {
                             let ylo = _mm256_set1_epi32((yb as *const i32).read_unaligned());
                             let yhi =
                                 _mm256_set1_epi32((yb.add(32) as *const i32).read_unaligned());
-                            // 16 products of at most 15 * 127 per i16 lane: no overflow.
-                            slo[r] = _mm256_add_epi16(slo[r], _mm256_maddubs_epi16(lo, ylo));
-                            shi[r] = _mm256_add_epi16(shi[r], _mm256_maddubs_epi16(hi, yhi));
+                            if HAS_DPBUSD {
+                                // Exact i32 sums of the sub-block's products per lane.
+                                slo[r] = dpbusd(slo[r], lo, ylo);
+                                shi[r] = dpbusd(shi[r], hi, yhi);
+                            } else {
+                                // 16 products of at most 15 * 127 per i16 lane: no overflow.
+                                slo[r] = _mm256_add_epi16(slo[r], _mm256_maddubs_epi16(lo, ylo));
+                                shi[r] = _mm256_add_epi16(shi[r], _mm256_maddubs_epi16(hi, yhi));
+                            }
                         }
                     }
                     let sc_lo = _mm256_cvtepu8_epi16(_mm_load_si128(
@@ -67,10 +73,20 @@ macro_rules! x86_packed {
                     let mn =
                         _mm256_cvtepu8_epi16(_mm_load_si128(a.mins[j].as_ptr() as *const __m128i));
                     for r in 0..R {
-                        let p = _mm256_add_epi32(
-                            _mm256_madd_epi16(slo[r], sc_lo),
-                            _mm256_madd_epi16(shi[r], sc_hi),
-                        );
+                        // Either way the sub-block's 32 products times its scale:
+                        // i32 sums times the scale (the pair (s, s) as one i32 s),
+                        // or i16 pair sums madd-ed with (s, s). The same integers.
+                        let p = if HAS_DPBUSD {
+                            _mm256_add_epi32(
+                                _mm256_mullo_epi32(slo[r], _mm256_srli_epi32(sc_lo, 16)),
+                                _mm256_mullo_epi32(shi[r], _mm256_srli_epi32(sc_hi, 16)),
+                            )
+                        } else {
+                            _mm256_add_epi32(
+                                _mm256_madd_epi16(slo[r], sc_lo),
+                                _mm256_madd_epi16(shi[r], sc_hi),
+                            )
+                        };
                         acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sd[r], acc[r]);
                         let s = _mm256_set1_epi32(*sp[r].get_unchecked(4 * i + j));
                         let m = _mm256_madd_epi16(mn, s);

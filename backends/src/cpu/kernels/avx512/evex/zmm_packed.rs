@@ -17,7 +17,7 @@ use owl_quant::{BlockQ8K, GgmlType};
 /// Two 16-byte runs side by side.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn join16(a: *const u8, b: *const u8) -> __m256i {
+pub(super) unsafe fn join16(a: *const u8, b: *const u8) -> __m256i {
     _mm256_set_m128i(
         _mm_load_si128(b as *const __m128i),
         _mm_load_si128(a as *const __m128i),
@@ -27,7 +27,7 @@ unsafe fn join16(a: *const u8, b: *const u8) -> __m256i {
 /// Two 32-byte runs side by side.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn join32(a: *const u8, b: *const u8) -> __m512i {
+pub(super) unsafe fn join32(a: *const u8, b: *const u8) -> __m512i {
     let lo = _mm512_castsi256_si512(_mm256_load_si256(a as *const __m256i));
     _mm512_inserti64x4::<1>(lo, _mm256_load_si256(b as *const __m256i))
 }
@@ -117,7 +117,7 @@ unsafe fn gemm_q4_kx16<const R: usize>(
 /// Stores both halves of each `v[t]`: group `j0` (full) and the next one
 /// (`valid` of its rows).
 #[inline(always)]
-unsafe fn store16(v: &[__m512], out: *mut f32, ostride: usize, i0: usize, j0: usize, valid: usize) {
+pub(super) unsafe fn store16(v: &[__m512], out: *mut f32, ostride: usize, i0: usize, j0: usize, valid: usize) {
     for (t, vt) in v.iter().enumerate() {
         let o = out.add((i0 + t) * ostride + j0);
         if valid == GROUP {
