@@ -301,6 +301,8 @@ pub struct MetricsSnapshot {
     pub requests_total: u64,
     pub requests_cancelled: u64,
     pub prompt_tokens_total: u64,
+    /// Of those, tokens whose KV came from the prefix cache (not evaluated again).
+    pub prompt_tokens_cached_total: u64,
     pub generated_tokens_total: u64,
     pub queue_depth: usize,
     pub active_sequences: usize,
