@@ -461,7 +461,8 @@ impl Worker {
             // model gave it, so only they pay for a copy (152k floats a step on Qwen).
             let l = &mut logits[li * n_vocab..(li + 1) * n_vocab];
             let wants_logprobs = s.job.req.logprobs_for.is_none_or(|n| s.generated < n);
-            let raw = s.job.req.logprobs.filter(|_| wants_logprobs).map(|_| l.to_vec());
+            let post = s.job.req.sampling.post_sampling_probs;
+            let raw = s.job.req.logprobs.filter(|_| wants_logprobs && !post).map(|_| l.to_vec());
             li += 1;
             // The grammar's mask goes on before penalties, top-k/p and temperature.
             if let Some(c) = s.constraint.as_mut() {
@@ -500,13 +501,22 @@ impl Worker {
             s.tokens.push(id);
             s.generated += 1;
             self.shared.gen_tokens.fetch_add(1, Ordering::Relaxed);
-            let logprob = s.job.req.logprobs.zip(raw).map(|(n, raw)| {
+            let post_lp = s.job.req.logprobs.filter(|_| wants_logprobs && post).map(|n| {
+                // After the sampler chain: the drawn-from distribution, as log-probabilities.
+                let d = s.sampler.last_distribution();
+                let p = d.iter().find(|x| x.0 == id).map_or(0.0, |x| x.1);
+                TokenLogprob {
+                    logprob: p.ln(),
+                    top: d.iter().take(n).map(|&(t, p)| TopLogprob { id: t, text: self.tok.decode(&[t]), logprob: p.ln() }).collect(),
+                }
+            });
+            let logprob = post_lp.or_else(|| s.job.req.logprobs.zip(raw).map(|(n, raw)| {
                 let (lp, top) = sampler::logprobs(&raw, id, n);
                 TokenLogprob {
                     logprob: lp,
                     top: top.into_iter().map(|(t, p)| TopLogprob { id: t, text: self.tok.decode(&[t]), logprob: p }).collect(),
                 }
-            });
+            }));
             s.pending.push_str(&s.decoder.push(&self.tok, id));
             let (emit, stopped) = split_stop(&mut s.pending, &s.job.req.stop);
             s.job.send(Event::Token { id, text: emit, logprob });

@@ -100,7 +100,8 @@ pub(crate) async fn start_text(
 /// Submits llama-server's native `/completion` body (native.rs) to the local engine.
 pub(crate) async fn start_native(st: AppState, client: Client, v: &Value) -> Result<Started, ApiError> {
     let (body, mut opts) = native::to_openai(v)?;
-    let gen = parse_body::<GenerationParams>(&body)?.validate()?;
+    let mut gen = parse_body::<GenerationParams>(&body)?.validate()?;
+    gen.sampling.post_sampling_probs = opts.post_sampling;
     let (prompt, logprobs) = parse_body::<CompletionParams>(&body)?.validate()?;
     opts.prompt = match &prompt {
         Prompt::Text(t) => t.clone(),
@@ -638,7 +639,7 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
     } = started;
     let g = gather(&ctx, &mut handle, &mut early).await?;
     if let Some(o) = &ctx.native {
-        let probs = g.lps.iter().map(|(id, lp)| native::probability(&ctx.piece(*id), *id, lp)).collect();
+        let probs = g.lps.iter().map(|(id, lp)| native::probability(o, &ctx.piece(*id), *id, lp)).collect();
         let body = native::final_object(o, &ctx.echo_model, &g.text, &g.ids, probs, g.finish, g.stop_word.as_deref(), &g.usage, &g.timings, &g.text);
         ctx.cost.charge(&ctx.model, &ctx.client, &g.usage, &g.timings, &ctx.routing).await;
         return Ok(Json(body).into_response());

@@ -77,7 +77,7 @@ impl Streamer {
         if id != owl_engine::service::TEXT_ONLY {
             self.ids.push(id);
             if let Some(lp) = logprob.filter(|_| o.n_probs > 0) {
-                self.probs.push(native::probability(&self.ctx.piece(id), id, &lp));
+                self.probs.push(native::probability(o, &self.ctx.piece(id), id, &lp));
             }
             self.pending.push_str(text);
         } else {
