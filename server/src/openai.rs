@@ -74,6 +74,8 @@ pub struct GenerationParams {
     /// A string or an array of strings.
     pub stop: Option<Value>,
     pub n: Option<i64>,
+    /// OpenAI's legacy server-side best-of-n: not built, so anything but 1 is refused.
+    pub best_of: Option<i64>,
     /// Token id (as a string) to a bias in [-100, 100].
     pub logit_bias: Option<Value>,
     pub stream: Option<bool>,
@@ -204,6 +206,12 @@ impl GenerationParams {
                 ));
             }
         };
+        if let Some(b) = self.best_of.filter(|&b| b != 1) {
+            return Err(ApiError::invalid(
+                "best_of",
+                format!("`best_of` = {b} is not supported; ask for `n` choices and pick among them"),
+            ));
+        }
         // max_completion_tokens is the newer name; it wins when both are given.
         let (field, raw) = match (self.max_completion_tokens, self.max_tokens) {
             (Some(v), _) => ("max_completion_tokens", Some(v)),
@@ -523,6 +531,7 @@ mod tests {
             (json!({"n": 0}), "n"),
             (json!({"n": 17}), "n"),
             (json!({"n": "two"}), "n"),
+            (json!({"best_of": 3}), "best_of"),
             (json!({"stop": [1]}), "stop"),
             (json!({"stop": vec!["a"; 17]}), "stop"),
             (json!({"logit_bias": [1, 2]}), "logit_bias"),

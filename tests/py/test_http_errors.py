@@ -28,6 +28,7 @@ CASES = [
     ("/v1/chat/completions", with_(messages=[]), 400, "at least one message"),
     ("/v1/chat/completions", with_(n=17), 400, "`n`"),
     ("/v1/chat/completions", with_(n=0), 400, "`n`"),
+    ("/v1/completions", {"model": MODEL, "prompt": "Hi", "best_of": 3}, 400, "`best_of`"),
     ("/v1/chat/completions", {"model": MODEL}, 400, "messages"),
     ("/v1/completions", {"model": MODEL, "prompt": {"a": 1}}, 400, "prompt"),
     ("/v1/completions", {"model": MODEL, "prompt": [1, 2, 10**9]}, 400, "vocabulary"),
