@@ -453,6 +453,10 @@ struct ServeArgs {
     /// --n-predict) [default: up to the context]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_tokens: Option<u32>,
+    /// The sampling seed of requests that set none (llama-server's --seed): the same request
+    /// then gets the same answer; with `n` > 1, choice i uses seed + i [default: random]
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
     /// An OpenAI-compatible upstream (repeatable; also [[upstream]] tables in the config), e.g.
     /// big=http://127.0.0.1:8081/v1; its key is read from the environment variable key_env names,
     /// never from the command line; price=MODEL prices its tokens from the price table. An
@@ -603,7 +607,7 @@ fn cmd_serve(args: ServeArgs) -> Result<ExitCode> {
         },
         host: args.host,
         port: args.port,
-        options: owl_server::ServerOptions { api_keys: keys, cost: Some(cost), cors: args.cors, known_models, route: std::sync::Arc::new(route), aliases: args.alias, strict_model_names: args.strict_model_names, request_timeout: args.request_timeout.map(std::time::Duration::from_secs_f64), default_max_tokens: args.max_tokens.map(|n| n as usize), ..Default::default() },
+        options: owl_server::ServerOptions { api_keys: keys, cost: Some(cost), cors: args.cors, known_models, route: std::sync::Arc::new(route), aliases: args.alias, strict_model_names: args.strict_model_names, request_timeout: args.request_timeout.map(std::time::Duration::from_secs_f64), default_max_tokens: args.max_tokens.map(|n| n as usize), default_seed: args.seed, ..Default::default() },
         embedding_model: args.embedding_model,
         drain_seconds: args.drain_seconds,
         write_timeout: (args.write_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(args.write_timeout)),

@@ -162,6 +162,30 @@ impl KvPages {
         self.cached.push(Cached { tokens, pages: kept.to_vec(), last_used: self.clock });
     }
 
+    /// Offers a live sequence's first `tokens.len()` positions (whose KV is written) to the
+    /// prefix cache while it goes on generating: its whole pages among them become
+    /// readable by new prompts that start the same way (as vLLM's automatic prefix
+    /// caching does), so `n` choices of one prompt, or parallel requests sharing a
+    /// system prompt, prefill it once. Safe because a sequence never writes a position
+    /// below its length again: the shared pages only hold positions it has passed.
+    pub fn share(&mut self, seq: &SeqKv, tokens: &[u32]) {
+        let keep = (tokens.len() / PAGE).min(seq.pages.len());
+        if keep == 0 {
+            return;
+        }
+        let tokens = &tokens[..keep * PAGE];
+        // Already cached (this prompt was itself a cache hit, or shared before): nothing to add.
+        if self.cached.iter().any(|c| c.tokens.len() >= tokens.len() && c.tokens.starts_with(tokens)) {
+            return;
+        }
+        self.clock += 1;
+        let pages = seq.pages[..keep].to_vec();
+        for &p in &pages {
+            self.refs[p as usize] += 1;
+        }
+        self.cached.push(Cached { tokens: tokens.to_vec(), pages, last_used: self.clock });
+    }
+
     /// Frees a sequence without caching anything (cancelled or failed).
     pub fn drop_seq(&mut self, seq: SeqKv) {
         for p in seq.pages {
@@ -211,6 +235,33 @@ mod tests {
         // The cache gives its pages up when a sequence needs them.
         let (mut d, _) = kv.start(&[7]);
         assert!(kv.reserve(&mut d, 4 * PAGE));
+    }
+
+    /// A running sequence's prompt pages, once shared, serve a second sequence of the same
+    /// prompt at once; the pages outlive whichever ends first and are freed only when
+    /// both ended and the cache gives them up.
+    #[test]
+    fn a_live_sequences_prompt_is_shared_with_the_next() {
+        let mut kv = KvPages::new(8 * PAGE);
+        let prompt: Vec<u32> = (0..40).collect();
+        let (mut a, reused) = kv.start(&prompt);
+        assert_eq!(reused, 0);
+        assert!(kv.reserve(&mut a, 41));
+        kv.share(&a, &prompt);
+        kv.share(&a, &prompt);
+        assert_eq!(kv.cached.len(), 1, "sharing twice caches once");
+        assert_eq!(kv.cache_only(), 0, "the pages are still a's");
+        let (mut b, reused) = kv.start(&prompt);
+        assert_eq!(reused, 32, "two whole pages of the prompt");
+        assert_eq!(b.pages, a.pages[..2]);
+        assert!(kv.reserve(&mut b, 41));
+        assert_eq!(kv.used(), 4, "a's three pages and b's own third");
+        kv.drop_seq(a);
+        kv.finish(b, &prompt, 40);
+        assert_eq!(kv.used(), 2);
+        assert_eq!(kv.available(), 8);
+        let (mut c, _) = kv.start(&[7]);
+        assert!(kv.reserve(&mut c, 8 * PAGE), "the cache gives way");
     }
 
     /// Two cached prefixes sharing a page: once no sequence runs, every used page is the

@@ -27,6 +27,9 @@ impl Rng {
 pub struct Sampler {
     p: SamplingParams,
     rng: Rng,
+    /// With `post_sampling_probs`: the last draw's candidates and their probabilities,
+    /// best first (greedy: the one token, probability 1).
+    last: Vec<(u32, f32)>,
 }
 
 /// Index of the largest logit (lowest index on ties).
@@ -78,7 +81,14 @@ impl Sampler {
         Sampler {
             p,
             rng: Rng::new(seed),
+            last: Vec::new(),
         }
+    }
+
+    /// The distribution the last token was drawn from, best first (empty unless
+    /// `post_sampling_probs` is set).
+    pub fn last_distribution(&self) -> &[(u32, f32)] {
+        &self.last
     }
 
     /// Picks the next token. `history` is the sequence so far (prompt and output).
@@ -110,7 +120,11 @@ impl Sampler {
             }
         }
         if p.temperature <= 0.0 {
-            return argmax(logits);
+            let id = argmax(logits);
+            if p.post_sampling_probs {
+                self.last = vec![(id, 1.0)];
+            }
+            return id;
         }
         // 3. Candidates cut by top-k (partial selection, no sort of the vocabulary).
         let mut cand: Vec<(u32, f32)> = logits
@@ -158,6 +172,14 @@ impl Sampler {
             r.sorted = keep;
         }
         let norm = exp_sum(&r.cand, max, p.temperature);
+        if p.post_sampling_probs {
+            self.last = (0..r.cand.len())
+                .map(|i| {
+                    let (id, l) = r.get(i);
+                    (id, (((l - max) / p.temperature).exp() as f64 / norm) as f32)
+                })
+                .collect();
+        }
         let u = self.rng.next_f32();
         let mut acc = 0.0;
         for i in 0..r.cand.len() {
@@ -254,6 +276,29 @@ mod tests {
         let draws: Vec<u32> = (0..200).map(|_| s.sample(&mut logits.clone(), &[])).collect();
         assert!(!draws.contains(&1), "a banned token was drawn: {draws:?}");
         assert!(draws.contains(&2) && draws.contains(&0), "temperature 2 should still vary: {draws:?}");
+    }
+
+    /// The kept distribution is the one drawn from: top-k's cut, renormalised, best first,
+    /// and recording it changes no draw.
+    #[test]
+    fn post_sampling_distribution_is_what_was_drawn_from() {
+        let logits = vec![0.1, 2.0, 1.9, -1.0];
+        let p = SamplingParams { temperature: 1.0, top_k: 2, top_p: 1.0, min_p: 0.0, seed: Some(3), ..Default::default() };
+        let mut plain = Sampler::new(p.clone());
+        let mut s = Sampler::new(SamplingParams { post_sampling_probs: true, ..p });
+        for _ in 0..16 {
+            let id = s.sample(&mut logits.clone(), &[]);
+            assert_eq!(id, plain.sample(&mut logits.clone(), &[]));
+            let d = s.last_distribution();
+            assert_eq!(d.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
+            assert!(d.iter().any(|x| x.0 == id));
+            let sum: f32 = d.iter().map(|x| x.1).sum();
+            assert!((sum - 1.0).abs() < 1e-5 && d[0].1 > d[1].1, "{d:?}");
+        }
+        let mut g = Sampler::new(SamplingParams { post_sampling_probs: true, ..SamplingParams::greedy() });
+        assert_eq!(g.sample(&mut logits.clone(), &[]), 1);
+        assert_eq!(g.last_distribution(), &[(1, 1.0)]);
+        assert!(plain.last_distribution().is_empty());
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct ServerOptions {
     /// `--max-tokens`: the most tokens an answer gets when its request sets no limit
     /// (llama-server's `--n-predict`, ollama's `num_predict`); None: up to the context.
     pub default_max_tokens: Option<usize>,
+    /// `--seed`: the seed of requests that give none (llama-server's `--seed`); with `n` > 1,
+    /// choice i samples with seed + i. None: each request draws a random one.
+    pub default_seed: Option<u64>,
 }
 
 impl Default for ServerOptions {
@@ -91,6 +94,7 @@ impl Default for ServerOptions {
             strict_model_names: false,
             request_timeout: None,
             default_max_tokens: None,
+            default_seed: None,
         }
     }
 }
@@ -285,6 +289,10 @@ impl AppState {
 
     pub(crate) fn default_max_tokens(&self) -> Option<usize> {
         self.0.opts.default_max_tokens
+    }
+
+    pub(crate) fn default_seed(&self) -> Option<u64> {
+        self.0.opts.default_seed
     }
 
     /// The `--alias` names of the loaded model.

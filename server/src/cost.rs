@@ -322,6 +322,15 @@ pub struct Guarded {
     model: String,
     client: String,
     routing: Routing,
+    /// A further choice of an `n` > 1 request: its prompt is the first choice's, counted
+    /// (and charged) there once, so its own record carries only its completion.
+    shares_prompt: bool,
+}
+
+/// A further choice's usage: the prompt is the first choice's (see [`Guarded::share_prompt`]).
+fn without_prompt(u: &mut Usage) {
+    u.prompt_tokens = 0;
+    u.cached_tokens = 0;
 }
 
 impl CostBook {
@@ -338,11 +347,28 @@ impl CostBook {
             model: model.to_string(),
             client: client.to_string(),
             routing: routing.clone(),
+            shares_prompt: false,
         }
     }
 }
 
 impl Guarded {
+    /// Marks a further choice of an `n` > 1 request: its Done reports (and its record
+    /// charges) no prompt tokens, so usage summed over the choices counts the prompt once.
+    pub fn share_prompt(&mut self) {
+        self.shares_prompt = true;
+    }
+
+    /// The next engine event, with a further choice's prompt left out of its usage.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let shares = self.shares_prompt;
+        let mut ev = self.handle.as_mut()?.events.recv().await;
+        if let (true, Some(Event::Done { usage, .. })) = (shares, ev.as_mut()) {
+            without_prompt(usage);
+        }
+        ev
+    }
+
     /// The route recorded when the request is charged on drop.
     pub fn set_routing(&mut self, r: Routing) {
         self.routing = r;
@@ -381,6 +407,7 @@ impl Drop for Guarded {
         };
         // After a Done the engine has dropped its sender: the task ends at once, nothing charged twice.
         h.cancel.cancel();
+        let shares = self.shares_prompt;
         let (cost, model, client, routing) = (
             self.cost.clone(),
             std::mem::take(&mut self.model),
@@ -390,7 +417,10 @@ impl Drop for Guarded {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 while let Some(ev) = h.events.recv().await {
-                    if let Event::Done { usage, timings, .. } = ev {
+                    if let Event::Done { mut usage, timings, .. } = ev {
+                        if shares {
+                            without_prompt(&mut usage);
+                        }
                         cost.charge(&model, &client, &usage, &timings, &routing)
                             .await;
                         return;

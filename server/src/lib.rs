@@ -346,7 +346,7 @@ mod tests {
             (&br#"{"messages":"#[..], "not valid JSON"),
             (br#"[1]"#, "must be a JSON object"),
             (br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, "max_tokens"),
-            (br#"{"messages":[{"role":"user","content":"hi"}],"n":2}"#, "`n`"),
+            (br#"{"messages":[{"role":"user","content":"hi"}],"n":17}"#, "`n`"),
             (br#"{"messages":[{"role":"user","content":"hi"}],"grammar":"root ::= x","json_schema":{}}"#, "not both"),
         ];
         for (body, want) in bad {

@@ -77,6 +77,13 @@ pub fn render(m: &MetricsSnapshot, http: &[((String, u16), u64)]) -> String {
     );
     single(
         &mut out,
+        "owl_prompt_tokens_cached_total",
+        "counter",
+        "Prompt tokens whose KV came from the prefix cache (not evaluated); the rest were prefilled.",
+        m.prompt_tokens_cached_total,
+    );
+    single(
+        &mut out,
         "owl_generated_tokens_total",
         "counter",
         "Tokens generated.",

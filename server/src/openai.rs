@@ -17,6 +17,8 @@ use crate::error::ApiError;
 /// Most stop strings per request, and most bytes in one.
 const MAX_STOP: usize = 16;
 const MAX_STOP_LEN: usize = 256;
+/// Most choices per request (`n`): each is a sequence of its own in the engine.
+pub const MAX_N: usize = 16;
 /// OpenAI's limits for alternatives per token.
 pub const MAX_TOP_LOGPROBS: i64 = 20;
 
@@ -72,6 +74,8 @@ pub struct GenerationParams {
     /// A string or an array of strings.
     pub stop: Option<Value>,
     pub n: Option<i64>,
+    /// OpenAI's legacy server-side best-of-n: not built, so anything but 1 is refused.
+    pub best_of: Option<i64>,
     /// Token id (as a string) to a bias in [-100, 100].
     pub logit_bias: Option<Value>,
     pub stream: Option<bool>,
@@ -138,6 +142,8 @@ pub struct Generation {
     pub tools: Option<crate::tools::ToolRequest>,
     /// The request's own deadline, seconds.
     pub timeout: Option<f64>,
+    /// Choices asked for (`n`, 1..=MAX_N); choice i samples with seed + i.
+    pub n: usize,
 }
 
 fn check_range(param: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
@@ -190,13 +196,21 @@ impl GenerationParams {
         s.seed = self.seed.map(|x| x as u64);
         s.logit_bias = parse_logit_bias(self.logit_bias)?;
 
-        if let Some(n) = self.n {
-            if n != 1 {
+        let n = match self.n {
+            None => 1,
+            Some(n) if (1..=MAX_N as i64).contains(&n) => n as usize,
+            Some(n) => {
                 return Err(ApiError::invalid(
                     "n",
-                    format!("only `n` = 1 is supported, got {n}"),
+                    format!("`n` must be between 1 and {MAX_N}, got {n}"),
                 ));
             }
+        };
+        if let Some(b) = self.best_of.filter(|&b| b != 1) {
+            return Err(ApiError::invalid(
+                "best_of",
+                format!("`best_of` = {b} is not supported; ask for `n` choices and pick among them"),
+            ));
         }
         // max_completion_tokens is the newer name; it wins when both are given.
         let (field, raw) = match (self.max_completion_tokens, self.max_tokens) {
@@ -232,6 +246,7 @@ impl GenerationParams {
         }
         let timeout = crate::deadline::check(self.timeout)?;
         Ok(Generation {
+            n,
             timeout,
             constraint,
             tools,
@@ -491,6 +506,13 @@ mod tests {
     }
 
     #[test]
+    fn n_choices_up_to_the_cap() {
+        assert_eq!(gen(json!({})).unwrap().n, 1);
+        assert_eq!(gen(json!({"n": 3})).unwrap().n, 3);
+        assert_eq!(gen(json!({"n": MAX_N})).unwrap().n, MAX_N);
+    }
+
+    #[test]
     fn logit_bias_is_parsed_sorted() {
         let g = gen(json!({"logit_bias": {"42": -100, "7": 2.5}})).unwrap();
         assert_eq!(g.sampling.logit_bias, vec![(7, 2.5), (42, -100.0)]);
@@ -506,7 +528,10 @@ mod tests {
             (json!({"temperature": 3}), "temperature"),
             (json!({"temperature": "hot"}), "temperature"),
             (json!({"top_p": 0}), "top_p"),
-            (json!({"n": 2}), "n"),
+            (json!({"n": 0}), "n"),
+            (json!({"n": 17}), "n"),
+            (json!({"n": "two"}), "n"),
+            (json!({"best_of": 3}), "best_of"),
             (json!({"stop": [1]}), "stop"),
             (json!({"stop": vec!["a"; 17]}), "stop"),
             (json!({"logit_bias": [1, 2]}), "logit_bias"),

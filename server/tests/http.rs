@@ -330,7 +330,7 @@ async fn validation_errors_are_400_with_openai_shape() {
         ),
         (
             "/v1/chat/completions",
-            chat_body(json!({"n": 3})).to_string(),
+            chat_body(json!({"n": 99})).to_string(),
             "n",
         ),
         (

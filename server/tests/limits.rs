@@ -82,8 +82,8 @@ async fn every_bound_is_a_400_that_says_the_limit() {
         ),
         (
             "/v1/chat/completions",
-            chat(json!({"n": 2})),
-            "only `n` = 1",
+            chat(json!({"n": 17})),
+            "`n` must be between 1 and 16",
         ),
         (
             "/v1/chat/completions",

@@ -148,7 +148,7 @@ class ServerProcess:
     # --- command lines ------------------------------------------------------
     def owl_args(self) -> List[str]:
         """`owl serve` flags for this configuration. Attributes owl has no flag
-        for are left out: temperature/seed/n_predict (owl takes them per request),
+        for are left out: temperature (owl takes it per request),
         n_batch/n_ubatch/fa/kv_unified/cont-batching (owl's scheduler has no such
         knobs), jinja (owl always renders the GGUF's Jinja template), debug, slots,
         metrics (always on), no_ui, tags, hf_repo/hf_file (every preset runs the
@@ -163,6 +163,8 @@ class ServerProcess:
             args += ["--threads", str(self.n_threads)]
         if self.n_predict and self.n_predict > 0:
             args += ["--max-tokens", str(self.n_predict)]
+        if self.seed is not None and self.seed >= 0:
+            args += ["--seed", str(self.seed)]
         if self.api_key:
             args += ["--api-key", self.api_key]
         if self.cors_origins:

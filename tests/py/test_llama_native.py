@@ -80,6 +80,28 @@ def test_native_stop_word_and_n_probs(server):
     assert all(len(c["completion_probabilities"]) >= 1 for c in chunks[:-1])
 
 
+def test_native_post_sampling_probs(server):
+    """`post_sampling_probs`: the distribution each token was drawn from (after top-k 3 here),
+    as probabilities: at most 3 candidates, summing to 1, the drawn token among them; the
+    draw itself is the one without it (same seed, same text)."""
+    body = dict(n_predict=6, n_probs=10, temperature=1.0, top_k=3, top_p=1.0, min_p=0.0, seed=5)
+    plain = native(server, **body)
+    v = native(server, post_sampling_probs=True, **body)
+    assert v["content"] == plain["content"]
+    probs = v["completion_probabilities"]
+    assert len(probs) == v["tokens_predicted"] == 6
+    for p in probs:
+        assert 0 < p["prob"] <= 1 and "logprob" not in p
+        top = p["top_probs"]
+        assert 1 <= len(top) <= 3 and all(0 < t["prob"] <= 1 for t in top)
+        assert abs(sum(t["prob"] for t in top) - 1) < 1e-4
+        assert [t["prob"] for t in top] == sorted((t["prob"] for t in top), reverse=True)
+        assert p["prob"] == next(t["prob"] for t in top if t["id"] == p["id"])
+    # Greedy: the one token, probability 1.
+    g = native(server, n_predict=2, n_probs=5, post_sampling_probs=True)["completion_probabilities"]
+    assert all(p["prob"] == 1 and len(p["top_probs"]) == 1 for p in g)
+
+
 def test_native_refusals_name_the_field(server):
     for body, field in [({"n_predict": 0}, "n_predict"), ({"mirostat": 2}, "mirostat"),
                         ({"n_probs": 50}, "n_probs"), ({"no_such_field": 1}, "no_such_field")]:

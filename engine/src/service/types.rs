@@ -88,6 +88,9 @@ pub struct SamplingParams {
     /// Added to a token's logit before sampling (OpenAI's `logit_bias`); -100 bans
     /// a token, +100 all but forces it. Ids are checked against the vocabulary at submit.
     pub logit_bias: Vec<(u32, f32)>,
+    /// Logprobs (when asked for) are those of the distribution the token was drawn from,
+    /// after the sampler chain (llama-server's `post_sampling_probs`), not the model's.
+    pub post_sampling_probs: bool,
 }
 
 impl Default for SamplingParams {
@@ -103,6 +106,7 @@ impl Default for SamplingParams {
             penalty_last_n: 64,
             seed: None,
             logit_bias: Vec::new(),
+            post_sampling_probs: false,
         }
     }
 }
@@ -301,6 +305,8 @@ pub struct MetricsSnapshot {
     pub requests_total: u64,
     pub requests_cancelled: u64,
     pub prompt_tokens_total: u64,
+    /// Of those, tokens whose KV came from the prefix cache (not evaluated again).
+    pub prompt_tokens_cached_total: u64,
     pub generated_tokens_total: u64,
     pub queue_depth: usize,
     pub active_sequences: usize,

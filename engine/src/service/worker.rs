@@ -93,6 +93,7 @@ pub(super) struct Shared {
     requests: AtomicU64,
     cancelled: AtomicU64,
     prompt_tokens: AtomicU64,
+    cached_tokens: AtomicU64,
     gen_tokens: AtomicU64,
     pages_used: AtomicUsize,
     pages_cached: AtomicUsize,
@@ -109,6 +110,7 @@ impl Shared {
             requests_total: self.requests.load(Ordering::Relaxed),
             requests_cancelled: self.cancelled.load(Ordering::Relaxed),
             prompt_tokens_total: self.prompt_tokens.load(Ordering::Relaxed),
+            prompt_tokens_cached_total: self.cached_tokens.load(Ordering::Relaxed),
             generated_tokens_total: self.gen_tokens.load(Ordering::Relaxed),
             queue_depth: self.queued.load(Ordering::Relaxed),
             active_sequences: self.active.load(Ordering::Relaxed),
@@ -209,6 +211,7 @@ pub(super) fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
         requests: AtomicU64::new(0),
         cancelled: AtomicU64::new(0),
         prompt_tokens: AtomicU64::new(0),
+        cached_tokens: AtomicU64::new(0),
         gen_tokens: AtomicU64::new(0),
         pages_used: AtomicUsize::new(0),
         pages_cached: AtomicUsize::new(0),
@@ -360,6 +363,7 @@ impl Worker {
             }
             job.send(Event::Started { prompt_tokens: n_prompt, cached_tokens: cached });
             self.shared.prompt_tokens.fetch_add(n_prompt as u64, Ordering::Relaxed);
+            self.shared.cached_tokens.fetch_add(cached as u64, Ordering::Relaxed);
             let sampler = Sampler::new(job.req.sampling.clone());
             let mut job = job;
             let constraint = job.constraint.take();
@@ -443,7 +447,13 @@ impl Worker {
             }
             let rows_of = batch.rows.iter().filter(|r| r.seq == seq_idx).count();
             seq_idx += 1;
+            let was_prefilling = s.n_past < s.n_prompt;
             s.n_past += rows_of;
+            if was_prefilling && s.n_past >= s.n_prompt {
+                // The prompt's KV is written: its whole pages serve the same prompt at once
+                // (the other `n` choices of a request), not only after this sequence ends.
+                self.kv.share(&s.kv, &s.tokens[..s.n_prompt]);
+            }
             if s.n_past < s.tokens.len() {
                 continue; // prompt not done yet
             }
@@ -451,7 +461,8 @@ impl Worker {
             // model gave it, so only they pay for a copy (152k floats a step on Qwen).
             let l = &mut logits[li * n_vocab..(li + 1) * n_vocab];
             let wants_logprobs = s.job.req.logprobs_for.is_none_or(|n| s.generated < n);
-            let raw = s.job.req.logprobs.filter(|_| wants_logprobs).map(|_| l.to_vec());
+            let post = s.job.req.sampling.post_sampling_probs;
+            let raw = s.job.req.logprobs.filter(|_| wants_logprobs && !post).map(|_| l.to_vec());
             li += 1;
             // The grammar's mask goes on before penalties, top-k/p and temperature.
             if let Some(c) = s.constraint.as_mut() {
@@ -490,13 +501,22 @@ impl Worker {
             s.tokens.push(id);
             s.generated += 1;
             self.shared.gen_tokens.fetch_add(1, Ordering::Relaxed);
-            let logprob = s.job.req.logprobs.zip(raw).map(|(n, raw)| {
+            let post_lp = s.job.req.logprobs.filter(|_| wants_logprobs && post).map(|n| {
+                // After the sampler chain: the drawn-from distribution, as log-probabilities.
+                let d = s.sampler.last_distribution();
+                let p = d.iter().find(|x| x.0 == id).map_or(0.0, |x| x.1);
+                TokenLogprob {
+                    logprob: p.ln(),
+                    top: d.iter().take(n).map(|&(t, p)| TopLogprob { id: t, text: self.tok.decode(&[t]), logprob: p.ln() }).collect(),
+                }
+            });
+            let logprob = post_lp.or_else(|| s.job.req.logprobs.zip(raw).map(|(n, raw)| {
                 let (lp, top) = sampler::logprobs(&raw, id, n);
                 TokenLogprob {
                     logprob: lp,
                     top: top.into_iter().map(|(t, p)| TopLogprob { id: t, text: self.tok.decode(&[t]), logprob: p }).collect(),
                 }
-            });
+            }));
             s.pending.push_str(&s.decoder.push(&self.tok, id));
             let (emit, stopped) = split_stop(&mut s.pending, &s.job.req.stop);
             s.job.send(Event::Token { id, text: emit, logprob });

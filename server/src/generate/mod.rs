@@ -100,7 +100,8 @@ pub(crate) async fn start_text(
 /// Submits llama-server's native `/completion` body (native.rs) to the local engine.
 pub(crate) async fn start_native(st: AppState, client: Client, v: &Value) -> Result<Started, ApiError> {
     let (body, mut opts) = native::to_openai(v)?;
-    let gen = parse_body::<GenerationParams>(&body)?.validate()?;
+    let mut gen = parse_body::<GenerationParams>(&body)?.validate()?;
+    gen.sampling.post_sampling_probs = opts.post_sampling;
     let (prompt, logprobs) = parse_body::<CompletionParams>(&body)?.validate()?;
     opts.prompt = match &prompt {
         Prompt::Text(t) => t.clone(),
@@ -257,14 +258,52 @@ impl Ctx {
     }
 }
 
+/// Submits a generation: one engine sequence per choice. With `n` > 1 the first choice
+/// runs alone until its prompt is prefilled (its first token or its end); its prompt's
+/// pages are then in the prefix cache (engine kv.rs `share`), and the other choices,
+/// submitted only now with seeds seed + 1 .. seed + n - 1, reuse them. Choice i with
+/// seed s is thus the same answer as a single request with seed s + i.
 async fn submit(
     st: AppState,
     client: Client,
     kind: Kind,
     prompt: Prompt,
-    gen: Generation,
+    mut gen: Generation,
     logprobs: Option<usize>,
     opts: LocalOpts,
+) -> Result<Started, ApiError> {
+    if gen.sampling.seed.is_none() {
+        gen.sampling.seed = st.default_seed();
+    }
+    let n = gen.n;
+    let id = new_id(kind);
+    let more_opts = LocalOpts { routing: opts.routing.clone(), probe: None, capture: None };
+    let mut first = submit_one(st.clone(), client.clone(), kind, prompt.clone(), &gen, logprobs, opts, id.clone()).await?;
+    if n == 1 {
+        return Ok(first);
+    }
+    first.wait_prefilled().await;
+    for i in 1..n {
+        let mut g = gen.clone();
+        g.sampling.seed = gen.sampling.seed.map(|s| s.wrapping_add(i as u64));
+        let mut m = submit_one(st.clone(), client.clone(), kind, prompt.clone(), &g, logprobs, more_opts.clone(), id.clone()).await?;
+        m.handle.share_prompt();
+        m.ctx.created = first.ctx.created;
+        first.more.push(m);
+    }
+    Ok(first)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn submit_one(
+    st: AppState,
+    client: Client,
+    kind: Kind,
+    prompt: Prompt,
+    gen: &Generation,
+    logprobs: Option<usize>,
+    opts: LocalOpts,
+    id: String,
 ) -> Result<Started, ApiError> {
     let engine = st.engine()?;
     st.check_model(gen.model.as_deref())?;
@@ -324,7 +363,7 @@ async fn submit(
         deadline,
         kind,
         engine: engine.clone(),
-        id: new_id(kind),
+        id,
         created: unix_now(),
         model: engine.info().name.clone(),
         echo_model: st.echo_model(gen.model.as_deref()),
@@ -345,6 +384,7 @@ async fn submit(
         include_usage: gen.include_usage,
         want_logprobs: logprobs.is_some(),
         early: VecDeque::new(),
+        more: Vec::new(),
     })
 }
 
@@ -360,6 +400,8 @@ pub(crate) struct Started {
     want_logprobs: bool,
     /// Events the probe read, replayed before the engine's next ones.
     early: VecDeque<Event>,
+    /// With `n` > 1: choices 1 .. n (this one is choice 0).
+    more: Vec<Started>,
 }
 
 /// What the probe saw of a generation's start.
@@ -375,17 +417,29 @@ pub(crate) struct Draft {
 async fn next_event(early: &mut VecDeque<Event>, handle: &mut cost::Guarded) -> Option<Event> {
     match early.pop_front() {
         Some(ev) => Some(ev),
-        None => handle.events.recv().await,
+        None => handle.recv().await,
     }
 }
 
 impl Started {
+    /// Waits until the prompt is prefilled (a first token, or the end), keeping the events.
+    async fn wait_prefilled(&mut self) {
+        loop {
+            let Some(ev) = self.handle.recv().await else { return };
+            let done = !matches!(ev, Event::Started { .. });
+            self.early.push_back(ev);
+            if done {
+                return;
+            }
+        }
+    }
+
     /// Reads (and keeps, to be replayed) the events of the first `n` generated
     /// tokens, or all of them if the generation ends sooner.
     pub async fn probe(&mut self, n: usize) -> Draft {
         let mut d = Draft::default();
         while d.logprobs.len() < n {
-            let Some(ev) = self.handle.events.recv().await else {
+            let Some(ev) = self.handle.recv().await else {
                 d.ended = true;
                 break;
             };
@@ -429,6 +483,9 @@ impl Started {
     /// Cancels the generation, uncharged: returns the busy time it took, for the
     /// record of the answer that replaces it.
     pub async fn drop_draft(self) -> Option<Timings> {
+        for m in self.more {
+            m.handle.disarm().cancel.cancel();
+        }
         let mut early = self.early;
         let mut h = self.handle.disarm();
         h.cancel.cancel();
@@ -453,21 +510,30 @@ impl Started {
     }
 }
 
-/// Waits for the whole generation and answers with one object. If the client
-/// goes away, axum drops this future and the handle with it (cancelling).
-async fn collect(started: Started) -> Result<Response, ApiError> {
-    let Started {
-        ctx,
-        mut handle,
-        want_logprobs,
-        mut early,
-        ..
-    } = started;
+/// One choice's whole generation, as the engine gave it.
+struct Gathered {
+    text: String,
+    lps: Vec<(u32, TokenLogprob)>,
+    ids: Vec<u32>,
+    finish: FinishReason,
+    usage: Usage,
+    timings: Timings,
+    stop_word: Option<String>,
+    /// Its ledger record (charged once, when its Done came).
+    charged: Record,
+}
+
+/// Reads one choice's events to its end (a passed deadline is charged and answered 408).
+async fn gather(
+    ctx: &Ctx,
+    handle: &mut cost::Guarded,
+    early: &mut VecDeque<Event>,
+) -> Result<Gathered, ApiError> {
     let mut text = String::new();
     let mut lps: Vec<(u32, TokenLogprob)> = Vec::new();
     let mut ids: Vec<u32> = Vec::new();
-    let (finish, usage, timings, stop_word, charged) = loop {
-        match next_event(&mut early, &mut handle).await {
+    loop {
+        match next_event(early, handle).await {
             Some(Event::Started { .. }) => {}
             Some(Event::Token {
                 id,
@@ -493,7 +559,7 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
                 if let Some(e) = crate::deadline::passed(&ctx.deadline) {
                     return Err(e);
                 }
-                break (finish_reason, usage, timings, stop_word, charged);
+                return Ok(Gathered { text, lps, ids, finish: finish_reason, usage, timings, stop_word, charged });
             }
             Some(Event::Error(e)) => {
                 return Err(ApiError::internal(format!("generation failed: {e}")))
@@ -504,24 +570,24 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
                     .unwrap_or_else(|| ApiError::internal("the engine dropped the request")))
             }
         }
-    };
-    if let Some(o) = &ctx.native {
-        let probs = lps.iter().map(|(id, lp)| native::probability(&ctx.piece(*id), *id, lp)).collect();
-        let body = native::final_object(o, &ctx.echo_model, &text, &ids, probs, finish, stop_word.as_deref(), &usage, &timings, &text);
-        return Ok(Json(body).into_response());
     }
+}
+
+/// One choice of a chat or completions answer, at `index`.
+fn choice_json(ctx: &Ctx, g: &Gathered, index: usize, want_logprobs: bool) -> Value {
+    let (text, finish, stop_word) = (&g.text, g.finish, &g.stop_word);
     let logprobs = if want_logprobs {
-        ctx.logprobs(&lps, 0)
+        ctx.logprobs(&g.lps, 0)
     } else {
         Value::Null
     };
-    let choice = match (ctx.kind, &ctx.tools) {
+    match (ctx.kind, &ctx.tools) {
         (Kind::Chat, Some((family, _))) => {
-            let parsed = owl_engine::tools::parse(*family, &text);
+            let parsed = owl_engine::tools::parse(*family, text);
             if parsed.calls.is_empty() {
                 // Call text that does not parse stays the answer's content.
                 json!({
-                    "index": 0, "message": {"role": "assistant", "content": parsed.content},
+                    "index": index, "message": {"role": "assistant", "content": parsed.content},
                     "logprobs": logprobs, "finish_reason": finish_str(finish), "stop_reason": stop_word,
                 })
             } else {
@@ -532,40 +598,97 @@ async fn collect(started: Started) -> Result<Response, ApiError> {
                     .collect();
                 let content = Some(parsed.content).filter(|c| !c.is_empty());
                 json!({
-                    "index": 0, "message": {"role": "assistant", "content": content, "tool_calls": calls},
+                    "index": index, "message": {"role": "assistant", "content": content, "tool_calls": calls},
                     "logprobs": logprobs, "finish_reason": calls_finish_str(finish),
                 })
             }
         }
         (Kind::Chat, None) => json!({
-            "index": 0, "message": {"role": "assistant", "content": text},
+            "index": index, "message": {"role": "assistant", "content": text},
             "logprobs": logprobs, "finish_reason": finish_str(finish), "stop_reason": stop_word,
         }),
         (Kind::Text | Kind::Native, _) => json!({
-            "index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_str(finish),
+            "index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_str(finish),
             "stop_reason": stop_word,
         }),
-    };
+    }
+}
+
+/// Usage summed over choices: the prompt once (further choices report none, cost.rs
+/// `share_prompt`), completion tokens of all.
+fn add_usage(total: &mut Usage, u: &Usage) {
+    total.prompt_tokens += u.prompt_tokens;
+    total.cached_tokens += u.cached_tokens;
+    total.completion_tokens += u.completion_tokens;
+}
+
+/// `usage.owl` of several records (one per choice): their dollars summed.
+fn sum_records(records: &[owl_ledger::Record]) -> Value {
+    let Some(first) = records.first() else { return Value::Null };
+    let mut r = first.clone();
+    for x in &records[1..] {
+        r.cost_usd += x.cost_usd;
+        r.baseline_usd += x.baseline_usd;
+        r.savings_usd += x.savings_usd;
+    }
+    cost::usage_owl(&r)
+}
+
+/// Waits for the whole generation (every choice) and answers with one object. If the
+/// client goes away, axum drops this future and the handles with it (cancelling).
+async fn collect(started: Started) -> Result<Response, ApiError> {
+    let Started {
+        ctx,
+        mut handle,
+        want_logprobs,
+        mut early,
+        more,
+        ..
+    } = started;
+    let g = gather(&ctx, &mut handle, &mut early).await?;
+    if let Some(o) = &ctx.native {
+        let probs = g.lps.iter().map(|(id, lp)| native::probability(o, &ctx.piece(*id), *id, lp)).collect();
+        let body = native::final_object(o, &ctx.echo_model, &g.text, &g.ids, probs, g.finish, g.stop_word.as_deref(), &g.usage, &g.timings, &g.text);
+        return Ok(Json(body).into_response());
+    }
+    let choice = choice_json(&ctx, &g, 0, want_logprobs);
     if let Some(c) = ctx
         .capture
         .as_ref()
-        .filter(|_| finish != FinishReason::Cancelled)
+        .filter(|_| g.finish != FinishReason::Cancelled)
     {
         // A completion's text is captured as its record's completion.
         let answer = match &choice["message"] {
             m if m.is_object() => m.clone(),
             _ => json!({"content": choice["text"]}),
         };
-        c.push(&answer, &ctx.id, &ctx.model, &usage_json(&usage));
+        c.push(&answer, &ctx.id, &ctx.model, &usage_json(&g.usage));
     }
-    let mut body = ctx.envelope(false, json!([choice]));
+    let mut choices = vec![choice];
+    let mut usage = g.usage;
+    let mut timings = g.timings;
+    let mut records = vec![g.charged.clone()];
+    // Further choices: each its own sequence and ledger record (without the prompt).
+    for (i, m) in more.into_iter().enumerate() {
+        let Started { ctx: mctx, mut handle, mut early, .. } = m;
+        let g = gather(&mctx, &mut handle, &mut early).await?;
+        choices.push(choice_json(&mctx, &g, i + 1, want_logprobs));
+        add_usage(&mut usage, &g.usage);
+        timings.prefill_s += g.timings.prefill_s;
+        timings.decode_s += g.timings.decode_s;
+        records.push(g.charged);
+    }
+    let mut body = ctx.envelope(false, json!(choices));
     body["usage"] = usage_json(&usage);
-    body["usage"]["owl"] = cost::usage_owl(&charged);
+    body["usage"]["owl"] = sum_records(&records);
     body["timings"] = timings_json(&timings);
+    let (cost_usd, savings_usd) = records
+        .iter()
+        .fold((0.0, 0.0), |(c, s), r| (c + r.cost_usd, s + r.savings_usd));
     let mut resp = Json(body).into_response();
     for (name, v) in [
-        ("x-owl-cost-usd", charged.cost_usd),
-        ("x-owl-savings-usd", charged.savings_usd),
+        ("x-owl-cost-usd", cost_usd),
+        ("x-owl-savings-usd", savings_usd),
     ] {
         if let Ok(v) = axum::http::HeaderValue::from_str(&v.to_string()) {
             resp.headers_mut().insert(name, v);

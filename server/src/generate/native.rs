@@ -41,6 +41,9 @@ pub(crate) struct NativeOpts {
     pub settings: Value,
     /// `response_fields`: only these (slash paths into the answer) are returned.
     pub fields: Vec<String>,
+    /// `post_sampling_probs`: probabilities (`prob`, `top_probs`) of the distribution each
+    /// token was drawn from, after the sampler chain, instead of the model's log-probabilities.
+    pub post_sampling: bool,
 }
 
 /// `GET /props`: the server's settings as llama-server reports them. The context is
@@ -100,12 +103,11 @@ pub(crate) fn to_openai(v: &Value) -> Result<(Value, NativeOpts), ApiError> {
             ));
         }
     }
-    if obj.get("post_sampling_probs").and_then(Value::as_bool) == Some(true) {
-        return Err(ApiError::invalid(
-            "post_sampling_probs",
-            "`post_sampling_probs` is not supported: `n_probs` gives log-probabilities before sampling",
-        ));
-    }
+    let post_sampling = match obj.get("post_sampling_probs") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("post_sampling_probs", "`post_sampling_probs` must be true or false")),
+    };
     let mut body = Map::new();
     for k in [
         "prompt", "temperature", "top_k", "top_p", "min_p", "stop", "repeat_penalty",
@@ -165,6 +167,7 @@ pub(crate) fn to_openai(v: &Value) -> Result<(Value, NativeOpts), ApiError> {
         prompt: String::new(),
         settings: settings(obj, n_predict.unwrap_or(-1)),
         fields,
+        post_sampling,
     };
     Ok((Value::Object(body), opts))
 }
@@ -225,8 +228,17 @@ fn settings(obj: &Map<String, Value>, n_predict: i64) -> Value {
     })
 }
 
-/// One token's `completion_probabilities` entry.
-pub(crate) fn probability(piece: &str, id: u32, lp: &TokenLogprob) -> Value {
+/// One token's `completion_probabilities` entry: log-probabilities, or with
+/// `post_sampling_probs` probabilities after the sampler chain (llama-server's shape).
+pub(crate) fn probability(o: &NativeOpts, piece: &str, id: u32, lp: &TokenLogprob) -> Value {
+    if o.post_sampling {
+        return json!({
+            "id": id, "token": piece, "prob": lp.logprob.exp(), "bytes": piece.as_bytes(),
+            "top_probs": lp.top.iter().map(|t| json!({
+                "id": t.id, "token": t.text, "prob": t.logprob.exp(), "bytes": t.text.as_bytes(),
+            })).collect::<Vec<_>>(),
+        });
+    }
     json!({
         "id": id, "token": piece, "logprob": lp.logprob, "bytes": piece.as_bytes(),
         "top_logprobs": lp.top.iter().map(|t| json!({
@@ -343,7 +355,7 @@ mod tests {
             (json!({"prompt": "x", "mirostat": 2}), "mirostat"),
             (json!({"prompt": "x", "n_predict": 0}), "n_predict"),
             (json!({"prompt": "x", "n_probs": 99}), "n_probs"),
-            (json!({"prompt": "x", "post_sampling_probs": true}), "post_sampling_probs"),
+            (json!({"prompt": "x", "post_sampling_probs": "yes"}), "post_sampling_probs"),
             (json!({"prompt": "x", "frobnicate": 1}), "frobnicate"),
             (json!({"prompt": "x", "logit_bias": [[1]]}), "logit_bias"),
             (json!({"n_predict": 3}), "prompt"),

@@ -37,6 +37,12 @@ struct Streamer {
     /// Native `/completion`: ids and probabilities of tokens whose text is not sent yet.
     ids: Vec<u32>,
     probs: Vec<Value>,
+    /// This choice's `index` (n > 1: one Streamer per choice, merged).
+    index: usize,
+    /// One of several choices: no `[DONE]` or usage chunk of its own; its usage and
+    /// record wait in `total` for the merged stream's end.
+    multi: bool,
+    total: Option<(Usage, owl_ledger::Record)>,
 }
 
 impl Streamer {
@@ -56,10 +62,10 @@ impl Streamer {
                 } else {
                     json!({"content": text})
                 };
-                json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+                json!({"index": self.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
             }
             Kind::Text | Kind::Native => {
-                json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish})
+                json!({"index": self.index, "text": text, "logprobs": logprobs, "finish_reason": finish})
             }
         }
     }
@@ -71,7 +77,7 @@ impl Streamer {
         if id != owl_engine::service::TEXT_ONLY {
             self.ids.push(id);
             if let Some(lp) = logprob.filter(|_| o.n_probs > 0) {
-                self.probs.push(native::probability(&self.ctx.piece(id), id, &lp));
+                self.probs.push(native::probability(o, &self.ctx.piece(id), id, &lp));
             }
             self.pending.push_str(text);
         } else {
@@ -105,7 +111,7 @@ impl Streamer {
     fn call_chunks(&mut self, deltas: Vec<Value>) {
         for d in deltas {
             let lp = self.take_logprobs();
-            let c = self.chunk(json!({"index": 0, "delta": {"tool_calls": [d]}, "logprobs": lp, "finish_reason": null}));
+            let c = self.chunk(json!({"index": self.index, "delta": {"tool_calls": [d]}, "logprobs": lp, "finish_reason": null}));
             self.queue.push_back(c);
         }
     }
@@ -180,6 +186,13 @@ impl Streamer {
         c.push(&msg, &self.ctx.id, &self.ctx.model, &usage_json(usage));
     }
 
+    /// Ends this choice: `[DONE]`, unless the merged stream of several choices sends it.
+    fn done(&mut self) {
+        if !self.multi {
+            self.queue.push_back("[DONE]".into());
+        }
+    }
+
     /// Waits for the next engine event and queues the chunks it makes.
     async fn pump(&mut self) {
         // A chat request with tools parses its text for calls; everything else streams as is.
@@ -221,7 +234,7 @@ impl Streamer {
                 let charged = self.ctx.charge(&usage, &timings).await;
                 if let Some(e) = crate::deadline::passed(&self.ctx.deadline) {
                     self.queue.push_back(e.body().to_string());
-                    self.queue.push_back("[DONE]".into());
+                    self.done();
                     self.finished = true;
                     return;
                 }
@@ -250,7 +263,9 @@ impl Streamer {
                 last["stop_reason"] = json!(stop_word);
                 let c = self.chunk(last);
                 self.queue.push_back(c);
-                if self.include_usage {
+                if self.multi {
+                    self.total = Some((usage, charged));
+                } else if self.include_usage {
                     let mut u = self.ctx.envelope(true, json!([]));
                     u["usage"] = usage_json(&usage);
                     u["usage"]["owl"] = cost::usage_owl(&charged);
@@ -258,7 +273,7 @@ impl Streamer {
                     u["timings"] = timings_json(&timings);
                     self.queue.push_back(u.to_string());
                 }
-                self.queue.push_back("[DONE]".into());
+                self.done();
                 self.finished = true;
             }
             Some(Event::Error(e)) => {
@@ -267,21 +282,21 @@ impl Streamer {
                         .body()
                         .to_string(),
                 );
-                self.queue.push_back("[DONE]".into());
+                self.done();
                 self.finished = true;
             }
             None => {
                 let e = crate::deadline::passed(&self.ctx.deadline)
                     .unwrap_or_else(|| ApiError::internal("the engine dropped the request"));
                 self.queue.push_back(e.body().to_string());
-                self.queue.push_back("[DONE]".into());
+                self.done();
                 self.finished = true;
             }
         }
     }
 }
 
-pub(super) fn stream_response(started: Started) -> Response {
+fn streamer(started: Started, index: usize, multi: bool) -> Streamer {
     let Started {
         ctx,
         handle,
@@ -306,24 +321,99 @@ pub(super) fn stream_response(started: Started) -> Response {
         lps: Vec::new(),
         ids: Vec::new(),
         probs: Vec::new(),
+        index,
+        multi,
+        total: None,
     };
     if let Some((family, choice)) = &s.ctx.tools {
         s.holding = !crate::tools::streams_content(*family, choice);
     }
     if s.ctx.kind == Kind::Chat {
         // OpenAI opens a chat stream with the role.
-        let first = s.chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}));
+        let first = s.chunk(json!({"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}));
         s.queue.push_back(first);
     }
-    let events = stream::unfold(s, |mut s| async move {
-        loop {
-            if let Some(data) = s.queue.pop_front() {
-                return Some((Ok::<_, Infallible>(SseEvent::default().data(data)), s));
+    s
+}
+
+/// What one choice's stream yields into the merged one.
+enum Piece {
+    Data(String),
+    /// The choice ended normally: its usage and ledger record.
+    Total(Usage, owl_ledger::Record),
+}
+
+pub(super) fn stream_response(mut started: Started) -> Response {
+    let more = std::mem::take(&mut started.more);
+    if more.is_empty() {
+        let s = streamer(started, 0, false);
+        let events = stream::unfold(s, |mut s| async move {
+            loop {
+                if let Some(data) = s.queue.pop_front() {
+                    return Some((Ok::<_, Infallible>(SseEvent::default().data(data)), s));
+                }
+                if s.finished {
+                    return None;
+                }
+                s.pump().await;
             }
-            if s.finished {
-                return None;
+        });
+        return Sse::new(events).into_response();
+    }
+    // n > 1: every choice streams as its tokens come (chunks carry their `index`); the
+    // usage chunk (prompt once, completions summed) and `[DONE]` close the merged stream.
+    let include_usage = started.include_usage;
+    let usage_envelope = started.ctx.envelope(true, json!([]));
+    let subs = std::iter::once(started)
+        .chain(more)
+        .enumerate()
+        .map(|(i, st)| {
+            let s = streamer(st, i, true);
+            Box::pin(stream::unfold(s, |mut s| async move {
+                loop {
+                    if let Some(data) = s.queue.pop_front() {
+                        return Some((Piece::Data(data), s));
+                    }
+                    if s.finished {
+                        let (u, r) = s.total.take()?;
+                        return Some((Piece::Total(u, r), s));
+                    }
+                    s.pump().await;
+                }
+            }))
+        });
+    let merged = stream::select_all(subs);
+    let state = (merged, Usage::default(), Vec::<owl_ledger::Record>::new(), VecDeque::<String>::new(), false);
+    let events = stream::unfold(state, move |(mut merged, mut usage, mut records, mut tail, mut ended)| {
+        let usage_envelope = usage_envelope.clone();
+        async move {
+            use futures_util::StreamExt;
+            loop {
+                if let Some(data) = tail.pop_front() {
+                    let ev = Ok::<_, Infallible>(SseEvent::default().data(data));
+                    return Some((ev, (merged, usage, records, tail, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                match merged.next().await {
+                    Some(Piece::Data(d)) => tail.push_back(d),
+                    Some(Piece::Total(u, r)) => {
+                        add_usage(&mut usage, &u);
+                        records.push(r);
+                    }
+                    None => {
+                        if include_usage {
+                            let mut u = usage_envelope.clone();
+                            u["usage"] = usage_json(&usage);
+                            u["usage"]["owl"] = sum_records(&records);
+                            tail.push_back(u.to_string());
+                        }
+                        tail.push_back("[DONE]".into());
+                        ended = true;
+                    }
+                }
             }
-            s.pump().await;
         }
     });
     Sse::new(events).into_response()
