@@ -451,3 +451,42 @@ fn packed_tile_equals_single_dots_for_any_batch() {
     }
     eprintln!("packed tiles checked: {}", covered.join(", "));
 }
+
+#[test]
+fn f16_dots_match_the_scalar_reference() {
+    // Encoders (nomic-embed) ship F16 weight rows; every x86 table dots them with F16C + FMA.
+    let mut rng = Rng(0xf16);
+    let mut checked = 0;
+    for k in Kernels::available() {
+        #[cfg(target_arch = "x86_64")]
+        if k.name != "scalar" {
+            assert!(k.has_fast_dot(GgmlType::F16), "{}: no fast F16 dot", k.name);
+        }
+        if !k.has_fast_dot(GgmlType::F16) {
+            continue;
+        }
+        for n in [256, 768, 4096, 100, 7, 1] {
+            let w: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 0.2)).collect();
+            let mut wb = vec![0u8; 2 * n];
+            quantize(GgmlType::F16, &w, &mut wb).unwrap();
+            for x in activations(n, &mut rng) {
+                let mut a = vec![0u8; 2 * n];
+                quantize(GgmlType::F16, &x, &mut a).unwrap();
+                let want = vec_dot_ref(GgmlType::F16, &wb, &a, n).unwrap();
+                let got = k.vec_dot(GgmlType::F16, &wb, &a, n);
+                let mut rows = [f32::NAN; 1];
+                k.vec_dot_rows(GgmlType::F16, &wb, &a, n, &mut rows);
+                assert_eq!(rows[0].to_bits(), got.to_bits(), "{} n={n}: rows and one dot differ", k.name);
+                let err = (got - want).abs() / n as f32;
+                assert!(
+                    err < MAX_REF_ERROR && err <= 1e-5 * want.abs().max(1.0),
+                    "{} F16 n={n}: fast {got} vs reference {want}",
+                    k.name
+                );
+                checked += 1;
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    assert!(checked > 0 || !is_x86_feature_detected!("f16c"));
+}

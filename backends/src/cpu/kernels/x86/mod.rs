@@ -21,7 +21,7 @@
 //! The bodies live in one macro per concern, each taking the same `$feat`:
 //! `common` (helpers), `dots` (32-element blocks, Q2_K, Q3_K), `kquant` (Q4_K,
 //! Q5_K, Q6_K, IQ4_XS), `tiles` (prefill), `rows` (decode), `drive` (tile
-//! driver and entries) and `quantize` (activations); this file expands them all
+//! driver and entries), `quantize` (activations) and `floats` (F16 rows); this file expands them all
 //! into the instantiating module and builds its table.
 
 #[macro_use]
@@ -42,6 +42,8 @@ mod quantize;
 mod packed;
 #[macro_use]
 mod packed_q6;
+#[macro_use]
+mod floats;
 
 macro_rules! x86_int8_kernels {
     ($feat:literal) => {
@@ -62,6 +64,7 @@ macro_rules! x86_int8_kernels {
         x86_quantize!($feat);
         x86_packed!($feat);
         x86_packed_q6!($feat);
+        x86_floats!($feat);
 
         /// Safe entry points for the table: only reachable through `table`, which
         /// is built after the CPU was checked for `$feat`.
@@ -87,6 +90,11 @@ macro_rules! x86_int8_kernels {
         entry!(e_q5_k, dot_q5_k, BlockQ5K, BlockQ8K);
         entry!(e_q6_k, dot_q6_k, BlockQ6K, BlockQ8K);
         entry!(e_iq4_xs, dot_iq4_xs, BlockIQ4XS, BlockQ8K);
+
+        fn e_f16(w: &[u8], a: &[u8], n: usize) -> f32 {
+            // SAFETY: as for `entry!`; the table checked both lengths (2 bytes an element).
+            unsafe { dot_f16(w, a, n) }
+        }
 
         fn q_q8_0(x: &[f32], out: &mut [u8]) {
             // SAFETY: as for `entry!`.
@@ -116,6 +124,7 @@ macro_rules! x86_int8_kernels {
             k.set_dot(GgmlType::Q5_K, e_q5_k);
             k.set_dot(GgmlType::Q6_K, e_q6_k);
             k.set_dot(GgmlType::IQ4_XS, e_iq4_xs);
+            k.set_dot(GgmlType::F16, e_f16);
             k.set_tile(GgmlType::Q8_0, t_q8_0);
             k.set_tile(GgmlType::Q4_0, t_q4_0);
             k.set_tile(GgmlType::Q4_1, t_q4_1);
