@@ -485,6 +485,29 @@ fn f16_dots_match_the_scalar_reference() {
                 );
                 checked += 1;
             }
+            // The tile (prefill): 3 weight rows x 5 activation rows (an odd last row),
+            // each element bit-equal to its one-row dot.
+            let ws: Vec<u8> = (0..3).flat_map(|_| {
+                let w: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 0.2)).collect();
+                let mut b = vec![0u8; 2 * n];
+                quantize(GgmlType::F16, &w, &mut b).unwrap();
+                b
+            }).collect();
+            let acts: Vec<u8> = (0..5).flat_map(|_| {
+                let x: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 3.0)).collect();
+                let mut b = vec![0u8; 2 * n];
+                quantize(GgmlType::F16, &x, &mut b).unwrap();
+                b
+            }).collect();
+            let mut out = vec![f32::NAN; 5 * 3];
+            // SAFETY: out holds 5 rows of stride 3.
+            unsafe { k.dot_tile(GgmlType::F16, &ws, &acts, n, out.as_mut_ptr(), 3) };
+            for i in 0..5 {
+                for j in 0..3 {
+                    let one = k.vec_dot(GgmlType::F16, &ws[j * 2 * n..(j + 1) * 2 * n], &acts[i * 2 * n..(i + 1) * 2 * n], n);
+                    assert_eq!(out[i * 3 + j].to_bits(), one.to_bits(), "{} F16 tile n={n} ({i}, {j})", k.name);
+                }
+            }
         }
     }
     #[cfg(target_arch = "x86_64")]

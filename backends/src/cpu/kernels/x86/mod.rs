@@ -96,6 +96,13 @@ macro_rules! x86_int8_kernels {
             unsafe { dot_f16(w, a, n) }
         }
 
+        /// # Safety
+        /// As `TileFn`: `out` valid at every out[i * ostride + j].
+        unsafe fn t_f16(w: &[u8], wr: usize, a: &[u8], ar: usize, out: *mut f32, ostride: usize) {
+            // SAFETY: the table exists only on CPUs with $feat; `out` is the caller's promise.
+            unsafe { tile_f16(w, wr, a, ar, out, ostride) }
+        }
+
         fn q_q8_0(x: &[f32], out: &mut [u8]) {
             // SAFETY: as for `entry!`.
             unsafe { quantize_q8_0(x, bytemuck::cast_slice_mut(out)) }
@@ -125,6 +132,7 @@ macro_rules! x86_int8_kernels {
             k.set_dot(GgmlType::Q6_K, e_q6_k);
             k.set_dot(GgmlType::IQ4_XS, e_iq4_xs);
             k.set_dot(GgmlType::F16, e_f16);
+            k.set_tile(GgmlType::F16, t_f16);
             k.set_tile(GgmlType::Q8_0, t_q8_0);
             k.set_tile(GgmlType::Q4_0, t_q4_0);
             k.set_tile(GgmlType::Q4_1, t_q4_1);
