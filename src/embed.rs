@@ -41,9 +41,15 @@ pub fn cmd_embed(a: EmbedArgs) -> Result<ExitCode> {
     let backend = owl_backends::open("cpu", a.threads)?;
     let mut enc = Encoder::load(&gguf, backend, a.ctx).with_context(|| format!("cannot load {} as an embedding model", a.model))?;
     let mut out = io::BufWriter::new(io::stdout().lock());
-    for text in &texts {
-        let ids = tok.encode(text, true, false).context("cannot tokenize")?;
-        let v = enc.embed(&ids).with_context(|| format!("cannot embed {text:?}"))?;
+    let ids = texts.iter().map(|t| tok.encode(t, true, false).with_context(|| format!("cannot tokenize {t:?}"))).collect::<Result<Vec<_>>>()?;
+    for (i, t) in ids.iter().enumerate() {
+        // The batch fails as one: name the input that cannot be embedded.
+        if t.is_empty() || t.len() > enc.n_cells {
+            anyhow::bail!("cannot embed {:?}: it is {} tokens; each input must be 1 to {} (--ctx)", texts[i], t.len(), enc.n_cells);
+        }
+    }
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    for v in enc.embed_many(&refs).context("cannot embed")? {
         serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
     }

@@ -50,6 +50,14 @@ fn nomic_embeddings_match_llama_cpp() {
     assert_eq!(enc.embed(&tokens).unwrap(), got_all[0]);
     // Different sentences are different vectors (not a constant answer).
     assert!(cosine(&got_all[0], &got_all[2]) < 0.9);
+    // All of them in one batch (each attending only to itself) give the same vectors.
+    let all: Vec<Vec<u32>> = refs.iter().map(|d| d["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()).collect();
+    let batch = enc.embed_many(&all.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap();
+    assert_eq!(batch.len(), all.len());
+    for (i, (b, one)) in batch.iter().zip(&got_all).enumerate() {
+        let worst = b.iter().zip(one).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "input {i}: batched differs from alone by {worst}");
+    }
 }
 
 #[test]

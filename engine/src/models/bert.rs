@@ -236,25 +236,61 @@ impl Encoder {
     /// The embedding of one tokenized input (special tokens included, as the
     /// tokenizer adds them): pooled and L2-normalised, `n_embd` values.
     pub fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        Ok(self.embed_many(&[tokens])?.remove(0))
+    }
+
+    /// The embeddings of several inputs, as `embed` gives each: inputs are packed
+    /// into batches of up to the encoder's context (each attends only to itself), so
+    /// the weights are read once a batch rather than once an input.
+    pub fn embed_many(&mut self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
         let c = &self.cfg;
+        for tokens in inputs {
+            let n = tokens.len();
+            if n == 0 {
+                return Err(EngineError::Config("an empty input has no embedding".into()));
+            }
+            if n > self.n_cells {
+                return Err(EngineError::Config(format!("the input is {n} tokens, over the encoder's {} (its context)", self.n_cells)));
+            }
+            if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+                return Err(EngineError::Config(format!("token {t} is outside the vocabulary of {}", c.n_vocab)));
+            }
+        }
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut start = 0;
+        while start < inputs.len() {
+            let (mut end, mut used) = (start, 0);
+            while end < inputs.len() && used + inputs[end].len() <= self.n_cells {
+                used += inputs[end].len();
+                end += 1;
+            }
+            out.extend(self.forward(&inputs[start..end])?);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// One forward pass over `seqs` (checked, together at most `n_cells` tokens).
+    fn forward(&mut self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let c = &self.cfg;
+        let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.iter().copied()).collect();
         let n = tokens.len();
-        if n == 0 {
-            return Err(EngineError::Config("an empty input has no embedding".into()));
-        }
-        if n > self.n_cells {
-            return Err(EngineError::Config(format!("the input is {n} tokens, over the encoder's {} (its context)", self.n_cells)));
-        }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
-            return Err(EngineError::Config(format!("token {t} is outside the vocabulary of {}", c.n_vocab)));
-        }
+        let tokens = &tokens[..];
         let be = &mut self.backend;
         be.reset_scratch();
         let e = c.n_embd;
-        let pos: Vec<u32> = (0..n as u32).collect();
-        let cells: Vec<u32> = pos.clone();
-        let seq_cells: Vec<&[u32]> = vec![&cells];
-        // Every query at the last position: no causal mask.
-        let attn_rows: Vec<(u32, u32)> = vec![(0, n as u32 - 1); n];
+        // Each input its own sequence: positions from 0, cells back to back.
+        let pos: Vec<u32> = seqs.iter().flat_map(|s| 0..s.len() as u32).collect();
+        let cells: Vec<u32> = (0..n as u32).collect();
+        let mut seq_cells: Vec<&[u32]> = Vec::with_capacity(seqs.len());
+        let mut attn_rows: Vec<(u32, u32)> = Vec::with_capacity(n);
+        let mut at = 0;
+        for (i, s) in seqs.iter().enumerate() {
+            seq_cells.push(&cells[at..at + s.len()]);
+            // Every query at its input's last position: no causal mask.
+            attn_rows.extend(std::iter::repeat_n((i as u32, s.len() as u32 - 1), s.len()));
+            at += s.len();
+        }
         let ab = AttnBatch { seq_cells: &seq_cells, rows: &attn_rows };
         let rp = RopeParams { head_dim: c.head_dim, n_rot: c.head_dim, base: c.rope_base, freq_scale: 1.0, mode: RopeMode::Neox };
         let ap = AttnParams { n_head: c.n_head, n_head_kv: c.n_head, head_dim: c.head_dim, scale: 1.0 / (c.head_dim as f32).sqrt(), softcap: None, window: None };
@@ -332,24 +368,31 @@ impl Encoder {
             be.layer_norm(&x, &l.layer_out_norm.w, &l.layer_out_norm.b, c.eps, &x)?;
         }
 
-        // 4. Pool, then normalise to unit length.
+        // 4. Pool each input, then normalise to unit length.
         let mut h = vec![0f32; n * e];
         be.read(&x, &mut h)?;
-        let mut out = match c.pooling {
-            Pooling::Mean => {
-                let mut m = vec![0f32; e];
-                for row in h.chunks_exact(e) {
-                    for (a, b) in m.iter_mut().zip(row) {
-                        *a += b;
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut at = 0;
+        for s in seqs {
+            let h = &h[at * e..(at + s.len()) * e];
+            at += s.len();
+            let mut v = match c.pooling {
+                Pooling::Mean => {
+                    let mut m = vec![0f32; e];
+                    for row in h.chunks_exact(e) {
+                        for (a, b) in m.iter_mut().zip(row) {
+                            *a += b;
+                        }
                     }
+                    m.iter_mut().for_each(|a| *a /= s.len() as f32);
+                    m
                 }
-                m.iter_mut().for_each(|a| *a /= n as f32);
-                m
-            }
-            Pooling::Cls => h[..e].to_vec(),
-            Pooling::Last => h[(n - 1) * e..].to_vec(),
-        };
-        normalize(&mut out);
+                Pooling::Cls => h[..e].to_vec(),
+                Pooling::Last => h[h.len() - e..].to_vec(),
+            };
+            normalize(&mut v);
+            out.push(v);
+        }
         Ok(out)
     }
 }

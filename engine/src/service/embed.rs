@@ -68,10 +68,8 @@ impl Embedder {
             token_lists.push(ids);
         }
         let mut enc = self.encoder.lock().map_err(|_| EngineError::Internal("the encoder failed in an earlier request".into()))?;
-        let mut vectors = Vec::with_capacity(inputs.len());
-        for ids in &token_lists {
-            vectors.push(enc.embed(ids)?);
-        }
+        let refs: Vec<&[u32]> = token_lists.iter().map(Vec::as_slice).collect();
+        let vectors = enc.embed_many(&refs)?;
         Ok(Embeddings { vectors, prompt_tokens: token_lists.iter().map(Vec::len).sum() })
     }
 }
