@@ -3,15 +3,16 @@
 //! `block_q4_Kx8`): eight weight rows side by side so one 256-bit vector holds
 //! four consecutive quants of each row, and every i32 lane of a product is one
 //! weight row. The kernels then need no horizontal sums and no scale unpacking.
-//! Q4_K (`BlockQ4Kx8`) and Q6_K (`BlockQ6Kx8`) have packed layouts; a decode
-//! step then streams one contiguous run of eight rows per activation block.
+//! Q4_K (`BlockQ4Kx8`), Q5_K (`BlockQ5Kx8`) and Q6_K (`BlockQ6Kx8`) have packed
+//! layouts; a decode step then streams one contiguous run of eight rows per
+//! activation block.
 //!
 //! The packed copy replaces the mapped bytes of its tensor for the matmuls
 //! (prefill and decode both read it), so the map's pages of that tensor go cold.
 //! A tensor is packed only when the kernel table has a packed tile for its type.
 
 use bytemuck::{Pod, Zeroable};
-use owl_quant::{unpack_scales_mins_k4, BlockQ4K, BlockQ6K, GgmlType, QK_K};
+use owl_quant::{unpack_scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, GgmlType, QK_K};
 
 /// Rows per packed group.
 pub const GROUP: usize = 8;
@@ -59,6 +60,32 @@ pub struct BlockQ6Kx8 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ6Kx8>() == 1696);
 
+/// One Q5_K super-block of eight rows (256 elements each), 1440 bytes (the
+/// eight mapped blocks' 1408 plus the 6-bit scales and mins unpacked to bytes).
+///
+/// As for Q6_K, the one-row Q5_K dot (`block_q5_k`) keeps eight i32 lanes per
+/// block, lane l summing bytes 4l..4l+4 of each 32-quant chunk times its scale;
+/// here each 32-byte vector holds one such lane's four bytes for all eight rows.
+///
+/// - `qs[4l + j]`: byte 4w + b is row w's `qs[32j + 4l + b]` (low nibble element
+///   64j + 4l + b, sub-block 2j; high nibble 64j + 32 + 4l + b, sub-block 2j+1).
+/// - `qh[l]`: byte 4w + b is row w's `qh[4l + b]` (bit 2j: the fifth bit of
+///   element 64j + 4l + b, bit 2j+1: of element 64j + 32 + 4l + b).
+/// - `scales[k][w]`, `mins[k][w]`: row w's 6-bit scale and min of sub-block k
+///   (32 elements).
+/// - `d[w]`, `dmin[w]`: row w's f16 super-block scales.
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct BlockQ5Kx8 {
+    pub qs: [[u8; 32]; 32],
+    pub qh: [[u8; 32]; 8],
+    pub scales: [[u8; 8]; 8],
+    pub mins: [[u8; 8]; 8],
+    pub d: [u16; 8],
+    pub dmin: [u16; 8],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5Kx8>() == 1440);
+
 /// 32 aligned bytes: the unit packed blocks are stored in (each packed block
 /// is a whole number of them, with alignment 32).
 #[repr(C, align(32))]
@@ -102,6 +129,10 @@ pub fn pack(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Option<Pack
         GgmlType::Q4_K => (
             std::mem::size_of::<BlockQ4Kx8>(),
             pack_with::<BlockQ4K, BlockQ4Kx8>(bytes, rows, nb, pack_q4_k)?,
+        ),
+        GgmlType::Q5_K => (
+            std::mem::size_of::<BlockQ5Kx8>(),
+            pack_with::<BlockQ5K, BlockQ5Kx8>(bytes, rows, nb, pack_q5_k)?,
         ),
         GgmlType::Q6_K => (
             std::mem::size_of::<BlockQ6Kx8>(),
@@ -163,6 +194,26 @@ fn pack_q6_k(x: [&BlockQ6K; GROUP], o: &mut BlockQ6Kx8) {
                     q[4 * w + t] = b.ql[64 * n + 4 * l + t];
                     q[32 + 4 * w + t] = b.ql[64 * n + 32 + 4 * l + t];
                     q[64 + 4 * w + t] = b.qh[32 * n + 4 * l + t];
+                }
+            }
+        }
+    }
+}
+
+fn pack_q5_k(x: [&BlockQ5K; GROUP], o: &mut BlockQ5Kx8) {
+    for (w, b) in x.iter().enumerate() {
+        o.d[w] = u16::from_le_bytes(b.d);
+        o.dmin[w] = u16::from_le_bytes(b.dmin);
+        let (sc, mn) = unpack_scales_mins_k4(&b.scales);
+        for k in 0..8 {
+            o.scales[k][w] = sc[k];
+            o.mins[k][w] = mn[k];
+        }
+        for l in 0..8 {
+            for t in 0..4 {
+                o.qh[l][4 * w + t] = b.qh[4 * l + t];
+                for j in 0..4 {
+                    o.qs[4 * l + j][4 * w + t] = b.qs[32 * j + 4 * l + t];
                 }
             }
         }

@@ -306,6 +306,12 @@ impl Kernels {
         self.has_packed(ty) && !kept
     }
 
+    /// Whether this table has a matmul tile of its own for `ty` (without one,
+    /// `dot_tile` runs the one-row dot per element).
+    pub fn has_tile(&self, ty: GgmlType) -> bool {
+        self.tiles[ty.id() as usize].is_some()
+    }
+
     /// Whether this table has a tile over repacked `ty` weights.
     pub fn has_packed(&self, ty: GgmlType) -> bool {
         self.packed[ty.id() as usize].is_some()

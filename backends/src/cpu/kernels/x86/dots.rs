@@ -87,78 +87,86 @@ macro_rules! x86_dots {
             hsum_ps(acc)
         }
 
+        /// One Q2_K weight block against one activation block: the integer sum
+        /// into `acc` (one FMA) and the min correction into `sum_min`. The dot,
+        /// the tile and the decode rows all run this, so they agree bit for bit.
+        #[inline(always)]
+        unsafe fn block_q2_k(a: &BlockQ2K, b: &BlockQ8K, acc: &mut __m256, sum_min: &mut f32) {
+            let m3 = _mm256_set1_epi8(3);
+            let yd = b.d();
+            let mut summs = 0i32;
+            for j in 0..16 {
+                summs += b.bsum(j) as i32 * (a.scales[j] >> 4) as i32;
+            }
+            *sum_min += f16_mul_f32(a.dmin, yd) * summs as f32;
+            let mut sumi = _mm256_setzero_si256();
+            for k in 0..2 {
+                let q2 = load(a.qs.as_ptr().add(32 * k));
+                for s in 0..4 {
+                    let v =
+                        _mm256_and_si256(_mm256_srl_epi16(q2, _mm_cvtsi32_si128(2 * s as i32)), m3);
+                    let yv = load_i8(b.qs.as_ptr().add(128 * k + 32 * s));
+                    let is = 8 * k + 2 * s;
+                    let (lo, hi) = ((a.scales[is] & 0xF) as i32, (a.scales[is + 1] & 0xF) as i32);
+                    sumi = _mm256_add_epi32(sumi, mul_u8i8_s(v, yv, lo, hi));
+                }
+            }
+            *acc = _mm256_fmadd_ps(
+                _mm256_set1_ps(f16_mul_f32(a.d, yd)),
+                _mm256_cvtepi32_ps(sumi),
+                *acc,
+            );
+        }
+
         #[target_feature(enable = $feat)]
         unsafe fn dot_q2_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let mut sum_min = 0f32;
-            let m3 = _mm256_set1_epi8(3);
             for (a, b) in x.iter().zip(y) {
-                let yd = b.d();
-                let mut summs = 0i32;
-                for j in 0..16 {
-                    summs += b.bsum(j) as i32 * (a.scales[j] >> 4) as i32;
-                }
-                sum_min += f16_mul_f32(a.dmin, yd) * summs as f32;
-                let mut sumi = _mm256_setzero_si256();
-                for k in 0..2 {
-                    let q2 = load(a.qs.as_ptr().add(32 * k));
-                    for s in 0..4 {
-                        let v = _mm256_and_si256(
-                            _mm256_srl_epi16(q2, _mm_cvtsi32_si128(2 * s as i32)),
-                            m3,
-                        );
-                        let yv = load_i8(b.qs.as_ptr().add(128 * k + 32 * s));
-                        let is = 8 * k + 2 * s;
-                        let (lo, hi) =
-                            ((a.scales[is] & 0xF) as i32, (a.scales[is + 1] & 0xF) as i32);
-                        sumi = _mm256_add_epi32(sumi, mul_u8i8_s(v, yv, lo, hi));
-                    }
-                }
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16_mul_f32(a.d, yd)),
-                    _mm256_cvtepi32_ps(sumi),
-                    acc,
-                );
+                block_q2_k(a, b, &mut acc, &mut sum_min);
             }
             hsum_ps(acc) - sum_min
+        }
+
+        /// One Q3_K weight block against one activation block into `acc`
+        /// (shared by the dot, the tile and the decode rows).
+        #[inline(always)]
+        unsafe fn block_q3_k(a: &BlockQ3K, b: &BlockQ8K, acc: &mut __m256) {
+            let m3 = _mm256_set1_epi8(3);
+            let one = _mm256_set1_epi8(1);
+            let four = _mm256_set1_epi8(4);
+            let sc = unpack_scales_q3k(&a.scales);
+            let hm = load(a.hmask.as_ptr());
+            let mut sumi = _mm256_setzero_si256();
+            for k in 0..2 {
+                let q3 = load(a.qs.as_ptr().add(32 * k));
+                for s in 0..4 {
+                    let v =
+                        _mm256_and_si256(_mm256_srl_epi16(q3, _mm_cvtsi32_si128(2 * s as i32)), m3);
+                    let h = _mm256_and_si256(
+                        _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * k + s) as i32)),
+                        one,
+                    );
+                    // q - 4 * !hbit = (q | 4*hbit) - 4, in -4..4.
+                    let q = _mm256_sub_epi8(_mm256_or_si256(v, _mm256_slli_epi16(h, 2)), four);
+                    let yv = load_i8(b.qs.as_ptr().add(128 * k + 32 * s));
+                    let is = 8 * k + 2 * s;
+                    sumi =
+                        _mm256_add_epi32(sumi, mul_i8i8_s(q, yv, sc[is] as i32, sc[is + 1] as i32));
+                }
+            }
+            *acc = _mm256_fmadd_ps(
+                _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
+                _mm256_cvtepi32_ps(sumi),
+                *acc,
+            );
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q3_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
             let mut acc = _mm256_setzero_ps();
-            let m3 = _mm256_set1_epi8(3);
-            let one = _mm256_set1_epi8(1);
-            let four = _mm256_set1_epi8(4);
             for (a, b) in x.iter().zip(y) {
-                let sc = unpack_scales_q3k(&a.scales);
-                let hm = load(a.hmask.as_ptr());
-                let mut sumi = _mm256_setzero_si256();
-                for k in 0..2 {
-                    let q3 = load(a.qs.as_ptr().add(32 * k));
-                    for s in 0..4 {
-                        let v = _mm256_and_si256(
-                            _mm256_srl_epi16(q3, _mm_cvtsi32_si128(2 * s as i32)),
-                            m3,
-                        );
-                        let h = _mm256_and_si256(
-                            _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * k + s) as i32)),
-                            one,
-                        );
-                        // q - 4 * !hbit = (q | 4*hbit) - 4, in -4..4.
-                        let q = _mm256_sub_epi8(_mm256_or_si256(v, _mm256_slli_epi16(h, 2)), four);
-                        let yv = load_i8(b.qs.as_ptr().add(128 * k + 32 * s));
-                        let is = 8 * k + 2 * s;
-                        sumi = _mm256_add_epi32(
-                            sumi,
-                            mul_i8i8_s(q, yv, sc[is] as i32, sc[is + 1] as i32),
-                        );
-                    }
-                }
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16_mul_f32(a.d, b.d())),
-                    _mm256_cvtepi32_ps(sumi),
-                    acc,
-                );
+                block_q3_k(a, b, &mut acc);
             }
             hsum_ps(acc)
         }

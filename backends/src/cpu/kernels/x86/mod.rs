@@ -21,8 +21,10 @@
 //! The bodies live in one macro per concern, each taking the same `$feat`:
 //! `common` (helpers), `dots` (32-element blocks, Q2_K, Q3_K), `kquant` (Q4_K,
 //! Q5_K, Q6_K, IQ4_XS), `tiles` (prefill), `rows` (decode), `drive` (tile
-//! driver and entries), `quantize` (activations) and `floats` (F16 rows); this file expands them all
-//! into the instantiating module and builds its table.
+//! driver and entries), `lowk` (Q2_K, Q3_K and Q5_1 tiles and decode rows), `packed`,
+//! `packed_q5`, `packed_q6` (repacked K-quants), `quantize` (activations) and
+//! `floats` (F16 rows); this file expands them all into the instantiating module
+//! and builds its table.
 
 #[macro_use]
 mod common;
@@ -37,9 +39,13 @@ mod rows;
 #[macro_use]
 mod drive;
 #[macro_use]
+mod lowk;
+#[macro_use]
 mod quantize;
 #[macro_use]
 mod packed;
+#[macro_use]
+mod packed_q5;
 #[macro_use]
 mod packed_q6;
 #[macro_use]
@@ -61,8 +67,10 @@ macro_rules! x86_int8_kernels {
         x86_tiles!($feat);
         x86_rows!($feat);
         x86_drive!($feat);
+        x86_lowk!($feat);
         x86_quantize!($feat);
         x86_packed!($feat);
+        x86_packed_q5!($feat);
         x86_packed_q6!($feat);
         x86_floats!($feat);
 
@@ -138,11 +146,15 @@ macro_rules! x86_int8_kernels {
             k.set_tile(GgmlType::Q4_1, t_q4_1);
             k.set_tile(GgmlType::Q5_0, t_q5_0);
             k.set_tile(GgmlType::IQ4_NL, t_iq4_nl);
+            k.set_tile(GgmlType::Q5_1, t_q5_1);
+            k.set_tile(GgmlType::Q2_K, t_q2_k);
+            k.set_tile(GgmlType::Q3_K, t_q3_k);
             k.set_tile(GgmlType::Q5_K, t_q5_k);
             k.set_tile(GgmlType::IQ4_XS, t_iq4_xs);
             k.set_tile(GgmlType::Q4_K, t_q4_k);
             k.set_tile(GgmlType::Q6_K, t_q6_k);
             k.set_packed(GgmlType::Q4_K, p_q4_k);
+            k.set_packed(GgmlType::Q5_K, p_q5_k);
             k.set_packed(GgmlType::Q6_K, p_q6_k);
             k.set_quant(GgmlType::Q8_0, q_q8_0);
             k.set_quant(GgmlType::Q8_1, q_q8_1);
