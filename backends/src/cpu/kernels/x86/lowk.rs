@@ -6,18 +6,55 @@
 
 macro_rules! x86_lowk {
     ($feat:literal) => {
+        /// Q2_K rows: each weight block's quants and scales expanded once for all
+        /// R activation rows; per row the same exact integer lanes, FMA and
+        /// `sum_min` steps as `block_q2_k`.
         #[target_feature(enable = $feat)]
         unsafe fn tile_q2_k<const R: usize>(
             x: &[BlockQ2K],
             y: [&[BlockQ8K]; R],
-            _d: [&[f32]; R],
+            d: [&[f32]; R],
             _s: [&[f32]; R],
         ) -> [f32; R] {
+            let m3 = _mm256_set1_epi8(3);
             let mut acc = [_mm256_setzero_ps(); R];
             let mut sum_min = [0f32; R];
             for (i, a) in x.iter().enumerate() {
+                let mut v = [_mm256_setzero_si256(); 8];
+                let mut sc = [_mm256_setzero_si256(); 8];
+                for k in 0..2 {
+                    let q2 = load(a.qs.as_ptr().add(32 * k));
+                    for s in 0..4 {
+                        v[4 * k + s] = _mm256_and_si256(
+                            _mm256_srl_epi16(q2, _mm_cvtsi32_si128(2 * s as i32)),
+                            m3,
+                        );
+                        let is = 8 * k + 2 * s;
+                        sc[4 * k + s] = _mm256_set_m128i(
+                            _mm_set1_epi16((a.scales[is + 1] & 0xF) as i16),
+                            _mm_set1_epi16((a.scales[is] & 0xF) as i16),
+                        );
+                    }
+                }
                 for r in 0..R {
-                    block_q2_k(a, y[r].get_unchecked(i), &mut acc[r], &mut sum_min[r]);
+                    let b = y[r].get_unchecked(i);
+                    let yd = *d[r].get_unchecked(i);
+                    let mut summs = 0i32;
+                    for j in 0..16 {
+                        summs += b.bsum(j) as i32 * (a.scales[j] >> 4) as i32;
+                    }
+                    sum_min[r] += f16_mul_f32(a.dmin, yd) * summs as f32;
+                    let mut sumi = _mm256_setzero_si256();
+                    for t in 0..8 {
+                        let yv = load_i8(b.qs.as_ptr().add(32 * t));
+                        // maddubs then madd with the (lo, hi) pair, as mul_u8i8_s.
+                        sumi = madd_add(sumi, _mm256_maddubs_epi16(v[t], yv), sc[t]);
+                    }
+                    acc[r] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(f16_mul_f32(a.d, yd)),
+                        _mm256_cvtepi32_ps(sumi),
+                        acc[r],
+                    );
                 }
             }
             let mut out = [0f32; R];
