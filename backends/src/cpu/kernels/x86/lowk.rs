@@ -1,8 +1,9 @@
 //! Q2_K, Q3_K and Q5_1 beyond the one-row dot: the prefill tile (one weight
-//! row against R activation rows) and the four-row decode kernel. The K-quants
-//! run the dot's per-block bodies (`block_q2_k`, `block_q3_k` in dots.rs); Q5_1
-//! repeats `dot_q5_1`'s operations per row, as `tile_q4_1` does for Q4_1. So
-//! every path agrees with the dot bit for bit.
+//! row against R activation rows) and the four-row decode kernel. The Q3_K
+//! paths and Q2_K's decode rows run the dot's per-block bodies (`block_q2_k`,
+//! `block_q3_k` in dots.rs); the Q2_K tile expands a block once for its R rows
+//! and Q5_1 repeats `dot_q5_1`'s operations per row, as `tile_q4_1` does for
+//! Q4_1. So every path agrees with the dot bit for bit.
 
 macro_rules! x86_lowk {
     ($feat:literal) => {
