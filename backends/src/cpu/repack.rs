@@ -14,6 +14,9 @@
 use bytemuck::{Pod, Zeroable};
 use owl_quant::{unpack_scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, GgmlType, QK_K};
 
+mod q32;
+pub use q32::{BlockQ4_0x8, BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, UNIT};
+
 /// Rows per packed group.
 pub const GROUP: usize = 8;
 
@@ -121,6 +124,9 @@ impl Packed {
 /// Packs `rows` rows of `cols` elements of `ty` (`bytes` exactly that long),
 /// or `None` for a type without a packed layout. Runs in the current rayon pool.
 pub fn pack(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Option<Packed> {
+    if q32::is_q32(ty) {
+        return q32::pack(ty, bytes, rows, cols);
+    }
     if !cols.is_multiple_of(QK_K) || rows == 0 {
         return None;
     }

@@ -42,5 +42,9 @@ pub(super) fn table() -> Option<Kernels> {
     let ok = is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c");
-    ok.then(|| build("avx2"))
+    ok.then(|| {
+        let mut k = build("avx2");
+        install_packed_q32(&mut k);
+        k
+    })
 }

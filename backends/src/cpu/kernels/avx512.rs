@@ -103,7 +103,11 @@ mod vex {
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
             && is_x86_feature_detected!("avxvnni");
-        ok.then(|| build("avxvnni"))
+        ok.then(|| {
+            let mut k = build("avxvnni");
+            install_packed_q32(&mut k);
+            k
+        })
     }
 }
 

@@ -49,6 +49,8 @@ mod packed_q5;
 #[macro_use]
 mod packed_q6;
 #[macro_use]
+mod packed_q32;
+#[macro_use]
 mod floats;
 
 macro_rules! x86_int8_kernels {
@@ -72,6 +74,7 @@ macro_rules! x86_int8_kernels {
         x86_packed!($feat);
         x86_packed_q5!($feat);
         x86_packed_q6!($feat);
+        x86_packed_q32!($feat);
         x86_floats!($feat);
 
         /// Safe entry points for the table: only reachable through `table`, which
