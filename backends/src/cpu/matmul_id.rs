@@ -22,6 +22,13 @@ impl SendPtr {
     }
 }
 
+/// Whether `OWL_MATMUL_ID=parts` asks for the trait's default (per weight used, `get_rows`
+/// and one `matmul`) instead of this room's one region, for A/B timing.
+pub fn by_parts() -> bool {
+    static PARTS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PARTS.get_or_init(|| std::env::var("OWL_MATMUL_ID").is_ok_and(|v| v == "parts"))
+}
+
 /// out [ids.len(), m] with out[i] = x[ids[i].0] · ws[ids[i].1]ᵀ; x is [n_x, k] and every
 /// weight [m, k] with one activation type (the caller checks shapes and types).
 pub fn matmul_id(x: &[f32], n_x: usize, ws: &[MatW<'_>], ids: &[(u32, u32)], out: &mut [f32], qbuf: &mut Vec<u8>) -> Result<()> {

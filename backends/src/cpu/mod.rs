@@ -282,8 +282,8 @@ impl Backend for CpuBackend {
     fn matmul_id(&mut self, x: &Tensor, ws: &[Tensor], ids: &[(u32, u32)], out: &Tensor) -> Result<()> {
         let m = check_matmul_id(x, ws, ids, out)?;
         let vdt = |t: &Tensor| self.weight(t).map(|w| w.ty.vec_dot_type()).ok();
-        if ws.iter().any(|w| vdt(w).is_none() || vdt(w) != vdt(&ws[0])) {
-            // Weights of different activation types: one matmul per weight.
+        if ws.iter().any(|w| vdt(w).is_none() || vdt(w) != vdt(&ws[0])) || matmul_id::by_parts() {
+            // Weights of different activation types (or `OWL_MATMUL_ID=parts`): one matmul per weight.
             return matmul_id_by_parts(self, x, ws, ids, out);
         }
         let mut qbuf = std::mem::take(&mut self.qbuf);

@@ -507,27 +507,28 @@ fn f16_dots_match_the_scalar_reference() {
                 );
                 checked += 1;
             }
-            // The tile (prefill): 3 weight rows x 5 activation rows (an odd last row),
-            // each element bit-equal to its one-row dot.
-            let ws: Vec<u8> = (0..3).flat_map(|_| {
+            // The tile (prefill): 7 weight rows x 9 activation rows (full 3 x 4 blocks and
+            // every edge block), each element bit-equal to its one-row dot.
+            let (nw, na) = (7, 9);
+            let ws: Vec<u8> = (0..nw).flat_map(|_| {
                 let w: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 0.2)).collect();
                 let mut b = vec![0u8; 2 * n];
                 quantize(GgmlType::F16, &w, &mut b).unwrap();
                 b
             }).collect();
-            let acts: Vec<u8> = (0..5).flat_map(|_| {
+            let acts: Vec<u8> = (0..na).flat_map(|_| {
                 let x: Vec<f32> = (0..n).map(|_| rng.signed(0.0, 3.0)).collect();
                 let mut b = vec![0u8; 2 * n];
                 quantize(GgmlType::F16, &x, &mut b).unwrap();
                 b
             }).collect();
-            let mut out = vec![f32::NAN; 5 * 3];
-            // SAFETY: out holds 5 rows of stride 3.
-            unsafe { k.dot_tile(GgmlType::F16, &ws, &acts, n, out.as_mut_ptr(), 3) };
-            for i in 0..5 {
-                for j in 0..3 {
+            let mut out = vec![f32::NAN; na * nw];
+            // SAFETY: out holds na rows of stride nw.
+            unsafe { k.dot_tile(GgmlType::F16, &ws, &acts, n, out.as_mut_ptr(), nw) };
+            for i in 0..na {
+                for j in 0..nw {
                     let one = k.vec_dot(GgmlType::F16, &ws[j * 2 * n..(j + 1) * 2 * n], &acts[i * 2 * n..(i + 1) * 2 * n], n);
-                    assert_eq!(out[i * 3 + j].to_bits(), one.to_bits(), "{} F16 tile n={n} ({i}, {j})", k.name);
+                    assert_eq!(out[i * nw + j].to_bits(), one.to_bits(), "{} F16 tile n={n} ({i}, {j})", k.name);
                 }
             }
         }

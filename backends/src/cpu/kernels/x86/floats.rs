@@ -43,38 +43,77 @@ macro_rules! x86_floats {
             sum as f32
         }
 
-        /// `R` activation rows (already widened to f32, `n` each) against one F16 weight
-        /// row: the same four chains as `dot_f16` per row (f16 -> f32 is exact, so the
-        /// values are the same), the weight widened once for all `R`.
+        /// A block of `WR` F16 weight rows against `AR` activation rows (already widened
+        /// to f32, `full` elements each): every (weight, activation) pair gets the four
+        /// 8-lane chains of `dot_f16`. The chains are independent, so they run one after
+        /// the other over the row, each in its own order: then only `WR * AR` accumulators
+        /// live at once (held in registers), each weight vector widened once for all `AR`
+        /// rows and each activation vector loaded once for all `WR` rows, and every
+        /// element's four chains hold exactly `dot_f16`'s values.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn rows_f16<const R: usize>(pw: *const u8, acts: [*const f32; R], full: usize) -> [[__m256; 4]; R] {
-            let mut c = [[_mm256_setzero_ps(); 4]; R];
-            let mut e = 0;
-            while e < full {
-                for q in 0..4 {
-                    let x = load_ph(pw.add(2 * (e + 8 * q)));
-                    for r in 0..R {
-                        c[r][q] = _mm256_fmadd_ps(x, _mm256_loadu_ps(acts[r].add(e + 8 * q)), c[r][q]);
+        unsafe fn block_f16<const WR: usize, const AR: usize>(pw: [*const u8; WR], acts: [*const f32; AR], full: usize) -> [[[__m256; 4]; AR]; WR] {
+            let mut c = [[[_mm256_setzero_ps(); 4]; AR]; WR];
+            for q in 0..4 {
+                let mut acc = [[_mm256_setzero_ps(); AR]; WR];
+                let mut e = 8 * q;
+                while e < full {
+                    let mut w = [_mm256_setzero_ps(); WR];
+                    for (x, p) in w.iter_mut().zip(pw) {
+                        *x = load_ph(p.add(2 * e));
+                    }
+                    for r in 0..AR {
+                        let a = _mm256_loadu_ps(acts[r].add(e));
+                        for i in 0..WR {
+                            acc[i][r] = _mm256_fmadd_ps(w[i], a, acc[i][r]);
+                        }
+                    }
+                    e += 32;
+                }
+                for i in 0..WR {
+                    for r in 0..AR {
+                        c[i][r][q] = acc[i][r];
                     }
                 }
-                e += 32;
             }
             c
         }
 
-        /// The F16 matmul tile: activation rows widened to f32 once per call, each
-        /// weight row widened once per three activation rows. Every element is computed
-        /// exactly as `dot_f16` computes it (the same chains, sums and tail), so batched
-        /// equals solo bit for bit.
+        /// Weight rows `j0..j0+WR` against activation rows `i0..i0+AR` of `tile_f16`, finished
+        /// into `out` as `dot_f16` finishes one element.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn put_f16<const WR: usize, const AR: usize>(w: &[u8], wr: usize, a: &[u8], ar: usize, wide: &[f32], j0: usize, i0: usize, out: *mut f32, ostride: usize) {
+            let n = wr / 2;
+            let full = n / 32 * 32;
+            let pw: [*const u8; WR] = std::array::from_fn(|i| w.as_ptr().add((j0 + i) * wr));
+            let acts: [*const f32; AR] = std::array::from_fn(|r| wide.as_ptr().add((i0 + r) * n));
+            let c = block_f16::<WR, AR>(pw, acts, full);
+            for (i, ci) in c.iter().enumerate() {
+                let wrow = &w[(j0 + i) * wr..(j0 + i + 1) * wr];
+                for (r, cr) in ci.iter().enumerate() {
+                    let arow = &a[(i0 + r) * ar..(i0 + r + 1) * ar];
+                    *out.add((i0 + r) * ostride + j0 + i) = finish_f16(cr, wrow, arow, full, n);
+                }
+            }
+        }
+
+        /// The F16 matmul tile: activation rows widened to f32 once per call, then blocks
+        /// of 3 weight rows x 4 activation rows (12 accumulators, 3 widened weights and
+        /// one activation in the 16 registers), the edges in smaller blocks. Every element
+        /// is computed exactly as `dot_f16` computes it (the same chains, sums and tail),
+        /// so batched equals solo bit for bit whatever the block.
         #[target_feature(enable = $feat)]
         unsafe fn tile_f16(w: &[u8], wr: usize, a: &[u8], ar: usize, out: *mut f32, ostride: usize) {
             thread_local! {
                 static WIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
             }
+            const WR: usize = 3;
+            const AR: usize = 4;
             let n = wr / 2;
-            let full = n / 32 * 32;
             let rows_a = a.len() / ar;
+            let rows_w = w.len() / wr;
             WIDE.with_borrow_mut(|wide| {
                 wide.clear();
                 wide.resize(rows_a * n, 0.0);
@@ -88,23 +127,31 @@ macro_rules! x86_floats {
                         dst[k] = owl_quant::f16_to_f32([src[2 * k], src[2 * k + 1]]);
                     }
                 }
-                let act = |i: usize| wide.as_ptr().add(i * n);
-                let arow = |i: usize| &a[i * ar..(i + 1) * ar];
-                for (j, wrow) in w.chunks_exact(wr).enumerate() {
-                    let pw = wrow.as_ptr();
-                    let mut i = 0;
-                    while i + 3 <= rows_a {
-                        let c = rows_f16::<3>(pw, [act(i), act(i + 1), act(i + 2)], full);
-                        for (r, cr) in c.iter().enumerate() {
-                            *out.add((i + r) * ostride + j) = finish_f16(cr, wrow, arow(i + r), full, n);
-                        }
-                        i += 3;
+                let wide: &[f32] = wide;
+                let mut i = 0;
+                while i + AR <= rows_a {
+                    let mut j = 0;
+                    while j + WR <= rows_w {
+                        put_f16::<WR, AR>(w, wr, a, ar, wide, j, i, out, ostride);
+                        j += WR;
                     }
-                    while i < rows_a {
-                        let c = rows_f16::<1>(pw, [act(i)], full);
-                        *out.add(i * ostride + j) = finish_f16(&c[0], wrow, arow(i), full, n);
-                        i += 1;
+                    while j < rows_w {
+                        put_f16::<1, AR>(w, wr, a, ar, wide, j, i, out, ostride);
+                        j += 1;
                     }
+                    i += AR;
+                }
+                while i < rows_a {
+                    let mut j = 0;
+                    while j + WR <= rows_w {
+                        put_f16::<WR, 1>(w, wr, a, ar, wide, j, i, out, ostride);
+                        j += WR;
+                    }
+                    while j < rows_w {
+                        put_f16::<1, 1>(w, wr, a, ar, wide, j, i, out, ostride);
+                        j += 1;
+                    }
+                    i += 1;
                 }
             });
         }
