@@ -306,6 +306,57 @@ def test_threshold_zero_keeps_the_probed_request_going(pair):
     assert len(recs) >= 3 and all(0 <= x["probe_score"] <= 1 and x["route"] == "local" for x in recs)
 
 
+@pytest.fixture(scope="module")
+def streaming0(pair, tmp_path_factory):
+    """A front at --route-threshold 0 with a long probe (64 tokens), so that a stream's
+    first content can be told apart from the probe's end by many tokens."""
+    _, up = pair
+    home = fresh_home(tmp_path_factory, "front0s")
+    s = Server("--upstream", upstream_spec(up), "--upstream-timeout", "120", "--route-threshold", "0",
+               "--route-probe-tokens", "64", env={"ROUTE_KEY": KEY, "OWL_HOME": str(home)})
+    s.home = home
+    yield s
+    s.stop()
+
+
+def test_threshold_zero_streams_the_probe_tokens_as_they_come(streaming0):
+    """--route-threshold 0 can never escalate, so the probe holds nothing back: a stream's
+    first content delta arrives while its 64 probe tokens are still being generated. The
+    signal is the front's own per-token counter (owl_generated_tokens_total), read when
+    that delta arrives: under 64 then (a held-back draft would have it at 64 or more).
+    The score is still computed and recorded in the ledger, and equals the score of the
+    same request not streamed (which is probed first and carries it in a header)."""
+    s = streaming0
+    probe, n = 64, 80
+    body = {"messages": LONG, "max_tokens": n, "temperature": 0, "ignore_eos": True}
+    r = chat(s.url, **body)
+    assert (r.status_code, r.headers["x-owl-route-reason"]) == (200, "confident")
+    want, score = r.json()["choices"][0]["message"]["content"], float(r.headers["x-owl-probe-score"])
+    before = s.metrics()["owl_generated_tokens_total"]
+    text, at_first, chunks = "", None, 0
+    with rawhttp.stream("POST", s.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=300) as resp:
+        assert resp.status_code == 200
+        assert (resp.headers["x-owl-route"], resp.headers["x-owl-route-reason"]) == ("local", "confident")
+        assert "x-owl-probe-score" not in resp.headers  # sent before the score is known
+        for line in resp.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[len("data: "):])
+            assert "error" not in chunk, chunk
+            delta = (chunk["choices"][0]["delta"].get("content") or "") if chunk["choices"] else ""
+            if delta and at_first is None:
+                at_first = s.metrics()["owl_generated_tokens_total"] - before
+            if delta:
+                chunks += 1
+                assert chunk["choices"][0]["logprobs"] is None  # the probe's logprobs stay inside
+            text += delta
+    assert at_first is not None and at_first < probe, at_first
+    assert text == want and chunks > 1
+    rec = ledger_records(s.home)[-1]
+    assert (rec["route"], rec["reason"], rec["completion_tokens"]) == ("local", "confident", n)
+    assert abs(rec["probe_score"] - score) < 1e-3, (rec["probe_score"], score)
+
+
 def test_calibrate_from_a_prompts_file_runs_the_servers_probe(pair, tmp_path):
     """`owl route calibrate --escalate 0.5 PROMPTS_FILE` probes each prompt here, with no
     server: its threshold lies halfway between the middle two of the scores the server's

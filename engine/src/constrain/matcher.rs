@@ -10,6 +10,10 @@ use llguidance::Matcher;
 use super::trigger::Scan;
 use super::{ConstraintEnv, Trigger};
 
+/// The tokens a sequence may sample next (a bit per vocabulary id).
+#[derive(Debug)]
+pub struct Mask(llguidance::toktrie::SimpleVob);
+
 /// What a sampled token did to the constraint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Advance {
@@ -73,8 +77,18 @@ impl SeqConstraint {
     /// Sets every logit the grammar does not allow to -inf (ids past the vocabulary too).
     /// The end-of-sequence token is allowed only where the grammar accepts.
     pub fn apply(&mut self, logits: &mut [f32]) -> Result<(), String> {
+        if let Some(mask) = self.compute_mask()? {
+            self.apply_mask(&mask, logits);
+        }
+        Ok(())
+    }
+
+    /// The mask for the next token (None while waiting for the trigger: nothing is
+    /// masked). It depends only on the tokens fed so far, so it may be computed on
+    /// another thread while the forward pass that makes the logits runs.
+    pub fn compute_mask(&mut self) -> Result<Option<Mask>, String> {
         if !self.is_active() {
-            return Ok(());
+            return Ok(None);
         }
         let t0 = Instant::now();
         let mask = self.matcher.compute_mask_or_eos();
@@ -83,12 +97,16 @@ impl SeqConstraint {
         if mask.num_set() == 0 {
             return Err("the grammar allows no further token".into());
         }
+        Ok(Some(Mask(mask)))
+    }
+
+    /// Puts a mask from [`SeqConstraint::compute_mask`] on a logits row.
+    pub fn apply_mask(&self, mask: &Mask, logits: &mut [f32]) {
         for (i, l) in logits.iter_mut().enumerate() {
-            if i >= self.env.n_vocab || !mask.is_allowed(i as u32) {
+            if i >= self.env.n_vocab || !mask.0.is_allowed(i as u32) {
                 *l = f32::NEG_INFINITY;
             }
         }
-        Ok(())
     }
 
     /// The grammar ended the sequence with this token (its EOS, allowed only when it accepts):

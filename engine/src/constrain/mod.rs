@@ -9,7 +9,7 @@ mod trigger;
 mod vocab;
 
 pub use gbnf::gbnf_to_lark;
-pub use matcher::{Advance, SeqConstraint};
+pub use matcher::{Advance, Mask, SeqConstraint};
 pub use trigger::{Scan, Trigger};
 pub use vocab::ConstraintEnv;
 

@@ -6,6 +6,7 @@
 
 mod busy;
 mod embed;
+mod masks;
 mod types;
 mod worker;
 
@@ -137,6 +138,18 @@ impl Engine {
         let env = self.constrain_env.get_or_init(|| ConstraintEnv::new(&self.tokenizer).map(Arc::new));
         let env = env.as_ref().map_err(|e| SubmitError::Constraint(e.clone()))?;
         env.matcher(c).map_err(SubmitError::Constraint)
+    }
+
+    /// Whether grammar masks are computed on a helper thread while the forward pass runs
+    /// (the default; `OWL_MASK_OVERLAP=0` starts an engine with it off), or after it.
+    /// The tokens are the same either way; only the timing differs.
+    pub fn set_mask_overlap(&self, on: bool) {
+        self.shared.mask_overlap.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many grammar masks were computed during a forward pass so far.
+    pub fn masks_overlapped(&self) -> u64 {
+        self.shared.masks_overlapped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Counters for /metrics and /stats.

@@ -3,13 +3,14 @@
 //! join between steps; cancelled ones free their pages within a step.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc::Sender;
 
 use super::busy::{self, StepRows};
+use super::masks;
 use super::*;
 use crate::constrain::{Advance, SeqConstraint};
 use crate::gguf::Gguf;
@@ -100,6 +101,10 @@ pub(super) struct Shared {
     pages_total: usize,
     hist: Mutex<(Hist, Hist)>,
     clock: Mutex<busy::Clock>,
+    /// Grammar masks are computed while the forward pass runs (masks.rs).
+    pub mask_overlap: AtomicBool,
+    /// Masks computed on the helper thread, during a forward pass.
+    pub masks_overlapped: AtomicU64,
 }
 
 impl Shared {
@@ -218,6 +223,8 @@ pub(super) fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
         pages_total: kv.n_pages(),
         hist: Mutex::new((Hist::default(), Hist::default())),
         clock: Mutex::new(busy::Clock::default()),
+        mask_overlap: AtomicBool::new(masks::overlap_default()),
+        masks_overlapped: AtomicU64::new(0),
     });
     let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity.max(1));
     let mut w = Worker {
@@ -397,6 +404,7 @@ impl Worker {
         let mut batch = Batch::default();
         let mut budget = STEP_TOKENS;
         let mut out_of_room = Vec::new();
+        let mut sampling = vec![false; self.active.len()];
         for (si, s) in self.active.iter_mut().enumerate() {
             let remaining = s.tokens.len() - s.n_past;
             let take = if s.n_past < s.n_prompt { remaining.min(budget.max(1)) } else { remaining };
@@ -409,6 +417,8 @@ impl Worker {
                 out_of_room.push(si);
                 continue;
             }
+            // This step's rows finish the sequence's known tokens: it samples one.
+            sampling[si] = end == s.tokens.len();
             let seq = batch.seq_cells.len() as u32;
             batch.seq_cells.push(s.kv.cells(end));
             let prefill = end.min(s.n_prompt).saturating_sub(s.n_past);
@@ -422,10 +432,30 @@ impl Worker {
         let stalled = batch.rows.is_empty();
         // The logits buffer lives in the worker and is reused step after step.
         let mut logits = std::mem::take(&mut self.logits);
+        // The masks of the constrained sequences that sample this step (their prompt
+        // done with this step's rows) are computed while the forward pass runs (masks.rs).
+        let mut masks: Vec<Option<masks::StepMask>> = (0..self.active.len()).map(|_| None).collect();
         if stalled {
             logits.clear();
         } else {
-            self.model.forward_into(&batch, &mut logits)?;
+            let constrained: Vec<(usize, &mut SeqConstraint)> = self
+                .active
+                .iter_mut()
+                .enumerate()
+                .filter(|(si, s)| sampling[*si] && s.constraint.as_ref().is_some_and(|c| c.is_active()))
+                .filter_map(|(si, s)| s.constraint.as_mut().map(|c| (si, c)))
+                .collect();
+            let overlap = self.shared.mask_overlap.load(Ordering::Relaxed);
+            let model = &mut self.model;
+            let n_masks = constrained.len();
+            let (r, computed, overlapped) = masks::forward_with_masks(constrained, overlap, || model.forward_into(&batch, &mut logits));
+            r?;
+            if overlapped {
+                self.shared.masks_overlapped.fetch_add(n_masks as u64, Ordering::Relaxed);
+            }
+            for (si, m) in computed {
+                masks[si] = Some(m);
+            }
         }
         // Advance, sample and stream.
         let n_vocab = self.model.cfg.n_vocab;
@@ -466,9 +496,19 @@ impl Worker {
             li += 1;
             // The grammar's mask goes on before penalties, top-k/p and temperature.
             if let Some(c) = s.constraint.as_mut() {
-                if let Err(e) = c.apply(l) {
-                    errored.push((si, e));
-                    continue;
+                // Computed with the forward pass; a lazy grammar still waiting for its
+                // trigger has no entry (nothing to mask).
+                let mask = match masks[si].take() {
+                    Some(m) => m,
+                    None => c.compute_mask(),
+                };
+                match mask {
+                    Ok(Some(mask)) => c.apply_mask(&mask, l),
+                    Ok(None) => {}
+                    Err(e) => {
+                        errored.push((si, e));
+                        continue;
+                    }
                 }
             }
             let id = s.sampler.sample(l, &s.tokens);

@@ -385,6 +385,7 @@ async fn submit_one(
         want_logprobs: logprobs.is_some(),
         early: VecDeque::new(),
         more: Vec::new(),
+        stream_probe: None,
     })
 }
 
@@ -402,6 +403,9 @@ pub(crate) struct Started {
     early: VecDeque<Event>,
     /// With `n` > 1: choices 1 .. n (this one is choice 0).
     more: Vec<Started>,
+    /// A probe that cannot escalate (`--route-threshold 0`): the stream scores its
+    /// first this-many tokens as they pass and records the score ([`Started::score_while_streaming`]).
+    stream_probe: Option<usize>,
 }
 
 /// What the probe saw of a generation's start.
@@ -459,6 +463,23 @@ impl Started {
             }
         }
         d
+    }
+
+    /// The probe of a route that cannot escalate: nothing is held back. A stream sends
+    /// the first `n` tokens as they come and scores them as they pass, the score going
+    /// into the ledger record (and the capture) at the `n`th token or the end, whichever
+    /// is first; an answer that is not streamed is probed as usual first.
+    pub async fn score_while_streaming(mut self, n: usize) -> Result<(Response, Option<f64>), ApiError> {
+        if self.stream {
+            self.stream_probe = Some(n);
+            return Ok((self.respond().await?, None));
+        }
+        let draft = self.probe(n).await;
+        let score = crate::route::probe::score(&draft.logprobs);
+        let mut r = self.ctx.routing.clone();
+        r.probe_score = Some(score);
+        self.set_routing(r);
+        Ok((self.respond().await?, Some(score)))
     }
 
     /// Sets the route recorded with the request (after the probe decided it).

@@ -43,6 +43,9 @@ struct Streamer {
     /// record wait in `total` for the merged stream's end.
     multi: bool,
     total: Option<(Usage, owl_ledger::Record)>,
+    /// `--route-threshold 0`: the probe tokens stream as they come; their logprobs are
+    /// gathered here (up to the count) and scored when the probe is over.
+    probe: Option<(usize, Vec<f32>)>,
 }
 
 impl Streamer {
@@ -193,6 +196,37 @@ impl Streamer {
         }
     }
 
+    /// A streamed probe reads each event before it is sent: at its `n`th token's logprob,
+    /// or when the generation ends first, the score goes into the route recorded with the
+    /// request (ledger and capture), before any charge.
+    fn observe_probe(&mut self, ev: Option<&Event>) {
+        let Some((n, lps)) = &mut self.probe else {
+            return;
+        };
+        let over = match ev {
+            Some(Event::Token { logprob, .. }) => {
+                if let Some(lp) = logprob {
+                    lps.push(lp.logprob);
+                }
+                lps.len() >= *n
+            }
+            Some(Event::Started { .. }) => false,
+            Some(Event::Done { .. } | Event::Error(_)) | None => true,
+        };
+        if !over {
+            return;
+        }
+        let score = crate::route::probe::score(lps);
+        self.probe = None;
+        let mut r = self.ctx.routing.clone();
+        r.probe_score = Some(score);
+        if let Some(c) = &mut self.ctx.capture {
+            c.meta.probe_score = Some(score);
+        }
+        self.handle.set_routing(r.clone());
+        self.ctx.routing = r;
+    }
+
     /// Waits for the next engine event and queues the chunks it makes.
     async fn pump(&mut self) {
         // A chat request with tools parses its text for calls; everything else streams as is.
@@ -200,7 +234,9 @@ impl Streamer {
             Kind::Chat => self.ctx.tools.as_ref().map(|t| t.0),
             _ => None,
         };
-        match next_event(&mut self.early, &mut self.handle).await {
+        let ev = next_event(&mut self.early, &mut self.handle).await;
+        self.observe_probe(ev.as_ref());
+        match ev {
             Some(Event::Started { .. }) => {}
             Some(Event::Token { id, text, logprob }) if self.ctx.native.is_some() => {
                 let o = self.ctx.native.clone().unwrap_or_default();
@@ -303,6 +339,7 @@ fn streamer(started: Started, index: usize, multi: bool) -> Streamer {
         include_usage,
         want_logprobs,
         early,
+        stream_probe,
         ..
     } = started;
     let mut s = Streamer {
@@ -324,6 +361,7 @@ fn streamer(started: Started, index: usize, multi: bool) -> Streamer {
         index,
         multi,
         total: None,
+        probe: stream_probe.map(|n| (n, Vec::new())),
     };
     if let Some((family, choice)) = &s.ctx.tools {
         s.holding = !crate::tools::streams_content(*family, choice);

@@ -13,8 +13,9 @@
 //!   or they score T or more and the same local generation goes on as the answer.
 //!   At T = 1 nothing could stay local, so no probe runs: the request escalates at
 //!   once (no draft, no probe score). At T = 0 the probe runs but never escalates:
-//!   its tokens are the answer's start, and its score is recorded for
-//!   `owl route calibrate --from-ledger`;
+//!   its tokens are the answer's start, streamed as they come (nothing is held back,
+//!   the `x-owl-probe-score` header is left out of a stream), and its score is
+//!   recorded for `owl route calibrate --from-ledger`;
 //! - `default`: none of these; the request is answered locally;
 //! - `upstream_error`: the upstream failed twice (connect error, timeout, 5xx),
 //!   so the request was answered locally after all.
@@ -345,6 +346,23 @@ async fn answer(
             if !cfg.upstreams.is_empty() && cfg.threshold.is_some_and(probe::always_escalates) =>
         {
             (0, "low_confidence", None, None, None)
+        }
+        // At --route-threshold 0 no score escalates: the probe holds nothing back. A
+        // stream's first tokens go out as they come, scored as they pass.
+        Decision::Local("default")
+            if !cfg.upstreams.is_empty() && cfg.threshold.is_some_and(probe::never_escalates) =>
+        {
+            let opts = LocalOpts {
+                routing: routing("local", "confident", None, None),
+                probe: Some(cfg.probe_tokens),
+                capture: local_capture.clone(),
+            };
+            let started = start(st.clone(), client.clone(), &v, ep, opts).await?;
+            let (mut resp, score) = started.score_while_streaming(cfg.probe_tokens).await?;
+            cfg.count("local", "confident");
+            // A stream's headers go out before its score is known: it is in the ledger only.
+            set_headers(&mut resp, &routing("local", "confident", score, None));
+            return Ok(resp);
         }
         Decision::Local("default") if !cfg.upstreams.is_empty() && cfg.threshold.is_some() => {
             let t = cfg.threshold.unwrap_or(0.0);

@@ -49,6 +49,12 @@ pub fn escalates(score: f64, t: f64) -> bool {
     always_escalates(t) || score < t
 }
 
+/// Whether threshold `t` keeps every score local, so that the probe need hold
+/// nothing back (a stream sends its tokens as they come).
+pub fn never_escalates(t: f64) -> bool {
+    t <= 0.0
+}
+
 /// Whether threshold `t` escalates every score, so that the probe need not run.
 pub fn always_escalates(t: f64) -> bool {
     t >= 1.0
@@ -82,6 +88,13 @@ mod tests {
             assert!(escalates(s, 1.0));
         }
         assert!(always_escalates(1.0) && !always_escalates(0.999) && !always_escalates(0.0));
+        assert!(never_escalates(0.0) && !never_escalates(1e-9) && !never_escalates(1.0));
+        for s in [0.0, 1e-12, 0.5] {
+            assert!(
+                !escalates(s, 0.0),
+                "what never escalates must never escalate"
+            );
+        }
         assert!(escalates(0.4, 0.5) && !escalates(0.6, 0.5));
     }
 }
