@@ -119,6 +119,8 @@ struct Inner {
     cost: Arc<CostBook>,
     drain: crate::drain::Drain,
     conns: Arc<crate::conn::Conns>,
+    /// Stored `/v1/responses` answers, for `previous_response_id` and `GET`.
+    responses: crate::compat::responses::Store,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -142,7 +144,13 @@ impl AppState {
             created: unix_now(),
             drain: crate::drain::Drain::default(),
             conns: Arc::default(),
+            responses: Default::default(),
         }))
+    }
+
+    /// The Responses API's store.
+    pub(crate) fn responses(&self) -> &crate::compat::responses::Store {
+        &self.0.responses
     }
 
     /// Makes the loaded engine available; /health turns 200. Only the first call counts.
@@ -349,6 +357,10 @@ pub fn router(state: AppState) -> Router {
         .route("/models", get(models))
         .route("/v1/responses", post(crate::compat::responses::create))
         .route("/responses", post(crate::compat::responses::create))
+        .route("/v1/responses/{id}", get(crate::compat::responses::retrieve).delete(crate::compat::responses::delete))
+        .route("/responses/{id}", get(crate::compat::responses::retrieve).delete(crate::compat::responses::delete))
+        .route("/v1/responses/{id}/input_items", get(crate::compat::responses::input_items))
+        .route("/responses/{id}/input_items", get(crate::compat::responses::input_items))
         // Token counting, as llama-server has it.
         .route("/v1/chat/completions/input_tokens", post(crate::compat::chat_input_tokens))
         .route("/chat/completions/input_tokens", post(crate::compat::chat_input_tokens))

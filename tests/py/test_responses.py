@@ -2,7 +2,9 @@
 `client.responses`, on qwen2.5-coder-0.5b-instruct (tools need a template that
 renders them): text equals the chat answer for the same conversation, the
 stream's deltas and final response equal the non-streamed one, function calls
-round-trip, JSON Schema output is enforced, stateful features are refused."""
+round-trip, JSON Schema output is enforced, `previous_response_id` continues a
+stored conversation (retrieve, input items, delete, `store: false`), unserved
+features are refused."""
 
 import json
 
@@ -103,7 +105,7 @@ def test_json_schema_output_is_enforced(client):
 
 
 @pytest.mark.parametrize("kw, param", [
-    (dict(previous_response_id="resp_123"), "previous_response_id"),
+    (dict(conversation="conv_123"), "conversation"),
     (dict(tools=[{"type": "web_search"}]), "tools[0].type"),
     (dict(text={"format": {"type": "yaml"}}), "text.format"),
 ])
@@ -111,3 +113,55 @@ def test_unserved_features_are_400s_naming_the_field(client, kw, param):
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model=MODEL, input="hi", max_output_tokens=4, **kw)
     assert e.value.body["param"] == param, e.value.body
+
+
+def test_previous_response_id_continues_the_stored_conversation(client):
+    kw = dict(model=MODEL, temperature=0)
+    first = "My name is Zed and I live in Oslo. Reply with one short sentence."
+    r1 = client.responses.create(input=first, max_output_tokens=24, **kw)
+    assert r1.store is True and r1.previous_response_id is None
+    ask = "What is my name? Answer with the name only."
+    r2 = client.responses.create(previous_response_id=r1.id, input=ask, max_output_tokens=8, **kw)
+    assert r2.previous_response_id == r1.id
+    # The follow-up is answered from the whole conversation: the same as chat
+    # given the earlier turn and the answer it got.
+    chat = client.chat.completions.create(
+        model=MODEL, temperature=0, max_tokens=8,
+        messages=[{"role": "user", "content": first},
+                  {"role": "assistant", "content": r1.output_text},
+                  {"role": "user", "content": ask}])
+    assert r2.output_text == chat.choices[0].message.content
+    assert r2.usage.input_tokens == chat.usage.prompt_tokens
+    assert "Zed" in r2.output_text, r2.output_text
+
+    # A streamed follow-up is answered the same way and stored too.
+    events = list(client.responses.create(previous_response_id=r1.id, input=ask, max_output_tokens=8,
+                                          stream=True, **kw))
+    r3 = events[-1].response
+    assert r3.output_text == r2.output_text and r3.previous_response_id == r1.id
+    assert client.responses.retrieve(r3.id).output_text == r3.output_text
+
+    # Read back: the response, and the items it was answered from.
+    got = client.responses.retrieve(r1.id)
+    assert got.id == r1.id and got.output_text == r1.output_text
+    items = client.responses.input_items.list(r2.id).data
+    assert [i.type for i in items] == ["message", "message", "message"]
+    assert [i.role for i in items] == ["user", "assistant", "user"]
+
+    # Deleted, it is gone: retrieving it or continuing from it is a 404 that says what to do.
+    client.responses.delete(r1.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(r1.id)
+    with pytest.raises(openai.NotFoundError) as e:
+        client.responses.create(previous_response_id=r1.id, input=ask, max_output_tokens=4, **kw)
+    assert "send the whole conversation in `input`" in e.value.body["message"], e.value.body
+    # A follow-up of a follow-up still holds the whole conversation (copied, not linked).
+    r4 = client.responses.create(previous_response_id=r2.id, input="And where do I live? One word.",
+                                 max_output_tokens=8, **kw)
+    assert len(client.responses.input_items.list(r4.id).data) == 5
+
+    # store: false is answered and not kept.
+    r5 = client.responses.create(input="Say hi.", store=False, max_output_tokens=4, **kw)
+    assert r5.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(r5.id)

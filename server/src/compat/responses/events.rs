@@ -17,9 +17,14 @@ enum Item {
     Call(u64, Value, Value, String),
 }
 
+/// Called with the final response object once a stream completes (or ends
+/// incomplete at the token limit): the store keeps it.
+pub(super) type Done = Box<dyn FnOnce(&Value) + Send>;
+
 /// Turns chat chunks into Responses events.
 #[derive(Default)]
 struct Events {
+    done: Option<Done>,
     req: Value,
     out: Vec<Value>,
     seq: u64,
@@ -234,14 +239,18 @@ impl Events {
         } else {
             "response.completed"
         };
+        if let Some(done) = self.done.take() {
+            done(&r);
+        }
         self.emit(ty, json!({"response": r}));
     }
 }
 
-pub(super) fn stream_answer(resp: Response, req: Value) -> Response {
+pub(super) fn stream_answer(resp: Response, req: Value, done: Option<Done>) -> Response {
     let chunks = sse_chunks(resp).boxed();
     let ev = Events {
         req,
+        done,
         usage: usage(&Value::Null),
         ..Default::default()
     };

@@ -205,13 +205,17 @@ pub(crate) fn to_chat(v: &Value) -> Result<Value, ApiError> {
             "the request body must be a JSON object",
         ));
     }
-    if v["previous_response_id"].is_string()
-        || v["conversation"].is_string()
-        || v["conversation"].is_object()
-    {
+    if !v["previous_response_id"].is_null() {
+        // POST /v1/responses resolves it against the store before it gets here.
         return Err(bad(
             "previous_response_id",
-            "owl keeps no responses: send the whole conversation in `input` (earlier outputs as assistant messages and function_call items)",
+            "`previous_response_id` names a stored response; send it to POST /v1/responses, or send the whole conversation in `input`",
+        ));
+    }
+    if v["conversation"].is_string() || v["conversation"].is_object() {
+        return Err(bad(
+            "conversation",
+            "conversations are not served: use `previous_response_id`, or send the whole conversation in `input` (earlier outputs as assistant messages and function_call items)",
         ));
     }
     if v["background"] == true {
