@@ -208,6 +208,15 @@ fn overlapped_masks_give_the_tokens_of_sequential_ones_and_cancelling_leaks_noth
         ),
         alone
     );
-    let m = e.metrics();
+    // The worker frees a sequence in the step after its Done is sent: wait for
+    // it (a leak would hold it forever).
+    let t0 = std::time::Instant::now();
+    let m = loop {
+        let m = e.metrics();
+        if (m.active_sequences, m.queue_depth) == (0, 0) || t0.elapsed().as_secs() >= 10 {
+            break m;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     assert_eq!((m.active_sequences, m.queue_depth), (0, 0));
 }
